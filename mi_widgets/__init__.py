@@ -1,0 +1,45 @@
+"""mi-widgets: mechanistic interpretability inside Jupyter.
+
+>>> import mi_widgets as mw
+>>> model = mw.load()                      # the embedded trained model (zoo:tiny)
+>>> mw.TokenActivations(model, "The Eiffel Tower is in Paris", site="mlp_post", layer=1)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import zoo
+from .core.activations import TokenActivationsResult, token_activations
+from .core.model import SITES, TOKEN_SITES, Model, load, wrap
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .widgets.token_activations import TokenActivations
+
+_WIDGETS = {"TokenActivations": "token_activations"}
+
+
+def __getattr__(name: str) -> Any:
+    # Widgets import anywidget/ipywidgets: load them only when asked for, so that
+    # `import mi_widgets` for the science stays light.
+    if name in _WIDGETS:
+        import importlib
+
+        module = importlib.import_module(f".widgets.{_WIDGETS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'mi_widgets' has no attribute {name!r}")
+
+
+__all__ = [
+    "SITES",
+    "TOKEN_SITES",
+    "Model",
+    "TokenActivations",
+    "TokenActivationsResult",
+    "load",
+    "token_activations",
+    "wrap",
+    "zoo",
+]

@@ -1,0 +1,245 @@
+"""TokenActivations: texts coloured by a unit's activation; click a token for its top units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import traitlets
+
+from .. import wire
+from ..core.activations import TokenActivationsResult, token_activations
+from ..core.model import TOKEN_SITES, Model
+from ._base import MIWidget, bundle, request_handler
+
+#: units whose values a static export carries at most (the most frequent in the top-k lists)
+STATIC_UNIT_LIMIT = 512
+
+
+class TokenActivations(MIWidget):
+    """Tokens of one or more texts coloured by a neuron, dimension, head or direction.
+
+    ``TokenActivations(model, "some text", site="mlp_post", layer=0)``; ``unit=`` picks the
+    colouring unit (an int) or a direction (a vector over the site's units, e.g. a probe
+    direction on ``resid_post``). Hover a token for its exact value; click it for its top-k
+    units; click a unit to recolour. ``selected_token`` (flat index over the texts) and
+    ``selected_unit`` are traits to read, observe and set; so are ``layer`` and ``site``
+    (setting them recomputes with one nnsight trace).
+    """
+
+    _stem = "token_activations"
+
+    texts = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+    site = traitlets.Unicode("mlp_post").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)
+    sites = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    n_layers = traitlets.Int(1).tag(sync=True)
+    n_units = traitlets.Int(0).tag(sync=True)
+    unit_kind = traitlets.Unicode("neuron").tag(sync=True)
+    values = traitlets.Dict().tag(sync=True)
+    topk_indices = traitlets.Dict().tag(sync=True)
+    topk_values = traitlets.Dict().tag(sync=True)
+    selected_token = traitlets.Int(-1).tag(sync=True)
+    selected_unit = traitlets.Int(-1).tag(sync=True)
+    unit_label = traitlets.Unicode("").tag(sync=True)
+    status = traitlets.Unicode("ready").tag(sync=True)
+    progress = traitlets.Float(1.0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    k = traitlets.Int(10).tag(sync=True)
+
+    def __init__(
+        self,
+        model: Model | None = None,
+        texts: str | list[str] | None = None,
+        site: str = "mlp_post",
+        layer: int = 0,
+        *,
+        unit: int | torch.Tensor | None = None,
+        unit_label: str | None = None,
+        k: int = 10,
+        result: TokenActivationsResult | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._esm = bundle(self._stem).read_text(encoding="utf-8")
+        if result is None:
+            if model is None or texts is None:
+                raise ValueError("TokenActivations needs a model and texts (or result=)")
+            direction = unit if isinstance(unit, torch.Tensor) else None
+            result = token_activations(
+                model, texts, site, layer, direction=direction,
+                direction_label=unit_label or "direction",
+            )
+        self._result = result
+        self._model = result.model if result.model is not None else model
+        self._updating = False
+        super().__init__(k=k, **kwargs)
+        n_layers = self._model.n_layers if self._model is not None else result.layer + 1
+        sites = [s for s in TOKEN_SITES if self._model is None or s in self._model.sites]
+        with self.hold_trait_notifications():
+            self._updating = True
+            self.n_layers = n_layers
+            self.sites = sites
+            self.texts = result.str_tokens
+            self._show(result, unit if not isinstance(unit, torch.Tensor) else None)
+            self._updating = False
+
+    @classmethod
+    def from_result(cls, result: TokenActivationsResult, **kwargs: Any) -> TokenActivations:
+        unit = kwargs.pop("unit", result.direction)
+        return cls(result=result, unit=unit, unit_label=result.direction_label, **kwargs)
+
+    @property
+    def result(self) -> TokenActivationsResult:
+        """The activations behind the current view."""
+        return self._result
+
+    @property
+    def selected_position(self) -> tuple[int, int, str] | None:
+        """``(text index, position, token string)`` of ``selected_token``, or ``None``."""
+        i = self.selected_token
+        if i < 0:
+            return None
+        for t, off in reversed(list(enumerate(self._result.offsets))):
+            if i >= off:
+                return t, i - off, self.texts[t][i - off]
+        return None
+
+    # -- state updates -------------------------------------------------------------------
+
+    def _default_unit(self, result: TokenActivationsResult) -> int:
+        if 0 <= self.selected_token < result.acts.shape[0]:
+            return int(result.acts[self.selected_token].argmax())
+        return int(result.acts.max(0).values.argmax())
+
+    def _show(self, result: TokenActivationsResult, unit: int | None) -> None:
+        """Push a result to the traits (inside ``_updating``)."""
+        self._result = result
+        self.site = result.site
+        self.layer = result.layer
+        self.n_units = result.n_units
+        self.unit_kind = result.unit_kind
+        idx, vals = result.topk(self.k)
+        self.topk_indices = wire.encode(idx, "int32")
+        self.topk_values = wire.encode(vals, "float16")
+        if self.selected_token >= result.acts.shape[0]:
+            self.selected_token = -1
+        if unit is None and result.direction is not None:
+            self.selected_unit = -1
+            self.unit_label = f"direction: {result.direction_label}"
+            self.values = wire.encode(result.unit_values(result.direction), "float32")
+        else:
+            unit = self._default_unit(result) if unit is None else unit
+            self._set_unit(unit)
+
+    def _set_unit(self, unit: int) -> None:
+        values = self._result.unit_values(unit)  # validates
+        self.selected_unit = unit
+        self.unit_label = f"{self._result.unit_kind} {unit}"
+        self.values = wire.encode(values, "float32")
+
+    @traitlets.validate("selected_token")
+    def _check_token(self, proposal: Any) -> int:
+        v = proposal["value"]
+        n = sum(len(t) for t in self.texts) if self.texts else 0
+        if v < -1 or (n and v >= n):
+            raise traitlets.TraitError(f"selected_token must be -1 or in 0..{n - 1}, got {v}")
+        return v
+
+    @traitlets.observe("selected_unit")
+    def _on_unit(self, change: dict) -> None:
+        if self._updating:
+            return
+        unit = change["new"]
+        if unit < 0:
+            if self._result.direction is None:
+                return
+            self._updating = True
+            try:
+                self.unit_label = f"direction: {self._result.direction_label}"
+                self.values = wire.encode(self._result.unit_values(self._result.direction), "float32")
+            finally:
+                self._updating = False
+            return
+        self._updating = True
+        try:
+            self._set_unit(unit)
+        except ValueError as exc:
+            self.error = str(exc)
+            self.selected_unit = change["old"]
+        finally:
+            self._updating = False
+
+    @traitlets.observe("layer", "site")
+    def _on_layer_site(self, change: dict) -> None:
+        if self._updating:
+            return
+        self.load(site=self.site, layer=self.layer)
+
+    def load(self, site: str | None = None, layer: int | None = None, progress: Any = None) -> None:
+        """Recompute the view for another site/layer (one nnsight trace per text).
+
+        Validation errors are raised (and shown in the view) before any forward pass; the
+        view keeps its previous data when anything fails.
+        """
+        old = self._result
+        site = old.site if site is None else site
+        layer = old.layer if layer is None else layer
+        if self._model is None:
+            raise ValueError("this view has no model attached (it was built from a bare result)")
+        self._updating = True
+        try:
+            self.status, self.progress, self.error = "loading", 0.0, ""
+
+            def report(done: int, total: int) -> None:
+                self.progress = done / max(total, 1)
+                if progress is not None:
+                    progress(done, total)
+
+            direction = old.direction
+            if direction is not None and (site != old.site or self._model.site_width(site) != direction.shape[0]):
+                direction = None
+            result = token_activations(
+                self._model, old.texts, site, layer, direction=direction,
+                direction_label=old.direction_label, progress=report,
+            )
+            keep_direction = direction is not None and self.selected_unit < 0
+            with self.hold_trait_notifications():
+                self._show(result, None if keep_direction else self._default_unit(result))
+                self.status, self.progress = "ready", 1.0
+        except Exception as exc:
+            with self.hold_trait_notifications():
+                self.site, self.layer = old.site, old.layer
+                self.status, self.error, self.progress = "error", str(exc), 1.0
+            raise
+        finally:
+            self._updating = False
+
+    @request_handler("fetch")
+    def _fetch(self, msg: dict, progress: Any) -> dict:
+        site = msg.get("site", self.site)
+        layer = msg.get("layer", self.layer)
+        if not isinstance(layer, int):
+            try:
+                layer = int(layer)
+            except (TypeError, ValueError):
+                raise ValueError(f"layer must be an int, got {layer!r}") from None
+        self.load(site=site, layer=layer, progress=progress)
+        return {"site": self.site, "layer": self.layer, "n_units": self.n_units}
+
+    # -- static export ----------------------------------------------------------------
+
+    def _static_extra(self) -> dict:
+        idx = wire.decode(self.topk_indices).reshape(-1)
+        counts = torch.bincount(torch.as_tensor(idx, dtype=torch.long), minlength=self.n_units)
+        units = [int(u) for u in torch.argsort(counts, descending=True, stable=True).tolist() if counts[u] > 0]
+        units = units[:STATIC_UNIT_LIMIT]
+        if self.selected_unit >= 0 and self.selected_unit not in units:
+            units.append(self.selected_unit)
+        cache = {str(u): wire.encode(self._result.unit_values(u), "float16") for u in units}
+        return {"unit_cache": cache}
+
+    def _fallback_text(self) -> str:
+        return (
+            f"TokenActivations · {self._result.model_name} · {self.site} layer {self.layer} · "
+            f"{self.unit_label}\n" + "\n".join("".join(toks) for toks in self.texts)
+        )
