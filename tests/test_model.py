@@ -1,0 +1,197 @@
+"""Model: one component vocabulary across GPT-2, Llama, NeoX and BERT, checked against
+transformers' own hidden states and against the algebra of the residual stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mi_widgets as mw
+
+TEXT = "The Eiffel Tower is in Paris."
+
+
+def _hidden_states(model, ids):
+    with torch.no_grad():
+        out = model.hf(ids, output_hidden_states=True)
+    return out.hidden_states
+
+
+def test_dimensions_are_read_from_the_config(family_model):
+    family, m = family_model
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_head, m.d_mlp) == (3, 4, 32, 8, 64 if family != "gpt2" else 128)
+    assert m.family == family.split("_")[0]
+
+
+def test_resid_pre_matches_transformers_hidden_states(family_model):
+    _, m = family_model
+    ids = m.to_tokens(TEXT)
+    hs = _hidden_states(m, ids)
+    out = m.run(ids, [("resid_pre", layer) for layer in range(m.n_layers)])
+    for layer in range(m.n_layers):
+        torch.testing.assert_close(out[("resid_pre", layer)], hs[layer][0].float(), atol=1e-5, rtol=1e-5)
+
+
+def test_residual_algebra_holds_for_pre_norm_models(family_model):
+    family, m = family_model
+    ids = m.to_tokens(TEXT)
+    layer = 1
+    if family == "bert":  # post-LN: each residual add is followed by a LayerNorm
+        out = m.run(ids, [(s, layer) for s in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")])
+        blk = m.hf.encoder.layer[layer]
+        with torch.no_grad():
+            mid = blk.attention.output.LayerNorm(out[("resid_pre", layer)] + out[("attn_out", layer)])
+            post = blk.output.LayerNorm(out[("resid_mid", layer)] + out[("mlp_out", layer)])
+        torch.testing.assert_close(out[("resid_mid", layer)], mid, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[("resid_post", layer)], post, atol=1e-5, rtol=1e-5)
+        return
+    reads = [(s, layer) for s in ("resid_pre", "attn_out", "mlp_out", "resid_post")]
+    if "resid_mid" in m.sites:
+        reads.append(("resid_mid", layer))
+    out = m.run(ids, reads)
+    pre, attn, mlp, post = (out[(s, layer)] for s in ("resid_pre", "attn_out", "mlp_out", "resid_post"))
+    torch.testing.assert_close(post, pre + attn + mlp, atol=1e-5, rtol=1e-5)
+    if "resid_mid" in m.sites:
+        torch.testing.assert_close(out[("resid_mid", layer)], pre + attn, atol=1e-5, rtol=1e-5)
+
+
+def test_head_out_sums_to_attn_out_minus_bias(family_model):
+    _, m = family_model
+    ids = m.to_tokens(TEXT)
+    out = m.run(ids, [("head_out", 2), ("attn_out", 2)])
+    heads, attn = out[("head_out", 2)], out[("attn_out", 2)]
+    assert heads.shape == (ids.shape[1], m.n_heads, m.d_model)
+    from mi_widgets.core.model import _get
+
+    proj = _get(_get(m.hf, m.arch.layers)[2], m.arch.o_proj)
+    bias = proj.bias.detach().float() if proj.bias is not None else 0.0
+    torch.testing.assert_close(heads.sum(1) + bias, attn, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_patterns_are_probabilities_and_causal_where_expected(family_model):
+    family, m = family_model
+    ids = m.to_tokens(TEXT)
+    pat = m.run(ids, [("attn_pattern", 0)])[("attn_pattern", 0)]
+    t = ids.shape[1]
+    assert pat.shape == (m.n_heads, t, t)
+    torch.testing.assert_close(pat.sum(-1), torch.ones(m.n_heads, t), atol=1e-5, rtol=1e-5)
+    upper = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
+    if family == "bert":
+        assert pat[:, upper].max() > 0  # bidirectional
+    else:
+        assert pat[:, upper].abs().max() == 0  # causal
+
+
+def test_mlp_post_feeds_mlp_out(family_model):
+    """mlp_out is the down-projection of mlp_post (bias included): the neurons are the right ones."""
+    family, m = family_model
+    ids = m.to_tokens(TEXT)
+    out = m.run(ids, [("mlp_post", 0), ("mlp_out", 0)])
+    from mi_widgets.core.model import _get
+
+    block = _get(m.hf, m.arch.layers)[0]
+    down = {
+        "gpt2": "mlp.c_proj", "llama": "mlp.down_proj", "neox": "mlp.dense_4h_to_h",
+        "neox_sequential": "mlp.dense_4h_to_h", "bert": "output.dense",
+    }[family]
+    proj = _get(block, down)
+    with torch.no_grad():
+        expected = proj(out[("mlp_post", 0)])
+    torch.testing.assert_close(out[("mlp_out", 0)], expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_parallel_residual_neox_has_no_resid_mid(family_model):
+    family, m = family_model
+    if family != "neox":
+        return
+    assert "resid_mid" not in m.sites
+    with pytest.raises(ValueError, match="resid_mid.*not defined.*parallel residual"):
+        m.check_site("resid_mid", 0)
+
+
+@pytest.mark.parametrize(
+    "site, layer, match",
+    [
+        ("mlp_pre", 0, "unknown site 'mlp_pre'"),
+        ("resid_pre", 3, r"layer 3 is out of range.*3 layers \(0\.\.2\)"),
+        ("resid_pre", -1, "layer -1 is out of range"),
+        ("resid_pre", "1", "layer must be an int"),
+    ],
+)
+def test_bad_site_or_layer_raises_before_any_forward(family_model, site, layer, match):
+    _, m = family_model
+    calls = []
+    handle = m.hf.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=match):
+            m.run(m.to_tokens(TEXT), [(site, layer)])
+        with pytest.raises(ValueError, match=match):
+            mw.token_activations(m, TEXT, site=site, layer=layer)
+    finally:
+        handle.remove()
+    assert calls == []
+    # the model is still usable afterwards
+    assert m.run(m.to_tokens(TEXT), [("resid_post", 0)])[("resid_post", 0)].shape[1] == m.d_model
+
+
+def test_empty_text_and_too_long_text_are_refused(family_model):
+    _, m = family_model
+    with pytest.raises(ValueError, match="text is empty"):
+        m.to_tokens("")
+    with pytest.raises(ValueError, match=r"texts\[1\] is empty"):
+        mw.token_activations(m, ["fine", ""])
+    with pytest.raises(ValueError, match="takes at most 128"):
+        m.to_tokens("Paris " * 300)
+
+
+def test_to_str_tokens_round_trips(family_model):
+    _, m = family_model
+    toks = m.to_str_tokens(TEXT)
+    assert toks[0] == "<|endoftext|>"
+    assert "".join(toks[1:]) == TEXT
+
+
+def test_real_minilm_bert_loads_from_a_local_directory(minilm_dir):
+    m = mw.load(minilm_dir)
+    assert (m.family, m.n_layers, m.n_heads, m.d_model, m.d_mlp) == ("bert", 6, 12, 384, 1536)
+    ids = m.to_tokens("Interpretability inside Jupyter")
+    assert m.to_str_tokens(ids)[0] == "[CLS]" and m.to_str_tokens(ids)[-1] == "[SEP]"
+    hs = _hidden_states(m, ids)
+    out = m.run(ids, [("resid_post", 5), ("resid_pre", 3), ("attn_pattern", 0)])
+    torch.testing.assert_close(out[("resid_post", 5)], hs[6][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out[("resid_pre", 3)], hs[3][0], atol=1e-4, rtol=1e-4)
+    assert out[("attn_pattern", 0)].shape == (12, ids.shape[1], ids.shape[1])
+
+
+def test_unknown_model_gives_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"could not load model 'no-such-org/no-such-model'.*zoo name.*local directory"):
+        mw.load("no-such-org/no-such-model")
+    with pytest.raises(ValueError, match="unknown zoo model 'nope'"):
+        mw.load("zoo:nope")
+
+
+def test_directory_without_config_or_weights_is_explained(tmp_path, bpe_tokenizer):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        mw.load(tmp_path)
+    import transformers as tf
+
+    cfg = tf.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(bpe_tokenizer))
+    cfg.architectures = ["GPT2LMHeadModel"]
+    cfg.save_pretrained(tmp_path)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="weights or tokenizer could not be loaded"):
+        mw.load(tmp_path)
+
+
+def test_a_saved_local_directory_loads_like_a_hub_model(tmp_path, family_model, bpe_tokenizer):
+    family, m = family_model
+    if family not in ("gpt2", "llama"):
+        return
+    m.hf.save_pretrained(tmp_path)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    m2 = mw.load(tmp_path)
+    ids = m.to_tokens(TEXT)
+    a = m.run(ids, [("resid_post", 2)])[("resid_post", 2)]
+    b = m2.run(ids, [("resid_post", 2)])[("resid_post", 2)]
+    torch.testing.assert_close(a, b)
