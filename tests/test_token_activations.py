@@ -1,0 +1,196 @@
+"""TokenActivations: the core result and the widget's Python side (traits, requests, export)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import mi_widgets as mw
+from mi_widgets import wire
+
+TEXTS = ["The Eiffel Tower is in Paris.", "The food was wonderful."]
+
+
+@pytest.fixture(scope="module")
+def gpt2(bpe_tokenizer):
+    """A random 3-layer GPT-2 (the widget's Python side; families are covered in test_model.py)."""
+    from conftest import _family_model
+
+    return mw.wrap(_family_model("gpt2", len(bpe_tokenizer)), bpe_tokenizer, "gpt2")
+
+
+def test_result_matches_a_direct_run(family_model):
+    _, m = family_model
+    r = mw.token_activations(m, TEXTS, site="mlp_post", layer=1)
+    ids = [m.to_tokens(t) for t in TEXTS]
+    direct = torch.cat([m.run(i, [("mlp_post", 1)])[("mlp_post", 1)] for i in ids])
+    torch.testing.assert_close(r.acts, direct)
+    assert r.offsets == [0, ids[0].shape[1]]
+    assert r.str_tokens == [m.to_str_tokens(i) for i in ids]
+    idx, vals = r.topk(5)
+    torch.testing.assert_close(vals[:, 0], r.acts.max(1).values)
+    assert int(idx[3, 0]) == int(r.acts[3].argmax())
+
+
+def test_head_out_units_are_head_norms(family_model):
+    _, m = family_model
+    r = mw.token_activations(m, TEXTS[0], site="head_out", layer=0)
+    heads = m.run(m.to_tokens(TEXTS[0]), [("head_out", 0)])[("head_out", 0)]
+    torch.testing.assert_close(r.acts, heads.norm(dim=-1))
+    assert r.n_units == m.n_heads and r.unit_kind == "head"
+
+
+def test_direction_values_are_dot_products(gpt2):
+    d = torch.randn(gpt2.d_model)
+    r = mw.token_activations(gpt2, TEXTS, site="resid_post", layer=2, direction=d, direction_label="probe")
+    torch.testing.assert_close(r.unit_values(d), r.acts @ d)
+    with pytest.raises(ValueError, match="direction has 7 entries but resid_post has 32"):
+        mw.token_activations(gpt2, TEXTS, site="resid_post", layer=2, direction=torch.randn(7))
+
+
+def test_attn_pattern_is_not_a_token_site(gpt2):
+    with pytest.raises(ValueError, match="no per-token vector"):
+        mw.token_activations(gpt2, TEXTS, site="attn_pattern", layer=0)
+
+
+def test_to_pandas_and_plot(gpt2):
+    r = mw.token_activations(gpt2, TEXTS, site="mlp_post", layer=0)
+    df = r.to_pandas(unit=5)
+    assert len(df) == r.acts.shape[0] and list(df.columns) == ["text", "position", "token", "value"]
+    np.testing.assert_allclose(df["value"].to_numpy(), r.acts[:, 5].numpy(), rtol=1e-6)
+    top = r.to_pandas(k=3)
+    assert len(top) == 3 * r.acts.shape[0] and "neuron" in top.columns
+    fig = r.plot(unit=5)
+    assert "mlp_post layer 0" in fig.axes[0].get_title()
+    assert r.top_tokens(5, k=1)[0][3] == pytest.approx(float(r.acts[:, 5].max()))
+
+
+def test_widget_initial_state(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=1, unit=7)
+    r = w.result
+    assert w.texts == r.str_tokens
+    assert (w.site, w.layer, w.n_layers, w.n_units, w.unit_kind) == ("mlp_post", 1, 3, 128, "neuron")
+    assert w.selected_unit == 7 and w.unit_label == "neuron 7"
+    np.testing.assert_allclose(wire.decode(w.values), r.acts[:, 7].numpy(), rtol=1e-6)
+    idx = wire.decode(w.topk_indices)
+    assert idx.shape == (r.acts.shape[0], 10) and w.topk_indices["dtype"] == "int32"
+    assert w.values["dtype"] == "float32" and isinstance(w.values["buffer"], bytes)
+    assert "resid_mid" in w.sites and "attn_pattern" not in w.sites
+    assert "render" in w._esm  # the built ES module, not a path
+
+
+def test_default_unit_is_the_most_active(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS[0], site="mlp_post", layer=0)
+    assert w.selected_unit == int(w.result.acts.max(0).values.argmax())
+
+
+def test_setting_selected_unit_recolours(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    w.selected_unit = 42
+    np.testing.assert_allclose(wire.decode(w.values), w.result.acts[:, 42].numpy(), rtol=1e-6)
+    assert w.unit_label == "neuron 42"
+    w.selected_unit = 10_000  # out of range: refused, previous unit kept, error shown
+    assert w.selected_unit == 42 and "unit must be an int in 0..127" in w.error
+
+
+def test_selected_token_is_validated_and_located(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    n0 = len(w.texts[0])
+    w.selected_token = n0 + 1
+    assert w.selected_position == (1, 1, w.texts[1][1])
+    import traitlets
+
+    with pytest.raises(traitlets.TraitError):
+        w.selected_token = 10_000
+
+
+def test_fetch_request_changes_layer_and_site_with_progress(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    seen = []
+    w.observe(lambda c: seen.append(c["new"]), names="status")
+    out = w._fetch({"site": "resid_post", "layer": 2}, lambda d, t: seen.append((d, t)))
+    assert out == {"site": "resid_post", "layer": 2, "n_units": 32}
+    assert (w.site, w.layer, w.unit_kind, w.status) == ("resid_post", 2, "dim", "ready")
+    assert seen[0] == "loading" and (1, 2) in seen and (2, 2) in seen and seen[-1] == "ready"
+    expected = mw.token_activations(gpt2, TEXTS, "resid_post", 2).acts
+    np.testing.assert_allclose(wire.decode(w.values), expected[:, w.selected_unit].numpy(), rtol=1e-5)
+
+
+def test_setting_layer_from_python_recomputes(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    w.layer = 2
+    expected = mw.token_activations(gpt2, TEXTS, "mlp_post", 2).acts
+    torch.testing.assert_close(w.result.acts, expected)
+
+
+def test_bad_fetch_keeps_the_view_and_reports(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=1)
+    before = bytes(w.values["buffer"])
+    with pytest.raises(ValueError, match="layer 9 is out of range"):
+        w._fetch({"site": "mlp_post", "layer": 9}, lambda d, t: None)
+    assert (w.site, w.layer, w.status) == ("mlp_post", 1, "error")
+    assert "layer 9 is out of range" in w.error
+    assert bytes(w.values["buffer"]) == before
+
+
+def test_request_protocol_replies_with_ok_or_error(gpt2):
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    sent = []
+    w.send = lambda content, buffers=None: sent.append(content)
+    w._on_custom_msg(w, {"kind": "mw-request", "id": "a", "name": "fetch", "msg": {"site": "mlp_out", "layer": 1}}, [])
+    assert [m["kind"] for m in sent] == ["mw-progress", "mw-progress", "mw-response"]
+    assert sent[-1]["ok"] is True and sent[-1]["id"] == "a"
+    sent.clear()
+    w._on_custom_msg(w, {"kind": "mw-request", "id": "b", "name": "fetch", "msg": {"site": "nope"}}, [])
+    assert sent[-1] == {"kind": "mw-response", "id": "b", "ok": False, "error": sent[-1]["error"]}
+    assert "unknown site 'nope'" in sent[-1]["error"]
+    sent.clear()
+    w._on_custom_msg(w, {"kind": "mw-request", "id": "c", "name": "explode", "msg": {}}, [])
+    assert sent[-1]["ok"] is False and "unknown request" in sent[-1]["error"]
+
+
+def test_direction_widget_keeps_direction_across_layers(gpt2):
+    d = torch.randn(gpt2.d_model)
+    w = mw.TokenActivations(gpt2, TEXTS, site="resid_post", layer=0, unit=d, unit_label="probe")
+    assert w.selected_unit == -1 and w.unit_label == "direction: probe"
+    w.layer = 1
+    r = mw.token_activations(gpt2, TEXTS, "resid_post", 1)
+    np.testing.assert_allclose(wire.decode(w.values), (r.acts @ d).numpy(), rtol=1e-4, atol=1e-5)
+    w.selected_unit = 3
+    assert w.unit_label == "dim 3"
+    w.selected_unit = -1
+    assert w.unit_label == "direction: probe"
+
+
+def test_result_widget_and_repr(gpt2):
+    r = mw.token_activations(gpt2, TEXTS, site="mlp_post", layer=0)
+    w = r.widget()
+    torch.testing.assert_close(w.result.acts, r.acts)
+    data = r._repr_mimebundle_()
+    data = data[0] if isinstance(data, tuple) else data
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
+
+
+def test_static_html_is_self_contained_and_inert(gpt2, tmp_path):
+    hostile = "<script>alert(1)</script> </script><img src=x onerror=alert(2)> &amp; \u202e \u2028"
+    w = mw.TokenActivations(gpt2, [hostile, TEXTS[0]], site="mlp_post", layer=0)
+    page = w.to_html(tmp_path / "view.html")
+    assert (tmp_path / "view.html").read_text(encoding="utf-8") == page
+    # the only tags are ours: no token text can open or close a tag
+    scripts = re.findall(r"<script[^>]*>", page)
+    assert len(scripts) == 3
+    assert "<img" not in page and "</script> </script>" not in page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?https?:", page)
+    state = json.loads(page.split('-state">', 1)[1].split("</script>", 1)[0])
+    assert state["static"] is True and state["texts"] == w.texts
+    assert state["values"]["b64"] and "buffer" not in state["values"]
+    top_units = set(wire.decode(w.topk_indices).reshape(-1).tolist())
+    assert set(map(int, state["unit_cache"])) >= top_units
+    unit = sorted(top_units)[0]
+    np.testing.assert_allclose(
+        wire.decode(state["unit_cache"][str(unit)]), w.result.acts[:, unit].numpy(), rtol=2e-3, atol=2e-3
+    )
