@@ -1,0 +1,83 @@
+/**
+ * Tiny DOM helpers. Text only ever goes in through `textContent`; there is deliberately no
+ * helper that parses markup.
+ */
+
+type Child = Node | string | null | undefined | false;
+
+/** Create `<tag class="...">` with children (strings become text nodes). */
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls?: string | string[] | null,
+  children?: Child[] | string,
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  if (cls) el.className = Array.isArray(cls) ? cls.join(" ") : cls;
+  if (typeof children === "string") el.textContent = children;
+  else if (children) append(el, children);
+  return el;
+}
+
+export function append(el: Node, children: Child[]): void {
+  for (const c of children) {
+    if (c == null || c === false) continue;
+    el.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+  }
+}
+
+export function setText(el: Node, text: unknown): void {
+  const s = text == null ? "" : String(text);
+  if (el.textContent !== s) el.textContent = s;
+}
+
+export function clear(el: Node): void {
+  while (el.firstChild) el.removeChild(el.firstChild);
+}
+
+/** A `<style>` element whose CSS is set via textContent (no external stylesheet, no fonts). */
+export function style(cssText: string): HTMLStyleElement {
+  const s = document.createElement("style");
+  s.textContent = cssText;
+  return s;
+}
+
+/**
+ * Make a token readable without letting it affect layout: C0 controls (other than the newline,
+ * handled by the caller), DEL, C1 controls and the Unicode line/paragraph separators become
+ * visible escapes; tab becomes "⇥". Bidi controls stay literal (the caller isolates each token).
+ */
+export function displayToken(tok: string): string {
+  // eslint-disable-next-line no-control-regex
+  return tok.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    if (c === "\t") return "⇥";
+    const code = c.charCodeAt(0);
+    if (code > 0xff) return "\\u" + code.toString(16).padStart(4, "0");
+    return "\\x" + code.toString(16).padStart(2, "0");
+  });
+}
+
+/** Quoted, fully escaped form of a token (tooltips): shows whitespace and invisible characters. */
+export function escapeToken(tok: string): string {
+  let out = "";
+  for (const ch of tok) {
+    const code = ch.codePointAt(0) as number;
+    if (ch === "\\") out += "\\\\";
+    else if (ch === '"') out += '\\"';
+    else if (ch === "\n") out += "\\n";
+    else if (ch === "\t") out += "\\t";
+    else if (ch === "\r") out += "\\r";
+    else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) out += "\\x" + code.toString(16).padStart(2, "0");
+    else if (
+      (code >= 0x200b && code <= 0x200f) || // zero-width, LRM, RLM
+      (code >= 0x2028 && code <= 0x202e) || // separators, bidi embeddings/overrides
+      (code >= 0x2060 && code <= 0x206f) || // word joiner, bidi isolates, invisible operators
+      code === 0x061c || // Arabic letter mark
+      code === 0xfeff || // BOM / zero-width no-break space
+      code === 0x00ad || // soft hyphen
+      code === 0xfffd // replacement character (usually a split multi-byte sequence)
+    )
+      out += "\\u" + code.toString(16).padStart(4, "0");
+    else out += ch;
+  }
+  return `"${out}"`;
+}

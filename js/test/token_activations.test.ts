@@ -1,0 +1,407 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import widget, { render } from "../src/token_activations";
+import type { AnyModel, Callback } from "../src/lib/model";
+import { staticModel } from "../src/lib/static_model";
+import { f32, i32 } from "./helpers";
+
+const HOSTILE = [
+  "<script>alert(1)</script>",
+  "<img src=x onerror=alert(1)>",
+  "&amp;",
+  "\u202Eevil",
+  "\u0000",
+  "😀",
+  "\n",
+  " leading",
+];
+const SECOND = ["Hello", " world", "!"];
+const N = HOSTILE.length + SECOND.length; // 11
+
+/** topk for token i: units [i, 100 + i, 200] with values [3, -2, 1]. */
+function topk(n: number) {
+  const idx: number[] = [];
+  const val: number[] = [];
+  for (let i = 0; i < n; i++) {
+    idx.push(i, 100 + i, 200);
+    val.push(3, -2, 1);
+  }
+  return { topk_indices: i32(idx, [n, 3]), topk_values: f32(val, [n, 3]) };
+}
+
+function baseState(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  const cache: Record<string, unknown> = {};
+  for (let i = 0; i < N; i++) {
+    // unit u's values: u at token u, 0 elsewhere (so each unit lights up one distinct token)
+    for (const u of [i, 100 + i, 200]) {
+      const v = new Array(N).fill(0);
+      v[u % N] = u === 200 ? -1 : 1;
+      cache[String(u)] = f32(v);
+    }
+  }
+  return {
+    texts: [HOSTILE, SECOND],
+    site: "mlp_post",
+    layer: 2,
+    sites: ["mlp_post", "resid_post", "attn_out"],
+    n_layers: 6,
+    n_units: 3072,
+    unit_kind: "neuron",
+    values: f32(Array.from({ length: N }, (_, i) => (i % 2 ? -1 : 1) * (i + 1))),
+    ...topk(N),
+    selected_token: -1,
+    selected_unit: 17,
+    unit_label: "neuron 17",
+    status: "ready",
+    progress: 0,
+    error: "",
+    static: true,
+    unit_cache: cache,
+    ...extra,
+  };
+}
+
+let el: HTMLElement;
+let cleanup: (() => void) | undefined;
+
+beforeEach(() => {
+  el = document.createElement("div");
+  document.body.appendChild(el);
+});
+afterEach(() => {
+  cleanup?.();
+  cleanup = undefined;
+  el.remove();
+});
+
+function mount(model: AnyModel) {
+  cleanup = render({ model, el });
+  const root = el.querySelector(".mw-token-activations") as HTMLElement;
+  const tokens = () => Array.from(root.querySelectorAll<HTMLElement>(".mw-token"));
+  return { root, tokens };
+}
+
+function click(target: Element) {
+  target.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+}
+
+describe("TokenActivations: rendering", () => {
+  it("exports anywidget's { render }", () => {
+    expect(widget.render).toBe(render);
+  });
+
+  it("shows hostile tokens literally and creates no markup from them", () => {
+    const model = staticModel(baseState());
+    const { root, tokens } = mount(model);
+    const spans = tokens();
+    expect(spans).toHaveLength(N);
+    expect(spans.map((s) => s.dataset.index)).toEqual(Array.from({ length: N }, (_, i) => String(i)));
+    expect(spans[0].textContent).toBe("<script>alert(1)</script>");
+    expect(spans[1].textContent).toBe("<img src=x onerror=alert(1)>");
+    expect(spans[2].textContent).toBe("&amp;");
+    expect(spans[3].textContent).toBe("\u202Eevil"); // literal, isolated by CSS (unicode-bidi: isolate)
+    expect(spans[4].textContent).toBe("\\x00"); // C0 control shown as a visible escape
+    expect(spans[5].textContent).toBe("😀");
+    expect(spans[6].textContent).toBe("↵"); // newline marker ...
+    expect(spans[6].nextElementSibling!.tagName).toBe("BR"); // ... followed by a line break
+    expect(spans[7].textContent).toBe(" leading"); // leading space kept
+    expect(spans.slice(8).map((s) => s.textContent)).toEqual(SECOND);
+    // select and hover every token: the top-k title and the tooltip show the token too
+    for (const s of spans) {
+      click(s);
+      s.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    }
+    click(spans[0]);
+    expect(root.querySelector(".mw-topk-title")!.textContent).toContain('"<script>alert(1)</script>"');
+    click(spans[1]);
+    expect(root.querySelector(".mw-topk-title")!.textContent).toContain("<img src=x onerror=alert(1)>");
+    spans[3].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(root.querySelector(".mw-tooltip")!.textContent).toContain("\\u202eevil");
+    expect(root.querySelector("script")).toBeNull();
+    expect(root.querySelector("img")).toBeNull();
+    expect(el.querySelectorAll("*[onerror]")).toHaveLength(0);
+    // the only elements inside token spans are the newline markers
+    for (const s of spans) {
+      for (const child of Array.from(s.children)) expect(child.className).toBe("mw-nl");
+    }
+  });
+
+  it("has the stable hooks: header label, selectors, status, top-k panel, legend", () => {
+    const { root } = mount(staticModel(baseState()));
+    expect(root.querySelector(".mw-unit-label")!.textContent).toBe("neuron 17");
+    const site = root.querySelector<HTMLSelectElement>("select.mw-site")!;
+    const layer = root.querySelector<HTMLSelectElement>("select.mw-layer")!;
+    expect(Array.from(site.options).map((o) => o.value)).toEqual(["mlp_post", "resid_post", "attn_out"]);
+    expect(site.value).toBe("mlp_post");
+    expect(Array.from(layer.options).map((o) => o.value)).toEqual(["0", "1", "2", "3", "4", "5"]);
+    expect(layer.value).toBe("2");
+    expect(root.querySelector(".mw-status")).not.toBeNull();
+    expect(root.querySelector(".mw-topk")).not.toBeNull();
+    expect(root.querySelector(".mw-legend")!.textContent).toContain("11.0");
+    expect(root.querySelector("style")!.textContent).toContain(".mw-token");
+  });
+
+  it("colours tokens with the diverging scale (max |value| → the ends)", () => {
+    const { tokens } = mount(staticModel(baseState()));
+    const spans = tokens();
+    // values: +1, -2, +3, ..., +11 (index 10) → the largest is fully red
+    expect(spans[10].style.backgroundColor).toBe("rgb(178, 24, 43)");
+    expect(spans[10].style.color).toBe("#fff");
+    expect(spans[0].style.backgroundColor).not.toBe(spans[1].style.backgroundColor);
+    expect(spans[0].style.color).toBe("#000"); // pale background → dark text
+  });
+
+  it("disables the selectors in static mode and says why", () => {
+    const { root } = mount(staticModel(baseState()));
+    for (const sel of root.querySelectorAll("select")) {
+      expect((sel as HTMLSelectElement).disabled).toBe(true);
+      expect(sel.getAttribute("title")).toMatch(/static/i);
+    }
+  });
+
+  it("renders from a minimal state (traits not set yet) without errors", () => {
+    const { root, tokens } = mount(staticModel({ texts: [["a", "b"]], values: {}, topk_indices: {}, topk_values: {} }));
+    expect(tokens()).toHaveLength(2);
+    expect((root.querySelector(".mw-error") as HTMLElement).hidden).toBe(true);
+    click(tokens()[0]);
+    expect(root.querySelector(".mw-topk")!.textContent).toContain("No top-k data");
+  });
+
+  it("shows a broken wire array as an error in the view", () => {
+    const bad = { dtype: "float32", shape: [5], b64: "AAAA" };
+    const { root } = mount(staticModel(baseState({ values: bad })));
+    const err = root.querySelector<HTMLElement>(".mw-error")!;
+    expect(err.hidden).toBe(false);
+    expect(err.textContent).toContain("values");
+  });
+
+  it("renders a 2,000-token text", () => {
+    const n = 2000;
+    const texts = [Array.from({ length: n }, (_, i) => ` tok${i}`)];
+    const model = staticModel(baseState({ texts, values: f32(Array.from({ length: n }, (_, i) => Math.sin(i))), ...topk(n) }));
+    const t0 = performance.now();
+    const { tokens } = mount(model);
+    const spans = tokens();
+    expect(spans).toHaveLength(n);
+    expect(spans[1999].textContent).toBe(" tok1999");
+    expect(spans[1999].dataset.index).toBe("1999");
+    expect(spans[1999].style.backgroundColor).toMatch(/^rgb\(/);
+    click(spans[1500]);
+    expect(model.get("selected_token")).toBe(1500);
+    expect(performance.now() - t0).toBeLessThan(5000);
+  });
+});
+
+describe("TokenActivations: interactions", () => {
+  it("clicking a token sets selected_token, highlights it and fills the top-k panel", () => {
+    const model = staticModel(baseState());
+    let saves = 0;
+    model.save_changes = () => void saves++;
+    const { root, tokens } = mount(model);
+    const panel = root.querySelector(".mw-topk")!;
+    expect(panel.querySelectorAll(".mw-topk-row")).toHaveLength(0);
+
+    click(tokens()[2]);
+    expect(model.get("selected_token")).toBe(2);
+    expect(saves).toBe(1);
+    expect(tokens()[2].classList.contains("mw-selected")).toBe(true);
+    expect(root.querySelectorAll(".mw-selected")).toHaveLength(1);
+    const rows = Array.from(panel.querySelectorAll<HTMLElement>(".mw-topk-row"));
+    expect(rows.map((r) => r.dataset.unit)).toEqual(["2", "102", "200"]);
+    expect(rows[0].textContent).toContain("neuron 2");
+    expect(rows[0].textContent).toContain("3.000");
+    expect(rows[1].textContent).toContain("-2.000");
+
+    click(tokens()[9]);
+    expect(model.get("selected_token")).toBe(9);
+    expect(tokens()[2].classList.contains("mw-selected")).toBe(false);
+    expect(tokens()[9].classList.contains("mw-selected")).toBe(true);
+  });
+
+  it("clicking the ↵ marker inside a newline token selects that token", () => {
+    const model = staticModel(baseState());
+    const { tokens } = mount(model);
+    click(tokens()[6].querySelector(".mw-nl")!);
+    expect(model.get("selected_token")).toBe(6);
+  });
+
+  it("clicking a top-k row sets selected_unit and (static) recolours from unit_cache", () => {
+    const model = staticModel(baseState());
+    let saves = 0;
+    model.save_changes = () => void saves++;
+    const { root, tokens } = mount(model);
+    const before = tokens();
+    click(before[3]);
+    const row = root.querySelector<HTMLElement>('.mw-topk-row[data-unit="3"]')!;
+    click(row);
+    expect(model.get("selected_unit")).toBe(3);
+    expect(saves).toBe(2);
+    // unit 3 in the cache: 1 at token 3, 0 elsewhere
+    const after = tokens();
+    expect(after).toEqual(before); // same elements
+    after.forEach((s, i) => expect(s.style.backgroundColor).toBe(i === 3 ? "rgb(178, 24, 43)" : "rgb(255, 255, 255)"));
+    expect(root.querySelector(".mw-unit-label")!.textContent).toBe("neuron 3");
+    expect(root.querySelector('.mw-topk-row[data-unit="3"]')!.classList.contains("mw-active")).toBe(true);
+
+    // unit 200 is negative at token 200 % N
+    click(root.querySelector('.mw-topk-row[data-unit="200"]')!);
+    expect(model.get("selected_unit")).toBe(200);
+    expect(tokens()[200 % N].style.backgroundColor).toBe("rgb(33, 102, 172)");
+    expect(tokens()[3].style.backgroundColor).toBe("rgb(255, 255, 255)");
+  });
+
+  it("hover shows a tooltip with the literal token, indices and the exact value", () => {
+    const model = staticModel(baseState());
+    const { root, tokens } = mount(model);
+    const tip = root.querySelector<HTMLElement>(".mw-tooltip")!;
+    expect(tip.hidden).toBe(true);
+    tokens()[9].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(tip.hidden).toBe(false);
+    expect(tip.textContent).toContain('" world"');
+    expect(tip.textContent).toContain("token 9");
+    expect(tip.textContent).toContain("text 1, position 1");
+    expect(tip.textContent).toContain("-10.00"); // values[9] = -(9 + 1)
+    tokens()[4].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(tip.textContent).toContain('"\\x00"');
+    tokens()[0].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(tip.textContent).toContain("<script>alert(1)</script>");
+    expect(tip.querySelector("script")).toBeNull();
+    tokens()[0].dispatchEvent(new MouseEvent("mouseout", { bubbles: true, relatedTarget: root }));
+    expect(tip.hidden).toBe(true);
+  });
+
+  it("arrow keys move the selection", () => {
+    const model = staticModel(baseState({ selected_token: 4 }));
+    const { root } = mount(model);
+    const texts = root.querySelector(".mw-texts")!;
+    texts.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
+    expect(model.get("selected_token")).toBe(5);
+    texts.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape", bubbles: true }));
+    expect(model.get("selected_token")).toBe(-1);
+  });
+});
+
+describe("TokenActivations: Python-side changes", () => {
+  it("model.set('values') recolours the same span elements", () => {
+    const model = staticModel(baseState());
+    const { tokens } = mount(model);
+    const before = tokens();
+    const colours = before.map((s) => s.style.backgroundColor);
+    model.set("values", f32(Array.from({ length: N }, (_, i) => (i === 5 ? -4 : 0))));
+    const after = tokens();
+    expect(after).toHaveLength(N);
+    after.forEach((s, i) => expect(s).toBe(before[i]));
+    expect(after[5].style.backgroundColor).toBe("rgb(33, 102, 172)");
+    expect(after[0].style.backgroundColor).toBe("rgb(255, 255, 255)");
+    expect(after.map((s) => s.style.backgroundColor)).not.toEqual(colours);
+  });
+
+  it("selected_token, selected_unit, unit_label, layer, site, texts and status from Python update the view", () => {
+    const model = staticModel(baseState());
+    const { root, tokens } = mount(model);
+    model.set("selected_token", 7);
+    expect(tokens()[7].classList.contains("mw-selected")).toBe(true);
+    expect(root.querySelectorAll(".mw-topk-row")).toHaveLength(3);
+
+    model.set("topk_indices", i32(Array.from({ length: N * 2 }, (_, j) => 50 + j), [N, 2]));
+    model.set("topk_values", f32(Array.from({ length: N * 2 }, () => 0.5), [N, 2]));
+    expect(Array.from(root.querySelectorAll<HTMLElement>(".mw-topk-row")).map((r) => r.dataset.unit)).toEqual(["64", "65"]);
+
+    model.set("unit_label", "direction: sentiment");
+    expect(root.querySelector(".mw-unit-label")!.textContent).toBe("direction: sentiment");
+
+    model.set("layer", 4);
+    model.set("site", "resid_post");
+    expect(root.querySelector<HTMLSelectElement>("select.mw-layer")!.value).toBe("4");
+    expect(root.querySelector<HTMLSelectElement>("select.mw-site")!.value).toBe("resid_post");
+
+    model.set("status", "loading");
+    model.set("progress", 0.4);
+    const status = root.querySelector<HTMLElement>(".mw-status")!;
+    expect(status.dataset.status).toBe("loading");
+    expect(status.textContent).toContain("40%");
+    model.set("error", "boom: layer 99 out of range");
+    model.set("status", "error");
+    expect(status.dataset.status).toBe("error");
+    expect(root.querySelector(".mw-error")!.textContent).toContain("boom: layer 99 out of range");
+    expect((root.querySelector(".mw-error") as HTMLElement).hidden).toBe(false);
+
+    model.set("texts", [["a", "b"]]);
+    expect(tokens().map((s) => s.textContent)).toEqual(["a", "b"]);
+  });
+
+  it("cleanup removes the model listeners and the DOM", () => {
+    const model = staticModel(baseState());
+    mount(model);
+    cleanup!();
+    cleanup = undefined;
+    expect(el.querySelector(".mw-token-activations")).toBeNull();
+    expect(() => model.set("values", f32(new Array(N).fill(1)))).not.toThrow();
+  });
+});
+
+/** A live-kernel model: send() goes to the test, which plays Python. */
+function liveModel(state: Record<string, unknown>) {
+  const m = staticModel({ ...state, static: false });
+  const listeners = new Set<Callback>();
+  const sent: Record<string, unknown>[] = [];
+  const on = m.on.bind(m);
+  const off = m.off.bind(m);
+  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
+  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
+  m.send = (content) => void sent.push(content as Record<string, unknown>);
+  const reply = (msg: Record<string, unknown>) => {
+    for (const cb of Array.from(listeners)) cb(msg, []);
+  };
+  return { model: m, sent, reply, listeners };
+}
+
+const flush = () => new Promise((r) => setTimeout(r, 0));
+
+describe("TokenActivations: live kernel", () => {
+  it("changing the layer requests fetch {site, layer}, shows progress, then ready", async () => {
+    const { model, sent, reply, listeners } = liveModel(baseState());
+    const { root } = mount(model);
+    const layer = root.querySelector<HTMLSelectElement>("select.mw-layer")!;
+    const status = root.querySelector<HTMLElement>(".mw-status")!;
+    expect(layer.disabled).toBe(false);
+    layer.value = "5";
+    layer.dispatchEvent(new Event("change", { bubbles: true }));
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ kind: "mw-request", name: "fetch", msg: { site: "mlp_post", layer: 5 } });
+    expect(status.dataset.status).toBe("loading");
+    reply({ kind: "mw-progress", id: sent[0].id, done: 1, total: 4 });
+    expect(status.textContent).toContain("25%");
+    model.set("layer", 5);
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response: {} });
+    await flush();
+    expect(status.dataset.status).toBe("ready");
+    expect(layer.value).toBe("5");
+    expect(listeners.size).toBe(0);
+  });
+
+  it("a failed fetch shows the error in the view and restores the selector", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const { root } = mount(model);
+    const site = root.querySelector<HTMLSelectElement>("select.mw-site")!;
+    site.value = "attn_out";
+    site.dispatchEvent(new Event("change", { bubbles: true }));
+    expect(sent[0]).toMatchObject({ msg: { site: "attn_out", layer: 2 } });
+    reply({ kind: "mw-response", id: sent[0].id, ok: false, error: "site attn_out not hooked" });
+    await flush();
+    const err = root.querySelector<HTMLElement>(".mw-error")!;
+    expect(err.hidden).toBe(false);
+    expect(err.textContent).toContain("site attn_out not hooked");
+    expect(root.querySelector<HTMLElement>(".mw-status")!.dataset.status).toBe("error");
+    expect(site.value).toBe("mlp_post");
+  });
+
+  it("clicking a top-k row in live mode only sets selected_unit (Python sends the values)", () => {
+    const { model } = liveModel(baseState());
+    const { root, tokens } = mount(model);
+    const colours = tokens().map((s) => s.style.backgroundColor);
+    click(tokens()[1]);
+    click(root.querySelector('.mw-topk-row[data-unit="101"]')!);
+    expect(model.get("selected_unit")).toBe(101);
+    expect(tokens().map((s) => s.style.backgroundColor)).toEqual(colours);
+  });
+});
