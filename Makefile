@@ -41,7 +41,7 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 
 ## build: bundle js/src into mi_widgets/static (ESM for anywidget + IIFE for HTML export)
 build: js-deps
-	cd js && npm run build && npm run size
+	cd js && npm run build && node size.mjs
 
 chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
