@@ -194,3 +194,13 @@ def test_static_html_is_self_contained_and_inert(gpt2, tmp_path):
     np.testing.assert_allclose(
         wire.decode(state["unit_cache"][str(unit)]), w.result.acts[:, unit].numpy(), rtol=2e-3, atol=2e-3
     )
+
+
+def test_to_circuitsvis_carries_the_same_numbers(gpt2):
+    r = mw.token_activations(gpt2, TEXTS, site="mlp_post", layer=0)
+    html = str(r.to_circuitsvis(unit=3))
+    payload = json.loads(html.split("ColoredTokens,", 1)[1].rsplit(")", 1)[0])
+    assert payload["tokens"] == [t for toks in r.str_tokens for t in toks]
+    np.testing.assert_allclose(payload["values"], r.acts[:, 3].numpy(), rtol=1e-6)
+    multi = str(r.to_circuitsvis(units=[1, 2]))
+    assert "ColoredTokensMulti" in multi and "neuron 2" in multi

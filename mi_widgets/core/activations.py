@@ -169,6 +169,22 @@ class TokenActivationsResult:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, orientation="horizontal", fraction=0.05)
         return fig
 
+    def to_circuitsvis(self, unit: int | torch.Tensor | None = None, units: list[int] | None = None) -> Any:
+        """The CircuitsVis counterpart of this view, for users who already use it (needs
+        ``pip install circuitsvis``): ``colored_tokens`` for one unit, or
+        ``colored_tokens_multi`` for a list of ``units``. Texts are concatenated."""
+        try:
+            import circuitsvis.tokens as cv
+        except ImportError:
+            raise ImportError("to_circuitsvis() needs CircuitsVis: pip install circuitsvis") from None
+        tokens = [t for toks in self.str_tokens for t in toks]
+        if units is not None:
+            values = torch.stack([self.unit_values(u) for u in units], dim=1)
+            return cv.colored_tokens_multi(tokens, values, labels=[f"{self.unit_kind} {u}" for u in units])
+        if unit is None:
+            unit = self.direction if self.direction is not None else int(self.acts.max(0).values.argmax())
+        return cv.colored_tokens(tokens, self.unit_values(unit).tolist())
+
     def widget(self, **kwargs: Any) -> TokenActivations:
         from ..widgets.token_activations import TokenActivations
 
