@@ -53,6 +53,8 @@ UNK = "<|unk|>"
 N_POSITIONS = 128
 N_EMBD = 256
 N_HEAD = 4
+# The MLPs are zero (no job in these circuits); a narrow width keeps the checkpoints small.
+D_MLP = 16
 D_HEAD = N_EMBD // N_HEAD
 LN_EPS = 1e-5
 ANCHOR = 10.0  # the constant component of every token embedding
@@ -326,7 +328,7 @@ class _Weights:
         assert not self.lm_head[:, ref].any()
         self.lm_head[:, ref] = -self.lm_head.sum(axis=1)
 
-        d, d_inner = L.d, 4 * L.d
+        d, d_inner = L.d, D_MLP
         f32 = np.float32
         sd = {
             "transformer.wte.weight": self.wte,
@@ -625,7 +627,7 @@ def _config(vocab_size: int, n_layer: int):
         n_embd=N_EMBD,
         n_layer=n_layer,
         n_head=N_HEAD,
-        n_inner=None,
+        n_inner=D_MLP,
         activation_function="gelu_new",
         resid_pdrop=0.0,
         embd_pdrop=0.0,
