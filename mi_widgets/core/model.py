@@ -398,7 +398,13 @@ def load(
     arguments go to ``from_pretrained``.
     """
     from nnsight.modeling.transformers import TransformersModel
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+    )
 
     display, source = _resolve(name_or_path)
     if isinstance(dtype, str):
@@ -434,7 +440,8 @@ def load(
     if dtype is not None:
         load_kwargs["dtype"] = dtype
     try:
-        hf = auto.from_pretrained(source, **load_kwargs)
+        with _quiet_progress(display.startswith("zoo:")):
+            hf = auto.from_pretrained(source, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as exc:
         raise FileNotFoundError(
@@ -446,6 +453,27 @@ def load(
     if device is not None:
         hf.to(device)
     return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display)
+
+
+class _quiet_progress:
+    """Hide transformers' weight-loading bar for the embedded models (they load in milliseconds)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.was_enabled = True
+
+    def __enter__(self) -> None:
+        if self.quiet:
+            from transformers.utils import logging as hf_logging
+
+            self.was_enabled = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.quiet and self.was_enabled:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
 
 
 def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None) -> Model:
