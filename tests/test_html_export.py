@@ -188,7 +188,7 @@ def test_static_export(model, page, tmp_path, capsys):
     size = out.stat().st_size
     with capsys.disabled():
         print(f"\n[html] {len(toks)} tokens ({len(texts)} texts): {size / 1024:.0f} KiB "
-              f"({len(w._static_extra()['unit_cache'])} cached units)", flush=True)
+              f"({len(w._static_extra(w._static_budget['export'])['unit_cache'])} cached units)", flush=True)
 
     # no external resources: no src/href to http(s) or protocol-relative URLs, no CDN, no imports
     low = html.lower()

@@ -204,3 +204,17 @@ def test_to_circuitsvis_carries_the_same_numbers(gpt2):
     np.testing.assert_allclose(payload["values"], r.acts[:, 3].numpy(), rtol=1e-6)
     multi = str(r.to_circuitsvis(units=[1, 2]))
     assert "ColoredTokensMulti" in multi and "neuron 2" in multi
+
+
+def test_notebook_copy_stays_small(gpt2):
+    """The static copy kept next to the live view carries few units; the export carries more."""
+    w = mw.TokenActivations(gpt2, [TEXTS[0] * 3, TEXTS[1] * 3], site="mlp_post", layer=0)
+    w._static_budget = {"export": 512, "repr": 8}
+    data = w._repr_mimebundle_()
+    data = data[0] if isinstance(data, tuple) else data
+
+    def units(page: str) -> int:
+        return len(json.loads(page.split('-state">', 1)[1].split("</script>", 1)[0])["unit_cache"])
+
+    assert units(data["text/html"]) <= w._static_budget["repr"] + 1
+    assert units(w.to_html()) > w._static_budget["repr"]

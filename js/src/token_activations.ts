@@ -48,7 +48,7 @@ function fillToken(span: HTMLElement, tok: string): number {
   return parts.length - 1;
 }
 
-export function render({ model, el }: RenderProps): Cleanup {
+function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const unitLabel = h("span", "mw-unit-label");
   const siteSelect = h("select", "mw-site");

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import widget, { render } from "../src/token_activations";
+import widget from "../src/token_activations";
+const { render } = widget;
 import type { AnyModel, Callback } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
 import { f32, i32 } from "./helpers";

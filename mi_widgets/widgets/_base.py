@@ -101,8 +101,13 @@ class MIWidget(anywidget.AnyWidget):
 
     # -- static export -----------------------------------------------------------------
 
-    def _static_extra(self) -> dict:
-        """Extra state that only a static export needs (e.g. precomputed lazy data)."""
+    #: how much lazily fetched data a static copy carries: a full export, or the copy kept in a
+    #: notebook's outputs next to the live view (which should stay small)
+    _static_budget = {"export": 512, "repr": 32}
+
+    def _static_extra(self, budget: int) -> dict:
+        """Extra state that only a static copy needs (e.g. precomputed lazy data), at most
+        ``budget`` items of it."""
         return {}
 
     def state(self) -> dict:
@@ -113,9 +118,10 @@ class MIWidget(anywidget.AnyWidget):
         ]
         return {n: getattr(self, n) for n in names}
 
-    def html_fragment(self) -> str:
+    def html_fragment(self, budget: int | None = None) -> str:
         """The static view as an HTML fragment (a div, the state as JSON, the bundle inline)."""
-        state = {**self.state(), **self._static_extra(), "static": True}
+        budget = self._static_budget["export"] if budget is None else budget
+        state = {**self.state(), **self._static_extra(budget), "static": True}
         data = json.dumps(wire.to_static(state), separators=(",", ":"), ensure_ascii=False)
         # JSON inside <script> must not be able to close the tag or open a comment.
         data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -154,7 +160,7 @@ class MIWidget(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle_ = super()._repr_mimebundle_(**kwargs)
         try:
-            html_page = self.html_fragment()
+            html_page = self.html_fragment(self._static_budget["repr"])
         except FileNotFoundError:
             return bundle_
         if isinstance(bundle_, tuple):

@@ -12,10 +12,6 @@ from ..core.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
 from ._base import MIWidget, bundle, request_handler
 
-#: units whose values a static export carries at most (the most frequent in the top-k lists)
-STATIC_UNIT_LIMIT = 512
-
-
 class TokenActivations(MIWidget):
     """Tokens of one or more texts coloured by a neuron, dimension, head or direction.
 
@@ -228,11 +224,13 @@ class TokenActivations(MIWidget):
 
     # -- static export ----------------------------------------------------------------
 
-    def _static_extra(self) -> dict:
+    def _static_extra(self, budget: int) -> dict:
+        """Values of the ``budget`` units that appear most often in the top-k lists, so that a
+        static copy can recolour by them without a kernel."""
         idx = wire.decode(self.topk_indices).reshape(-1)
         counts = torch.bincount(torch.as_tensor(idx, dtype=torch.long), minlength=self.n_units)
         units = [int(u) for u in torch.argsort(counts, descending=True, stable=True).tolist() if counts[u] > 0]
-        units = units[:STATIC_UNIT_LIMIT]
+        units = units[:budget]
         if self.selected_unit >= 0 and self.selected_unit not in units:
             units.append(self.selected_unit)
         cache = {str(u): wire.encode(self._result.unit_values(u), "float16") for u in units}
