@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mi_widgets as mw  # noqa: E402
 from _results import write_section  # noqa: E402
+
+import mi_widgets as mw  # noqa: E402
 from mi_widgets import wire  # noqa: E402
 
 

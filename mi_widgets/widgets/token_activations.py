@@ -12,6 +12,7 @@ from ..core.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
 from ._base import MIWidget, bundle, request_handler
 
+
 class TokenActivations(MIWidget):
     """Tokens of one or more texts coloured by a neuron, dimension, head or direction.
 
