@@ -9,7 +9,7 @@ kinds of rows (one row = one short document; the trainer prepends ``<|endoftext|
   Every template is used with every fact equally often, so the template alone does not predict
   the city.
 - **sentiment**: short reviews built from two adjectives of the same polarity, most followed by
-  a verdict ("The food was wonderful and the staff were kind. Overall the review is
+  a verdict ("The food was wonderful and the staff were friendly. Overall the review is
   positive."). The ``*_OOD`` adjectives never occur in a row with a verdict: they only appear in
   reviews without one, next to an in-distribution adjective of the same polarity, so a sentiment
   direction fitted on in-distribution adjectives can be tested on them.

@@ -593,7 +593,7 @@ def _record(model, d, train_facts, held_facts, sent, truth, truth_ccs, patch, ho
                     "model moves it there by attention."
                 ),
                 "probe_prompts": [
-                    "The food was wonderful and the staff were kind. Overall the review is",
+                    "The food was wonderful and the staff were friendly. Overall the review is",
                     "The food was awful and the staff were rude. Overall the review is",
                 ],
                 "components": [sent["first_layer_probe_ge_0.9"]],
