@@ -1,0 +1,424 @@
+"""Benchmark: a resid_pre layers × positions activation-patching grid on a gpt2-small-shaped model.
+
+Claim: ``mw.activation_patching(..., site="resid_pre", positions="each")`` is faster than the
+usual hand-written approach (batched torch forward hooks, one full forward per layer with one row
+per position, full logits) and gives the same grid (max |diff| <= 1e-4).
+
+Model: ``GPT2LMHeadModel(GPT2Config())`` (12 layers, d_model 768, 12 heads, vocab 50257), random
+init with seed 0, eager attention, float32, CPU, no download. Prompts: P random tokens (a
+word-level tokenizer maps "t<id>" to id, so a prompt of P words is exactly P tokens); clean and
+corrupt differ in every position. Metric: logit difference between the two tokens whose logits
+move most between the clean and corrupt runs; normalised (0 = corrupt, 1 = clean).
+
+Methods, each timed end to end (caching the clean run included), best of ``--repeats`` rounds
+(``--repeats-large`` for P > 32; TransformerLens runs once):
+
+- ``mi_widgets``: ``activation_patching`` with the default (direct) engine: each layer's batch
+  starts at block l from the cached corrupt residual stream, batches of nearby positions start at
+  their first patched position (earlier positions' keys/values come from the corrupt run), and
+  only last-position logits are computed.
+- ``mi_widgets (nnsight engine)``: one nnsight trace per batch (``.skip()`` over blocks before l,
+  last-position logits; no key/value reuse).
+- ``torch hooks``: the hand-written baseline described above.
+- ``TransformerLens`` (optional): ``transformer_lens.patching.get_act_patch_resid_pre`` on a
+  ``TransformerBridge`` (TransformerLens 4.x) around the same weights (raw weights, no LayerNorm
+  folding, so it is the same function); it runs one full forward per (layer, position). It runs when a separate venv exists at ``$TL_VENV`` (default ``/tmp/tl-venv``)::
+
+      python -m venv /tmp/tl-venv
+      /tmp/tl-venv/bin/pip install torch==2.13.0 transformer_lens
+
+  It is not a dependency of mi_widgets (it pins its own transformers/torch ranges and pulls in
+  wandb, datasets, ...), so it lives in its own venv and runs in a subprocess.
+
+For P = 64 a full 12-layer grid of the baselines takes minutes on a 2-core CPU, so P = 64 uses
+layers 3 and 8 (their mean remaining depth, 6.5 blocks, equals the full grid's, so the ratio is
+representative) and skips the nnsight-engine column; ``--full`` runs every layer.
+
+Run: ``PYTHONPATH=. python benchmarks/patching.py`` (writes the ``## patching`` section of
+benchmarks/RESULTS.md; ``--no-write`` to only print).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+TL_VENV = Path(os.environ.get("TL_VENV", "/tmp/tl-venv"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+# --------------------------------------------------------------------------------------------
+# Model and prompts
+# --------------------------------------------------------------------------------------------
+
+
+def build_model():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    cfg = GPT2Config()
+    cfg._attn_implementation = "eager"
+    hf = GPT2LMHeadModel(cfg).eval()
+    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="t0")
+    return hf, tok
+
+
+def prompts(p: int, vocab: int) -> tuple[str, str, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(p)
+    clean = torch.randint(1, vocab, (p,), generator=g)
+    corrupt = torch.randint(1, vocab, (p,), generator=g)
+    text = lambda ids: " ".join(f"t{i}" for i in ids.tolist())  # noqa: E731
+    return text(clean), text(corrupt), clean[None], corrupt[None]
+
+
+def answer_tokens(hf, clean: torch.Tensor, corrupt: torch.Tensor) -> tuple[int, int]:
+    with torch.no_grad():
+        d = hf(clean).logits[0, -1] - hf(corrupt).logits[0, -1]
+    return int(d.argmax()), int(d.argmin())
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+def run_mi_widgets(
+    model, clean: str, corrupt: str, a: int, b: int, layers: list[int], engine: str
+) -> torch.Tensor:
+    import mi_widgets.core.metrics as M
+    from mi_widgets.core.patching import activation_patching
+
+    res = activation_patching(
+        model,
+        clean,
+        corrupt,
+        M.logit_diff(a, b),
+        site="resid_pre",
+        positions="each",
+        layers=layers,
+        engine=engine,
+        progress=False,
+    )
+    return res.values
+
+
+@torch.no_grad()
+def run_hooks(
+    hf, clean: torch.Tensor, corrupt: torch.Tensor, a: int, b: int, layers: list[int]
+) -> torch.Tensor:
+    """The hand-written baseline: batched forward pre-hooks, full logits."""
+    blocks = hf.transformer.h
+    cache: dict[int, torch.Tensor] = {}
+    hooks = [
+        blk.register_forward_pre_hook(lambda m, args, i=i: cache.__setitem__(i, args[0]))
+        for i, blk in enumerate(blocks)
+    ]
+    try:
+        lc = hf(clean).logits[0, -1]
+    finally:
+        for h in hooks:
+            h.remove()
+    lx = hf(corrupt).logits[0, -1]
+    ld_c, ld_x = lc[a] - lc[b], lx[a] - lx[b]
+    t = clean.shape[1]
+    rows = torch.arange(t)
+    grid = torch.empty(len(layers), t)
+    for k, layer in enumerate(layers):
+
+        def patch(m, args, layer=layer):
+            h = args[0].clone()
+            h[rows, rows] = cache[layer][0, rows]
+            return (h,) + args[1:]
+
+        hook = blocks[layer].register_forward_pre_hook(patch)
+        try:
+            logits = hf(corrupt.expand(t, t)).logits  # [t, t, vocab]: full logits
+        finally:
+            hook.remove()
+        ld = logits[:, -1, a] - logits[:, -1, b]
+        grid[k] = (ld - ld_x) / (ld_c - ld_x)
+    return grid
+
+
+TL_SCRIPT = r"""
+import json, sys, time, torch
+import pandas as pd
+from transformers import AutoTokenizer, GPT2LMHeadModel
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+import transformer_lens as tl
+from transformer_lens import patching
+from transformer_lens.model_bridge import TransformerBridge
+d = args["model_dir"]
+hf = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager").eval()
+model = TransformerBridge.boot_transformers(d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d))
+model.eval()  # raw HF weights (no LayerNorm folding): the same function as the HF model
+data = torch.load(args["data"])
+from importlib.metadata import version
+out = {"version": version("transformer_lens"), "results": {}}
+for key, item in data.items():
+    clean, corrupt, a, b, layers = item["clean"], item["corrupt"], item["a"], item["b"], item["layers"]
+    t = clean.shape[1]
+    best, grid = None, None
+    for _ in range(args["repeats"]):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            clean_logits, clean_cache = model.run_with_cache(clean)
+            corrupt_logits = model(corrupt)
+            ld_c = (clean_logits[0, -1, a] - clean_logits[0, -1, b]).item()
+            ld_x = (corrupt_logits[0, -1, a] - corrupt_logits[0, -1, b]).item()
+            metric = lambda logits: (logits[0, -1, a] - logits[0, -1, b] - ld_x) / (ld_c - ld_x)
+            if layers is None:
+                g = patching.get_act_patch_resid_pre(model, corrupt, clean_cache, metric)
+            else:  # a subset of layers: TL's own index_df form of the same sweep
+                idx = pd.DataFrame([(l, p) for l in layers for p in range(t)], columns=["layer", "pos"])
+                g = patching.generic_activation_patch(
+                    model, corrupt, clean_cache, metric, patch_setter=patching.layer_pos_patch_setter,
+                    activation_name="resid_pre", index_df=idx,
+                )
+                g = g.reshape(len(layers), t)
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+        grid = g
+    out["results"][key] = {"seconds": best, "grid": grid.tolist()}
+print(json.dumps(out))
+"""
+
+
+def run_transformer_lens(model_dir: str, items: dict, repeats: int, threads: int) -> dict | None:
+    py = TL_VENV / "bin" / "python"
+    if not py.exists():
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        data = Path(d) / "data.pt"
+        torch.save(items, data)
+        args = json.dumps(
+            {"model_dir": model_dir, "data": str(data), "repeats": repeats, "threads": threads}
+        )
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.run(
+            [str(py), "-c", TL_SCRIPT, args], capture_output=True, text=True, env=env
+        )
+    if proc.returncode != 0:
+        print("TransformerLens run failed:\n" + proc.stderr[-3000:], file=sys.stderr)
+        return {
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}"
+        }
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def best_of(fns: dict, repeats: int) -> dict[str, tuple[float, torch.Tensor]]:
+    """Best time of each method over ``repeats`` rounds, the methods interleaved within a round
+    (so that load from other processes on a shared machine hits them alike)."""
+    best: dict[str, tuple[float, torch.Tensor]] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out = fn()
+            dt = time.perf_counter() - t0
+            if name not in best or dt < best[name][0]:
+                best[name] = (dt, out)
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20, 64])
+    ap.add_argument("--repeats", type=int, default=2, help="rounds per method for P <= 32")
+    ap.add_argument("--repeats-large", type=int, default=2, help="rounds per method for P > 32")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)"
+    )
+    ap.add_argument("--full", action="store_true", help="all 12 layers for every P")
+    ap.add_argument(
+        "--no-tl", action="store_true", help="skip TransformerLens even if its venv exists"
+    )
+    ap.add_argument("--no-nnsight", action="store_true", help="skip the nnsight-engine column")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    sys.path.insert(0, str(ROOT))
+    import mi_widgets as mw
+
+    t_start = time.perf_counter()
+    hf, tok = build_model()
+    model = mw.wrap(hf, tok, "gpt2-small-random")
+    rows = []
+    tl_items = {}
+    for p in a.sizes:
+        layers = list(range(12)) if (a.full or p <= 32) else [3, 8]
+        clean_s, corrupt_s, clean, corrupt = prompts(p, hf.config.vocab_size)
+        assert model.to_tokens(clean_s).shape[1] == p
+        ans_a, ans_b = answer_tokens(hf, clean, corrupt)
+        run_mi_widgets(model, clean_s, corrupt_s, ans_a, ans_b, [layers[-1]], "auto")  # warm-up
+        fns = {
+            "mi_widgets": partial(
+                run_mi_widgets, model, clean_s, corrupt_s, ans_a, ans_b, layers, "auto"
+            )
+        }
+        if not a.no_nnsight and p <= 32:
+            fns["nnsight"] = partial(
+                run_mi_widgets, model, clean_s, corrupt_s, ans_a, ans_b, layers, "nnsight"
+            )
+        fns["hooks"] = partial(run_hooks, hf, clean, corrupt, ans_a, ans_b, layers)
+        reps = a.repeats if p <= 32 else a.repeats_large
+        best = best_of(fns, reps)
+        t_mw, g_mw = best["mi_widgets"]
+        t_hk, g_hk = best["hooks"]
+        t_nn, g_nn = best.get("nnsight", (None, None))
+        row = {
+            "P": p,
+            "layers": layers,
+            "repeats": reps,
+            "mi_widgets": t_mw,
+            "nnsight": t_nn,
+            "hooks": t_hk,
+            "diff_hooks": float((g_mw - g_hk).abs().max()),
+            "diff_nnsight": float((g_nn - g_hk).abs().max()) if g_nn is not None else None,
+            "grid": g_mw,
+        }
+        rows.append(row)
+        tl_items[f"P{p}"] = {
+            "clean": clean,
+            "corrupt": corrupt,
+            "a": ans_a,
+            "b": ans_b,
+            "layers": None if len(layers) == 12 else layers,
+        }
+        print(
+            f"P={p:3d} layers={len(layers):2d}: mi_widgets {t_mw:7.2f}s"
+            + (f"  nnsight engine {t_nn:7.2f}s" if t_nn is not None else "")
+            + f"  torch hooks {t_hk:7.2f}s  ratio {t_hk / t_mw:5.2f}x  max|diff| {row['diff_hooks']:.1e}",
+            flush=True,
+        )
+    tl = None
+    if not a.no_tl:
+        with tempfile.TemporaryDirectory() as d:
+            hf.save_pretrained(d)
+            tok.save_pretrained(d)
+            tl = run_transformer_lens(d, tl_items, 1, a.threads)
+        if tl and "results" in tl:
+            for row in rows:
+                r = tl["results"][f"P{row['P']}"]
+                row["tl"] = r["seconds"]
+                row["diff_tl"] = float((row["grid"] - torch.tensor(r["grid"])).abs().max())
+                print(
+                    f"P={row['P']:3d}: TransformerLens {row['tl']:7.2f}s  ratio {row['tl'] / row['mi_widgets']:5.2f}x  max|diff| {row['diff_tl']:.1e}"
+                )
+    total = time.perf_counter() - t_start
+    print(f"total {total:.0f}s")
+    ok = all(
+        r["diff_hooks"] <= 1e-4 and (r["diff_nnsight"] is None or r["diff_nnsight"] <= 1e-4)
+        for r in rows
+    )
+    if not ok:
+        print("GRIDS DISAGREE (max |diff| > 1e-4)", file=sys.stderr)
+    if not a.no_write:
+        write_results(rows, tl, a, total, ok)
+    if not ok:
+        sys.exit(1)
+
+
+def write_results(
+    rows: list[dict], tl: dict | None, a: argparse.Namespace, total: float, ok: bool
+) -> None:
+    import nnsight
+    import transformers
+
+    lines = [
+        "## patching",
+        "",
+        '`activation_patching(model, clean, corrupt, logit_diff(a, b), site="resid_pre", positions="each")` '
+        "(layers × positions grid) against hand-written batched torch forward hooks (one full forward "
+        "per layer, one row per position, full logits) on a gpt2-small-shaped model "
+        "(`GPT2Config()` defaults: 12 layers, d_model 768, vocab 50257; random init, seed 0, float32, eager "
+        "attention) on CPU. Times are end to end (clean/corrupt caching included), best of the "
+        "repeats shown; ratio = baseline time / mi_widgets time (higher is better for us). Produced by "
+        "`PYTHONPATH=. python benchmarks/patching.py`.",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), torch {torch.__version__} with "
+        f"{a.threads} thread(s), transformers {transformers.__version__}, nnsight {getattr(nnsight, '__version__', '?')}. "
+        f"Total benchmark time {total:.0f} s.",
+        "",
+        "| P tokens | layers | repeats | mi_widgets (s) | nnsight engine (s) | torch hooks (s) | hooks / ours | TransformerLens (s) | TL / ours | max abs diff vs hooks |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        nn = f"{r['nnsight']:.2f}" if r["nnsight"] is not None else "—"
+        tls = f"{r['tl']:.2f}" if "tl" in r else "—"
+        tlr = f"{r['tl'] / r['mi_widgets']:.2f}×" if "tl" in r else "—"
+        diffs = f"{r['diff_hooks']:.1e}"
+        if r["diff_nnsight"] is not None:
+            diffs += f" (nnsight engine {r['diff_nnsight']:.1e})"
+        if "diff_tl" in r:
+            diffs += f" (TL {r['diff_tl']:.1e})"
+        lay = "all 12" if len(r["layers"]) == 12 else ", ".join(map(str, r["layers"]))
+        lines.append(
+            f"| {r['P']} | {lay} | {r['repeats']} | {r['mi_widgets']:.2f} | {nn} | {r['hooks']:.2f} | "
+            f"{r['hooks'] / r['mi_widgets']:.2f}× | {tls} | {tlr} | {diffs} |"
+        )
+    lines.append("")
+    lines.append(
+        "Grids agree within 1e-4 (normalised units)."
+        if ok
+        else "**Grids disagree by more than 1e-4.**"
+    )
+    lines.append("")
+    if tl is None:
+        lines.append(
+            "TransformerLens: not run (no venv at "
+            f"`{TL_VENV}`; set it up with `python -m venv /tmp/tl-venv && /tmp/tl-venv/bin/pip install "
+            "torch==2.13.0 transformer_lens`)."
+        )
+    elif "error" in tl:
+        lines.append(f"TransformerLens: the run failed: `{tl['error']}`.")
+    else:
+        lines.append(
+            f"TransformerLens {tl['version']} (separate venv, `patching.get_act_patch_resid_pre`, which runs "
+            "one full forward per (layer, position); for a layer subset, `generic_activation_patch` "
+            "with an `index_df` of those cells), one repeat."
+        )
+    lines.append(
+        "P = 64 patches layers 3 and 8 unless run with `--full`: their mean remaining depth "
+        "(6.5 blocks) equals the full grid's, and the full grid of the baselines takes minutes here. "
+        "The methods run interleaved, `repeats` rounds each; the best round counts."
+    )
+    section = "\n".join(lines) + "\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    pat = re.compile(r"^## patching\n.*?(?=^## |\Z)", re.S | re.M)
+    if pat.search(text):
+        text = pat.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"wrote the patching section of {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
