@@ -218,3 +218,24 @@ def test_notebook_copy_stays_small(gpt2):
 
     assert units(data["text/html"]) <= w._static_budget["repr"] + 1
     assert units(w.to_html()) > w._static_budget["repr"]
+
+
+def test_many_texts_show_a_progress_bar_and_interrupts_leave_the_model_clean(gpt2, capsys):
+    texts = [f"The Eiffel Tower is in Paris {i}." for i in range(16)]
+    r = mw.token_activations(gpt2, texts, site="mlp_post", layer=0)
+    assert len(r.str_tokens) == 16
+    assert "/16 [" in capsys.readouterr().err  # the tqdm bar was drawn
+    calls = []
+
+    def stop(done, total):
+        calls.append(done)
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mw.token_activations(gpt2, texts, site="mlp_post", layer=0, progress=stop)
+    assert calls == [1, 2, 3]
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in gpt2.hf.modules())
+    assert hooks == 0
+    again = mw.token_activations(gpt2, texts[:2], site="mlp_post", layer=0)
+    torch.testing.assert_close(again.acts, r.acts[: again.acts.shape[0]])

@@ -205,7 +205,9 @@ def token_activations(
     progress: Any = None,
 ) -> TokenActivationsResult:
     """Activations of ``site`` at ``layer`` for every token of ``texts`` (one nnsight trace per
-    text). ``progress(done, total)`` is called after each text (the widget uses it)."""
+    text). ``progress(done, total)`` is called after each text (the widget uses it); without
+    it, 16 texts or more show a tqdm bar. Interrupting between texts leaves the model as it was
+    (nnsight removes its hooks when a trace exits)."""
     texts = check_texts(texts)
     check_token_site(model, site, layer)
     if direction is not None:
@@ -216,14 +218,25 @@ def token_activations(
                 f"direction has {direction.shape[0]} entries but {site} has {width} units per token"
             )
     token_ids = [model.to_tokens(t) for t in texts]  # validates lengths before any forward
+    bar = None
+    if progress is None and len(texts) >= 16:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc=f"{site} L{layer}", unit="text", leave=False)
     chunks = []
-    for i, ids in enumerate(token_ids):
-        value = model.run(ids, [(site, layer)])[(site, layer)]
-        if site == "head_out":
-            value = value.norm(dim=-1)
-        chunks.append(value)
-        if progress is not None:
-            progress(i + 1, len(texts))
+    try:
+        for i, ids in enumerate(token_ids):
+            value = model.run(ids, [(site, layer)])[(site, layer)]
+            if site == "head_out":
+                value = value.norm(dim=-1)
+            chunks.append(value)
+            if progress is not None:
+                progress(i + 1, len(texts))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return TokenActivationsResult(
         model_name=model.name,
         site=site,
