@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
+from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
+from .core.patching import (
+    PATCH_SITES,
+    AblationResult,
+    PatchingResult,
+    ablate,
+    activation_patching,
+    attribution_patching,
+)
 
 __version__ = "0.1.0"
 
@@ -33,12 +42,22 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PATCH_SITES",
+    "AblationResult",
+    "Metric",
+    "PatchingResult",
     "SITES",
     "TOKEN_SITES",
     "Model",
     "TokenActivations",
     "TokenActivationsResult",
+    "ablate",
+    "activation_patching",
+    "attribution_patching",
+    "kl_to_clean",
     "load",
+    "logit_diff",
+    "prob",
     "token_activations",
     "wrap",
     "zoo",

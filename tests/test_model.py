@@ -195,3 +195,15 @@ def test_a_saved_local_directory_loads_like_a_hub_model(tmp_path, family_model, 
     a = m.run(ids, [("resid_post", 2)])[("resid_post", 2)]
     b = m2.run(ids, [("resid_post", 2)])[("resid_post", 2)]
     torch.testing.assert_close(a, b)
+
+
+def test_unembedding_and_final_norm_paths_exist(family_model):
+    family, m = family_model
+    from mi_widgets.core.model import _get
+
+    assert _get(m.hf, m.arch.embed).weight.shape[0] == m.d_vocab
+    if family == "bert":
+        assert m.arch.unembed is None and m.arch.final_norm is None
+        return
+    assert _get(m.hf, m.arch.unembed) is m.hf.get_output_embeddings()
+    assert isinstance(_get(m.hf, m.arch.final_norm), torch.nn.Module)

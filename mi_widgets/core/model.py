@@ -112,7 +112,7 @@ def _llama(prefix: str) -> Arch:
     )
 
 
-def _neox(prefix: str, parallel: bool) -> Arch:
+def _neox(prefix: str, parallel: bool, unembed: str = "lm_head") -> Arch:
     reads = {
         "resid_pre": _Read("", "input", 0),
         "head_out": _Read("attention.dense", "input", 1),
@@ -129,7 +129,7 @@ def _neox(prefix: str, parallel: bool) -> Arch:
         layers=f"{prefix}layers",
         embed=f"{prefix}embed_in",
         final_norm=f"{prefix}final_layer_norm",
-        unembed="embed_out",
+        unembed=unembed,  # transformers 5 calls it lm_head; older releases embed_out
         o_proj="attention.dense",
         o_proj_kind="linear",
         reads=reads,
@@ -169,7 +169,8 @@ def _arch_for(hf: torch.nn.Module) -> Arch:
         return _llama("model." if "model" in names else "")
     if mt == "gpt_neox":
         parallel = bool(getattr(hf.config, "use_parallel_residual", True))
-        return _neox("gpt_neox." if "gpt_neox" in names else "", parallel)
+        unembed = "embed_out" if "embed_out" in names else "lm_head"
+        return _neox("gpt_neox." if "gpt_neox" in names else "", parallel, unembed)
     if mt in ("bert", "roberta"):
         prefix = f"{mt}." if mt in names else ""
         return _bert(prefix, has_lm_head=any(n in names for n in ("cls", "lm_head")))
