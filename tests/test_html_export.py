@@ -99,7 +99,7 @@ def shared_playwright(config):
 @pytest.fixture(scope="module")
 def page(pytestconfig):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent: the HTML export is checked in Debian's chromium (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is absent: the HTML export is checked in Debian's chromium (make test installs it: apt-get install chromium)")
     browser = shared_playwright(pytestconfig).chromium.launch(
         executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
     )
