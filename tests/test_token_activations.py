@@ -191,9 +191,10 @@ def test_static_html_is_self_contained_and_inert(gpt2, tmp_path):
     top_units = set(wire.decode(w.topk_indices).reshape(-1).tolist())
     assert set(map(int, state["unit_cache"])) >= top_units
     unit = sorted(top_units)[0]
-    np.testing.assert_allclose(
-        wire.decode(state["unit_cache"][str(unit)]), w.result.acts[:, unit].numpy(), rtol=2e-3, atol=2e-3
-    )
+    cached = wire.decode(state["unit_cache"][str(unit)])
+    exact = w.result.acts[:, unit].numpy()
+    step = (exact.max() - exact.min()) / 255
+    assert np.abs(cached - exact).max() <= step / 2 + 1e-6
 
 
 def test_to_circuitsvis_carries_the_same_numbers(gpt2):
