@@ -1,0 +1,215 @@
+import { afterEach, describe, expect, it } from "vitest";
+import widget from "../src/patching_grid";
+const { render } = widget;
+import type { AnyModel, Callback } from "../src/lib/model";
+import { staticModel } from "../src/lib/static_model";
+import { f32, wireB64 } from "./helpers";
+
+const HOSTILE_CLEAN = ["<|endoftext|>", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
+const HOSTILE_CORRUPT = ["<|endoftext|>", "&amp;", "<img src=x onerror=alert(1)>", "a\nb", "\u0000", " in"];
+// layers 0..2 × positions 0..5
+const VALUES = [0, 0.5, -0.25, 0, 0, 0, 0, 0.1, 0, 0, 0, 0.9, 0, 0, 0, 0, 0, 1];
+const topk = (toks: string[]) => toks.map((token, i) => ({ token, id: i, prob: 0.5 / (i + 1), logit: 1 }));
+
+function baseState(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    dims: ["layer", "position"],
+    layers: [0, 1, 2],
+    positions: [0, 1, 2, 3, 4, 5],
+    heads: [],
+    clean_tokens: HOSTILE_CLEAN,
+    corrupt_tokens: HOSTILE_CORRUPT,
+    clean_prompt: "clean <b>prompt</b>",
+    corrupt_prompt: "corrupt prompt",
+    values: f32(VALUES, [3, 6]),
+    filled: wireB64("uint8", [3, 6], new Uint8Array(18).fill(1)),
+    n_filled: 18,
+    n_cells: 18,
+    site: "resid_pre",
+    sites: ["resid_pre", "attn_out", "head_out"],
+    mode: "exact",
+    direction: "denoise",
+    metric_name: "logit_diff(' Paris', ' Tokyo')",
+    normalized: true,
+    n_pairs: 1,
+    clean_topk: topk([" Paris", "<script>x</script>", " Oslo"]),
+    corrupt_topk: topk([" Tokyo", " Delhi", "&lt;"]),
+    can_sweep: true,
+    status: "ready",
+    progress: 1,
+    error: "",
+    k: 3,
+    cell_cache: { "2,5": topk([" Paris", " Rome", " Oslo"]) },
+    ...extra,
+  };
+}
+
+let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
+afterEach(() => {
+  for (const m of mounted) {
+    m.cleanup();
+    m.el.remove();
+  }
+  mounted = [];
+  delete (window as unknown as Record<string, unknown>).__pwned;
+});
+
+function mount(model: AnyModel) {
+  const el = document.createElement("div");
+  document.body.appendChild(el);
+  const cleanup = render({ model, el });
+  mounted.push({ cleanup, el });
+  const root = el.querySelector<HTMLElement>(".mw-patching-grid")!;
+  const cell = (r: number, c: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-col="${c}"]`)!;
+  return { root, cell };
+}
+
+const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+const rowsOf = (root: HTMLElement, run: string) =>
+  Array.from(root.querySelectorAll(`.mw-topk-list[data-run="${run}"] .mw-topk-row .mw-tok`)).map((e) => e.textContent);
+const flush = () => new Promise((r) => setTimeout(r, 0));
+
+describe("PatchingGrid: static model", () => {
+  it("renders the grid with token labels, clean/corrupt where they differ, shown literally", () => {
+    const { root } = mount(staticModel(baseState()));
+    expect(root.querySelectorAll(".mw-cell")).toHaveLength(18);
+    const cols = Array.from(root.querySelectorAll(".mw-col-label")).map((e) => e.textContent);
+    expect(cols).toEqual([
+      "<|endoftext|>",
+      "<script>alert(1)</script>/&amp;",
+      "<img src=x onerror=alert(1)>",
+      "a↵b",
+      "\u202Eevil/\\x00",
+      " in",
+    ]);
+    expect(Array.from(root.querySelectorAll(".mw-row-label")).map((e) => e.textContent)).toEqual(["L0", "L1", "L2"]);
+    expect(root.querySelector("script, img")).toBeNull();
+    expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+    // diverging colours: 0 white, positive red-ish, negative blue-ish
+    const bg = (r: number, c: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-col="${c}"]`)!.style.background;
+    expect(bg(0, 0)).toContain("255, 255, 255");
+    expect(bg(2, 5)).toContain("178, 24, 43");
+    expect(bg(0, 2)).not.toContain("255, 255, 255");
+    expect(root.querySelector(".mw-legend-hi")!.textContent).toBe("1.00");
+    // kernel-only controls are disabled
+    expect(root.querySelector<HTMLSelectElement>("select.mw-site")!.disabled).toBe(true);
+    expect(root.querySelector<HTMLSelectElement>("select.mw-mode")!.disabled).toBe(true);
+    expect(root.querySelector<HTMLSelectElement>("select.mw-site")!.value).toBe("resid_pre");
+  });
+
+  it("hover shows the cell's label and exact value", () => {
+    const { root, cell } = mount(staticModel(baseState()));
+    hover(cell(0, 1));
+    const tip = root.querySelector<HTMLElement>(".mw-tooltip")!;
+    expect(tip.hidden).toBe(false);
+    expect(tip.querySelector(".mw-tt-label")!.textContent).toBe(
+      'layer 0, position 1 "<script>alert(1)</script>" / "&amp;"',
+    );
+    expect(tip.querySelector(".mw-tt-value")!.textContent).toBe("0.5000");
+    hover(cell(1, 1));
+    expect(tip.querySelector(".mw-tt-value")!.textContent).toBe("0.1000");
+    expect(tip.querySelector(".mw-tt-label")!.textContent).toContain("layer 1, position 1");
+  });
+
+  it("click a cached cell: patched, clean and corrupt top-k; an uncached one says so", () => {
+    const { root, cell } = mount(staticModel(baseState()));
+    expect(rowsOf(root, "clean")).toEqual([" Paris", "<script>x</script>", " Oslo"]);
+    expect(rowsOf(root, "corrupt")).toEqual([" Tokyo", " Delhi", "&lt;"]);
+    click(cell(2, 5));
+    expect(cell(2, 5).classList.contains("mw-selected")).toBe(true);
+    expect(rowsOf(root, "patched")).toEqual([" Paris", " Rome", " Oslo"]);
+    expect(root.querySelector(".mw-cell-title")!.textContent).toBe('layer 2, position 5 " in" = 1.000');
+    click(cell(0, 0));
+    expect(rowsOf(root, "patched")).toEqual([]);
+    expect(root.querySelector('.mw-topk-list[data-run="patched"] .mw-note')!.textContent).toContain("not precomputed");
+    expect(root.querySelectorAll(".mw-cell.mw-selected")).toHaveLength(1);
+  });
+
+  it("layers × heads: head labels", () => {
+    const { root, cell } = mount(
+      staticModel(
+        baseState({
+          dims: ["layer", "head"],
+          positions: [],
+          heads: [0, 1],
+          values: f32([1, -1, 0.5, 0], [2, 2]),
+          filled: wireB64("uint8", [2, 2], new Uint8Array(4).fill(1)),
+          layers: [0, 1],
+        }),
+      ),
+    );
+    expect(Array.from(root.querySelectorAll(".mw-col-label")).map((e) => e.textContent)).toEqual(["H0", "H1"]);
+    hover(cell(1, 1));
+    expect(root.querySelector(".mw-tt-label")!.textContent).toBe("layer 1, head 1");
+  });
+});
+
+/** A live-kernel model: send() goes to the test, which plays Python. */
+function liveModel(state: Record<string, unknown>) {
+  const m = staticModel({ ...state, static: false });
+  const listeners = new Set<Callback>();
+  const sent: Record<string, unknown>[] = [];
+  const on = m.on.bind(m);
+  const off = m.off.bind(m);
+  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
+  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
+  m.send = (content) => void sent.push(content as Record<string, unknown>);
+  const reply = (msg: Record<string, unknown>) => {
+    for (const cb of Array.from(listeners)) cb(msg, []);
+  };
+  return { model: m, sent, reply };
+}
+
+describe("PatchingGrid: live kernel", () => {
+  it("click a cell requests 'cell' {layer, position} and shows the patched top-k", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const { root, cell } = mount(model);
+    click(cell(1, 3));
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ kind: "mw-request", name: "cell", msg: { layer: 1, position: 3 } });
+    expect(root.querySelector('.mw-topk-list[data-run="patched"] .mw-note')!.textContent).toContain("running");
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response: { topk: topk([" Tokyo", "<b>x</b>"]) } });
+    await flush();
+    expect(rowsOf(root, "patched")).toEqual([" Tokyo", "<b>x</b>"]);
+  });
+
+  it("a failed cell request shows the error in the panel", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const { root, cell } = mount(model);
+    click(cell(0, 0));
+    reply({ kind: "mw-response", id: sent[0].id, ok: false, error: "a sweep is running" });
+    await flush();
+    expect(root.querySelector('.mw-topk-list[data-run="patched"] .mw-note')!.textContent).toBe("a sweep is running");
+  });
+
+  it("site change requests a sweep; partial values fill cells; cancel sends 'cancel'", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const { root, cell } = mount(model);
+    const site = root.querySelector<HTMLSelectElement>("select.mw-site")!;
+    const cancel = root.querySelector<HTMLButtonElement>("button.mw-cancel")!;
+    expect(site.disabled).toBe(false);
+    expect(cancel.disabled).toBe(true);
+    site.value = "attn_out";
+    site.dispatchEvent(new Event("change", { bubbles: true }));
+    expect(sent[0]).toMatchObject({ name: "sweep", msg: { site: "attn_out", mode: "exact" } });
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response: { started: true } });
+    await flush();
+    const mask = new Uint8Array(18);
+    mask.fill(1, 0, 6);
+    model.set("status", "running");
+    model.set("n_filled", 6);
+    model.set("progress", 1 / 3);
+    model.set("filled", wireB64("uint8", [3, 6], mask));
+    expect(root.querySelector<HTMLElement>(".mw-status")!.textContent).toBe("running 6/18");
+    expect(root.querySelector<HTMLElement>(".mw-status")!.dataset.status).toBe("running");
+    expect(cell(0, 1).classList.contains("mw-empty")).toBe(false);
+    expect(cell(2, 5).classList.contains("mw-empty")).toBe(true);
+    expect(site.disabled).toBe(true);
+    expect(cancel.disabled).toBe(false);
+    click(cancel);
+    expect(sent[1]).toMatchObject({ name: "cancel" });
+    model.set("status", "cancelled");
+    expect(cancel.disabled).toBe(true);
+  });
+});
