@@ -207,3 +207,14 @@ def test_unembedding_and_final_norm_paths_exist(family_model):
         return
     assert _get(m.hf, m.arch.unembed) is m.hf.get_output_embeddings()
     assert isinstance(_get(m.hf, m.arch.final_norm), torch.nn.Module)
+
+
+def test_remote_builds_the_module_tree_on_meta_without_weights():
+    """remote=True: the same component names, weights left to NDIF (nothing loaded here)."""
+    m = mw.load("zoo:induction", remote=True)
+    assert m.remote is True
+    assert {p.device.type for p in m.hf.parameters()} == {"meta"}
+    assert (m.family, m.n_layers, m.n_heads) == ("gpt2", 2, 4)
+    local = mw.load("zoo:induction")
+    text = "".join(local.to_str_tokens(local.to_tokens(" a b c"))[1:])
+    assert m.to_str_tokens(text) == local.to_str_tokens(text)

@@ -433,9 +433,13 @@ def load(
         auto, task = AutoModel, "feature-extraction"
 
     if remote:
-        nn_model = TransformersModel(source, task=task, attn_implementation=attn_implementation, **kwargs)
-        model = Model(nn_model, nn_model._model, nn_model.tokenizer, display, remote=True)
-        return model
+        # Weights stay on NDIF: nnsight builds the module tree on the meta device from the
+        # config, and every trace of this Model is sent with remote=True.
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        nn_model = TransformersModel(
+            source, task=task, tokenizer=tokenizer, attn_implementation=attn_implementation, **kwargs
+        )
+        return Model(nn_model, nn_model._module, nn_model.tokenizer, display, remote=True)
 
     load_kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, **kwargs}
     if dtype is not None:
