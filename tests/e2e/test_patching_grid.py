@@ -120,3 +120,35 @@ def test_sweep_from_the_view_progress_and_cancel(nb, capsys):
     )
     assert ok
     assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+
+
+def test_static_export_in_the_browser(nb, tmp_path, capsys):
+    """``to_html()`` opened from file:// (no kernel): grid, hover, clean/corrupt top-k, and the
+    patched top-k of precomputed cells; kernel controls disabled."""
+    path = tmp_path / "grid.html"
+    t0 = time.perf_counter()
+    nb.py(f"w.sweep('resid_pre', 'exact'); w.to_html({str(path)!r})")
+    report(capsys, f"sweep + to_html in the kernel: {time.perf_counter() - t0:.2f}s, {path.stat().st_size} bytes")
+    cached = nb.py_json("sorted(w._static_extra(512)['cell_cache'])")
+    k = nb.py_json("w.k")
+    page = nb.page.context.new_page()
+    try:
+        page.goto(path.resolve().as_uri())
+        root = page.locator(".mw-patching-grid")
+        expect(root.locator(".mw-cell")).to_have_count(nb.py_json("w.n_cells"))
+        expect(root.locator("select.mw-site")).to_be_disabled()
+        expect(root.locator("select.mw-mode")).to_be_disabled()
+        expect(root.locator('.mw-topk-list[data-run="clean"] .mw-topk-row')).to_have_count(k)
+        r, c = cached[0].split(",")
+        cell = root.locator(f'.mw-cell[data-row="{r}"][data-col="{c}"]')
+        cell.hover()
+        expect(root.locator(".mw-tooltip .mw-tt-label")).to_contain_text(f"layer {r}")
+        cell.click()
+        expect(root.locator('.mw-topk-list[data-run="patched"] .mw-topk-row')).to_have_count(k)
+        miss = next(f"{i},{j}" for i in range(4) for j in range(6) if f"{i},{j}" not in cached)
+        i, j = miss.split(",")
+        root.locator(f'.mw-cell[data-row="{i}"][data-col="{j}"]').click()
+        expect(root.locator('.mw-topk-list[data-run="patched"] .mw-note')).to_contain_text("not precomputed")
+        assert page.evaluate("() => typeof window.__pwned") == "undefined"
+    finally:
+        page.close()
