@@ -218,3 +218,17 @@ def test_remote_builds_the_module_tree_on_meta_without_weights():
     local = mw.load("zoo:induction")
     text = "".join(local.to_str_tokens(local.to_tokens(" a b c"))[1:])
     assert m.to_str_tokens(text) == local.to_str_tokens(text)
+
+
+def test_next_tokens_are_the_softmax_top_k(family_model):
+    family, m = family_model
+    if family == "bert":
+        with pytest.raises(ValueError, match="not a causal language model"):
+            m.next_tokens(TEXT)
+        return
+    ids = m.to_tokens(TEXT)
+    with torch.no_grad():
+        probs = torch.softmax(m.hf(ids).logits[0, -1], -1)
+    top = m.next_tokens(TEXT, k=3)
+    assert [t for t, _ in top] == m.to_str_tokens(torch.topk(probs, 3).indices)
+    assert top[0][1] == pytest.approx(float(probs.max()), rel=1e-5)

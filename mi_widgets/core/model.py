@@ -300,6 +300,18 @@ class Model:
         ids = text if isinstance(text, torch.Tensor) else self.to_tokens(text, prepend_bos=prepend_bos)
         return [self.tokenizer.decode([int(i)]) for i in ids.reshape(-1).tolist()]
 
+    def next_tokens(self, text: str, k: int = 5) -> list[tuple[str, float]]:
+        """The model's top-k next tokens after ``text`` with their probabilities (one plain
+        forward; only the last position is unembedded by the caller's view)."""
+        if not self.causal:
+            raise ValueError(f"{self.name} ({self.family}) is not a causal language model; it predicts no next token")
+        ids = self.to_tokens(text).to(self.device)
+        with torch.no_grad():
+            logits = self.hf(ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
+        probs = torch.softmax(logits, -1)
+        top = torch.topk(probs, min(k, probs.shape[0]))
+        return [(self.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
     # -- running -----------------------------------------------------------------------
 
     def _module(self, layer: int, rel: str) -> Any:
