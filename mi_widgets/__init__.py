@@ -25,9 +25,10 @@ from .core.patching import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .widgets.patching_grid import PatchingGrid
     from .widgets.token_activations import TokenActivations
 
-_WIDGETS = {"TokenActivations": "token_activations"}
+_WIDGETS = {"TokenActivations": "token_activations", "PatchingGrid": "patching_grid"}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +46,7 @@ __all__ = [
     "PATCH_SITES",
     "AblationResult",
     "Metric",
+    "PatchingGrid",
     "PatchingResult",
     "SITES",
     "TOKEN_SITES",

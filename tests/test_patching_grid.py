@@ -269,6 +269,9 @@ def test_metric_is_rebuilt_from_its_name(result, tiny):
     custom = mw.activation_patching(
         tiny, CLEAN, CORRUPT, lambda lg: lg[:, 466] - lg[:, 433], layers=[0, 1], progress=False
     )
+    # the result carries its metric, so even a plain callable can sweep from the view
+    assert custom.widget().can_sweep
+    custom.metric = None  # e.g. a result saved without it: only a name is left
     w = custom.widget()
     assert not w.can_sweep and w.dims == ["layer"] and w.values["shape"] == [2, 1]
     with pytest.raises(ValueError, match="pass metric="):

@@ -147,6 +147,8 @@ class PatchingResult:
     corrupt_baseline: torch.Tensor
     normalized: bool = True
     model: Model | None = field(default=None, compare=False)
+    #: the metric object itself, so that a view can re-run sweeps with it
+    metric: Any = field(default=None, compare=False)
 
     # -- labels ------------------------------------------------------------------------
 
@@ -1259,6 +1261,7 @@ def _result(
         corrupt_baseline=m_corrupt,
         normalized=normalize,
         model=model,
+        metric=spec.metric,
     )
 
 

@@ -105,6 +105,8 @@ class PatchingGrid(MIWidget):
             raise UnsupportedResult(f"PatchingGrid shows a PatchingResult, got {type(result).__name__}")
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
         self._model = result.model
+        if metric is None:
+            metric = result.metric
         self._metric = as_metric(metric) if metric is not None else _metric_from_name(result.metric_name)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
