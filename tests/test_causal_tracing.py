@@ -53,7 +53,9 @@ def _hook_state(model):
 
 def _mod(hf, site, layer):
     block = hf.transformer.h[layer]
-    return {"resid_pre": block, "resid_post": block, "attn_out": block.attn, "mlp_out": block.mlp}[site]
+    return {"resid_pre": block, "resid_post": block, "attn_out": block.attn, "mlp_out": block.mlp}[
+        site
+    ]
 
 
 def _first(out):
@@ -75,7 +77,9 @@ def reference_trace(model, prompt, subj_pos, site, window, noise, answer_logit):
         if site == "resid_pre":
             hooks.append(
                 _mod(hf, site, layer).register_forward_pre_hook(
-                    lambda m, a, k, i=layer: clean.__setitem__(i, (a[0] if a else k["hidden_states"]).clone()),
+                    lambda m, a, k, i=layer: clean.__setitem__(
+                        i, (a[0] if a else k["hidden_states"]).clone()
+                    ),
                     with_kwargs=True,
                 )
             )
@@ -144,20 +148,46 @@ def test_every_cell_matches_the_hook_reference(gpt2):
     metric = lambda logits: logits[:, answer]  # noqa: E731
     n_samples, seed, scale, window = 3, 7, 1.5, 3
     res = CT.causal_tracing(
-        model, PROMPT, SUBJECT, metric, sites=CT.TRACEABLE_SITES, noise=scale,
-        n_samples=n_samples, window=window, seed=seed, progress=False, batch_size=7,
+        model,
+        PROMPT,
+        SUBJECT,
+        metric,
+        sites=CT.TRACEABLE_SITES,
+        noise=scale,
+        n_samples=n_samples,
+        window=window,
+        seed=seed,
+        progress=False,
+        batch_size=7,
     )
     pos = res.subject_positions[0]
     toks = model.to_str_tokens(PROMPT)
     assert "".join(toks[p] for p in pos).strip() == SUBJECT
-    noise = torch.randn(n_samples, len(pos), model.d_model, generator=torch.Generator().manual_seed(seed)) * scale
+    noise = (
+        torch.randn(
+            n_samples, len(pos), model.d_model, generator=torch.Generator().manual_seed(seed)
+        )
+        * scale
+    )
     for site in CT.TRACEABLE_SITES:
         ref = reference_trace(model, PROMPT, pos, site, window, noise, metric)
         torch.testing.assert_close(res[site].values, ref, atol=1e-4, rtol=1e-4, msg=site)
-        assert res[site].dims == ("layer", "position") and res[site].values.shape == (3, ids.shape[1])
+        assert res[site].dims == ("layer", "position") and res[site].values.shape == (
+            3,
+            ids.shape[1],
+        )
     # window > 1 changes attn/mlp grids but not resid ones
-    one = CT.causal_tracing(model, PROMPT, SUBJECT, metric, noise=scale, n_samples=n_samples,
-                            window=1, seed=seed, progress=False)
+    one = CT.causal_tracing(
+        model,
+        PROMPT,
+        SUBJECT,
+        metric,
+        noise=scale,
+        n_samples=n_samples,
+        window=1,
+        seed=seed,
+        progress=False,
+    )
     torch.testing.assert_close(one["resid_post"].values, res["resid_post"].values)
     assert not torch.allclose(one["mlp_out"].values, res["mlp_out"].values)
 
@@ -177,7 +207,9 @@ def test_default_metric_is_the_clean_top1_probability_and_seeds_reproduce(gpt2):
     # restoring the whole final-layer residual stream at the last position gives the clean run
     assert abs(float(a["resid_post"].values[-1, -1]) - 1.0) < 1e-4
     # default noise: 3 x the embedding std
-    d = CT.causal_tracing(model, PROMPT, SUBJECT, sites=("resid_post",), n_samples=1, progress=False)
+    d = CT.causal_tracing(
+        model, PROMPT, SUBJECT, sites=("resid_post",), n_samples=1, progress=False
+    )
     assert abs(d.noise_scale - 3 * float(model.hf.transformer.wte.weight.detach().std())) < 1e-6
 
 
@@ -196,7 +228,10 @@ def test_zero_noise_is_a_clear_error(gpt2):
         (dict(n_samples=0), "n_samples"),
         (dict(window=0), "window"),
         (dict(noise=-1.0), "noise"),
-        (dict(prompts=[PROMPT, "The food was wonderful and the staff were kind"]), "same token length"),
+        (
+            dict(prompts=[PROMPT, "The food was wonderful and the staff were kind"]),
+            "same token length",
+        ),
         (dict(subject=["Eiffel", "Tower"]), "one subject or one per prompt"),
     ],
 )
@@ -234,7 +269,11 @@ def test_tables_plots_and_several_prompts(gpt2):
 
     matplotlib.use("Agg")
     res = CT.causal_tracing(
-        gpt2, [PROMPT, PROMPT], SUBJECT, noise=1.0, n_samples=2,
+        gpt2,
+        [PROMPT, PROMPT],
+        SUBJECT,
+        noise=1.0,
+        n_samples=2,
         progress=False,
     )
     assert res["attn_out"].per_pair.shape == (2, 3, 6)
@@ -265,10 +304,16 @@ def test_tiny_eiffel_tower_recovers_where_the_record_says(tiny):
 
     import mi_widgets
 
-    gt = json.loads((Path(mi_widgets.__file__).parent / "zoo/models/tiny/ground_truth.json").read_text())
+    gt = json.loads(
+        (Path(mi_widgets.__file__).parent / "zoo/models/tiny/ground_truth.json").read_text()
+    )
     cells = gt["figures"]["patching"]["cells_ge_0.5"]
     res = CT.causal_tracing(
-        tiny, PROMPT, "The Eiffel Tower", sites=("resid_pre", "resid_post"), n_samples=10,
+        tiny,
+        PROMPT,
+        "The Eiffel Tower",
+        sites=("resid_pre", "resid_post"),
+        n_samples=10,
         progress=False,
     )
     assert res.answer == [" Paris"]

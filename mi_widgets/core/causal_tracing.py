@@ -105,11 +105,15 @@ class CausalTracingResult:
         parts = []
         for s, r in self.results.items():
             a = r.argmax()
-            parts.append(f"{s}: max {float(r.values.max()):.3f} at layer {a['layer']}, {a['token']!r}")
+            parts.append(
+                f"{s}: max {float(r.values.max()):.3f} at layer {a['layer']}, {a['token']!r}"
+            )
         return (
             f"CausalTracingResult({self.model_name}, {len(self.prompts)} prompt"
             f"{'s' if len(self.prompts) != 1 else ''}, subject {self.subjects[0]!r}, noise "
-            f"{self.noise_scale:.3g} x {self.n_samples}, window {self.window}; " + "; ".join(parts) + ")"
+            f"{self.noise_scale:.3g} x {self.n_samples}, window {self.window}; "
+            + "; ".join(parts)
+            + ")"
         )
 
     def to_pandas(self) -> Any:
@@ -134,12 +138,18 @@ class CausalTracingResult:
         t = len(next(iter(self.results.values())).positions or [])
         layers = len(next(iter(self.results.values())).layers)
         fig, axes = plt.subplots(
-            1, n, figsize=(n * max(4.0, 0.55 * t + 2.5), max(2.5, 0.35 * layers + 1.5)), squeeze=False
+            1,
+            n,
+            figsize=(n * max(4.0, 0.55 * t + 2.5), max(2.5, 0.35 * layers + 1.5)),
+            squeeze=False,
         )
         for ax, r in zip(axes[0], self.results.values()):
             r.plot(ax=ax)
             ax.set_title(f"{r.site} (window {r.window})", fontsize=10)
-        fig.suptitle(f"{self.model_name} · causal tracing · normalised {next(iter(self.results.values())).metric_name}", fontsize=10)
+        fig.suptitle(
+            f"{self.model_name} · causal tracing · normalised {next(iter(self.results.values())).metric_name}",
+            fontsize=10,
+        )
         fig.tight_layout()
         return fig
 
@@ -156,7 +166,9 @@ def subject_positions(model: Model, prompt: str, subject: str) -> list[int]:
     """Token positions of ``prompt`` (as ``model.to_tokens`` gives them) that overlap the first
     occurrence of the substring ``subject``. Raises ``ValueError`` if it does not occur."""
     if not isinstance(subject, str) or subject.strip() == "":
-        raise ValueError(f"subject must be a non-empty string (a substring of the prompt), got {subject!r}")
+        raise ValueError(
+            f"subject must be a non-empty string (a substring of the prompt), got {subject!r}"
+        )
     a = prompt.find(subject)
     if a < 0:
         raise ValueError(
@@ -252,7 +264,9 @@ def causal_tracing(
     texts = _check_prompts(prompts, "prompts")
     subs = [subject] * len(texts) if isinstance(subject, str) else list(subject)
     if len(subs) != len(texts):
-        raise ValueError(f"give one subject or one per prompt: {len(texts)} prompts, {len(subs)} subjects")
+        raise ValueError(
+            f"give one subject or one per prompt: {len(texts)} prompts, {len(subs)} subjects"
+        )
     if isinstance(sites, str):
         sites = (sites,)
     sites = list(dict.fromkeys(sites))
@@ -260,13 +274,19 @@ def causal_tracing(
         raise ValueError(f"sites must name at least one of {', '.join(TRACE_SITES)}")
     for s in sites:
         if s not in TRACEABLE_SITES:
-            raise ValueError(f"unknown site {s!r} for causal tracing; choose from {', '.join(TRACEABLE_SITES)}")
+            raise ValueError(
+                f"unknown site {s!r} for causal tracing; choose from {', '.join(TRACEABLE_SITES)}"
+            )
         model.check_site(s)
     for name, v, lo in (("n_samples", n_samples, 1), ("window", window, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if noise is not None and (isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0):
-        raise ValueError(f"noise must be a non-negative number (the noise std) or None, got {noise!r}")
+    if noise is not None and (
+        isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0
+    ):
+        raise ValueError(
+            f"noise must be a non-negative number (the noise std) or None, got {noise!r}"
+        )
     toks = []
     for i, t in enumerate(texts):
         try:
@@ -290,18 +310,22 @@ def causal_tracing(
     embed = _get(hf, model.arch.embed)
     dev = model.device
     n_l, t_len = model.n_layers, toks[0].shape[1]
-    scale = float(noise) if noise is not None else NOISE_MULTIPLIER * float(embed.weight.detach().float().std())
+    scale = (
+        float(noise)
+        if noise is not None
+        else NOISE_MULTIPLIER * float(embed.weight.detach().float().std())
+    )
     gen = torch.Generator().manual_seed(int(seed))
-    noises = [torch.randn(n_samples, len(p), model.d_model, generator=gen) * scale for p in subj_pos]
+    noises = [
+        torch.randn(n_samples, len(p), model.d_model, generator=gen) * scale for p in subj_pos
+    ]
 
     with torch.no_grad():
         clean_logits = torch.cat([_last_logits(model, x) for x in toks]).cpu()
     answers = [int(i) for i in clean_logits.argmax(-1)]
     if m is None:
         m = Prob(answers).bind(model)
-    clean_cache = [
-        model.run(x, [(s, layer) for s in sites for layer in range(n_l)]) for x in toks
-    ]
+    clean_cache = [model.run(x, [(s, layer) for s in sites for layer in range(n_l)]) for x in toks]
     n_p = len(texts)
     all_p = torch.arange(n_p)
     m_clean = m(clean_logits, pairs=all_p, clean_logits=clean_logits).float().cpu()
