@@ -286,6 +286,8 @@ def test_tables_plots_and_several_prompts(gpt2):
     assert "resid_post" in repr(res)
     with pytest.raises(KeyError, match="no grid"):
         res["head_out"]
+    w = res.widget()  # the resid_post grid, display only
+    assert type(w).__name__ == "PatchingGrid" and w.site == "resid_post" and not w.can_sweep
 
 
 # --------------------------------------------------------------------------------------------

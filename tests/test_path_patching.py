@@ -280,6 +280,11 @@ def test_result_table_plot_and_repr(gpt2):
     assert len(df) == 4 and {"layer", "head", "value"} <= set(df.columns)
     res.plot()
     assert repr(res).startswith("PathPatchingResult(") and "2.3 (q)" in repr(res)
+    assert res.strongest() in ("0.1", "1.2") and f"strongest path {res.strongest()}" in repr(res)
+    with pytest.raises(KeyError):
+        res.value("0.0")
+    w = res.widget()  # display only: the grid's sweeps re-run activation patching
+    assert type(w).__name__ == "PatchingGrid" and not w.can_sweep
     torch.testing.assert_close(res.effect, 1 - res.values, equal_nan=True)
 
 
@@ -323,7 +328,7 @@ def test_ioi_s_inhibition_acts_through_the_name_movers_query(ioi):
         for layer in sweep.layers
         for h in sweep.heads
     }
-    assert max(eff, key=eff.get) == s_inh
+    assert max(eff, key=eff.get) == s_inh == sweep.strongest()
     assert eff[s_inh] >= 0.9 * total_effect
     assert all(abs(v) <= 0.05 for h, v in eff.items() if h != s_inh)
     # 0.1 matters in total but not directly to 2.3's query (its effect goes through 1.2)

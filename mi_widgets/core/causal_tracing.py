@@ -72,6 +72,13 @@ class TracingResult(PatchingResult):
             for p in (self.positions or [])
         ]
 
+    def widget(self, **kwargs: Any) -> Any:
+        """The grid in a :class:`~mi_widgets.PatchingGrid` (display only: the grid's own sweeps
+        and per-cell top-k re-run activation patching, which is not this computation)."""
+        import dataclasses
+
+        return PatchingResult.widget(dataclasses.replace(self, model=None, metric=None), **kwargs)
+
 
 @dataclass(repr=False)
 class CausalTracingResult:

@@ -72,8 +72,27 @@ class PathPatchingResult(PatchingResult):
             raise KeyError(f"{head!r} is not a sender in this result")
         return float(self.values[self.layers.index(lh[0]), (self.heads or []).index(lh[1])])
 
+    def strongest(self) -> str:
+        """The sender ``"L.H"`` whose path has the largest ``|effect|`` (NaN cells skipped)."""
+        e = torch.nan_to_num(self.effect.abs(), nan=-1.0)
+        li, hi = (int(i) for i in torch.unravel_index(torch.argmax(e), e.shape))
+        return f"{self.layers[li]}.{(self.heads or [])[hi]}"
+
     def __repr__(self) -> str:
-        return "Path" + super().__repr__()
+        s = self.strongest()
+        return (
+            f"PathPatchingResult({self.model_name}, senders → {','.join(self.receivers)} "
+            f"({self.receiver_input}), {self.metric_name}, {self.n_pairs} pair"
+            f"{'s' if self.n_pairs != 1 else ''}, strongest path {s}: effect "
+            f"{1 - self.value(s):.3f})"
+        )
+
+    def widget(self, **kwargs: Any) -> Any:
+        """The grid in a :class:`~mi_widgets.PatchingGrid` (display only: the grid's own sweeps
+        and per-cell top-k re-run activation patching, which is not this computation)."""
+        import dataclasses
+
+        return PatchingResult.widget(dataclasses.replace(self, model=None, metric=None), **kwargs)
 
 
 def _head(model: Model, x: Any, what: str) -> tuple[int, int]:
