@@ -37,15 +37,13 @@ def main() -> None:
     import circuitsvis.tokens as cv
 
     model = mw.load()
-    corpus = " ".join(
-        "The Eiffel Tower is in Paris. The food was wonderful and the staff were kind." for _ in range(40)
-    )
     rows = []
+    sentence = "The Eiffel Tower is in Paris. The food was wonderful and the staff were kind."
+    per_text = model.to_tokens(sentence * 4).shape[1]  # zoo:tiny reads at most 128 tokens a text
     for n_tokens in (200, 1000):
-        ids = model.tokenizer(corpus)["input_ids"][:n_tokens]
-        text = model.tokenizer.decode(ids[1:])
+        texts = [sentence * 4] * max(1, round(n_tokens / per_text))
         t0 = time.perf_counter()
-        w = mw.TokenActivations(model, text, site="mlp_post", layer=1)
+        w = mw.TokenActivations(model, texts, site="mlp_post", layer=1)
         seconds = time.perf_counter() - t0
         r = w.result
         ours_live = live_bytes(w)
@@ -58,7 +56,7 @@ def main() -> None:
              len(cv_all.local_src.encode()), seconds)
         )
     lines = [
-        "Model: zoo:tiny, site mlp_post, layer 1. Bytes are what reaches the browser for the first paint.",
+        f"Model: zoo:tiny ({model.d_mlp} neurons), site mlp_post, layer 1, texts of {per_text} tokens. Bytes are what reaches the browser for the first paint. Run: `python benchmarks/token_activations.py`.",
         "",
         "| tokens | units | ours live (buffers + JSON) | ours `to_html` | CircuitsVis 1 unit (`local_src`) | CircuitsVis all units (`local_src`) | ours / CV all units | ours html / CV 1 unit | compute (s) |",
         "|---|---|---|---|---|---|---|---|---|",
