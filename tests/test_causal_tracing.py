@@ -334,3 +334,37 @@ def test_tiny_eiffel_tower_recovers_where_the_record_says(tiny):
     assert sub[0] >= 0.5 and bool((sub[1:] < 0.2).all())
     assert float(pre[0, subj].max()) == float(pre[0].max())
     assert bool((post[:, subj].abs() < 0.2).all())
+
+
+@pytest.mark.parametrize("family", ["llama", "neox", "neox_sequential"])
+def test_other_families_keep_the_exact_identities(bpe_tokenizer, family):
+    """Family-independent identities: restoring the last layer's output at the last position
+    gives the clean run (1); positions before the subject are untouched by the noise (causal
+    attention), so restoring them at any site and layer changes nothing (0); nor does restoring
+    a non-subject position's embedding (resid_pre, layer 0)."""
+    from conftest import _family_model
+
+    import mi_widgets as mw
+
+    model = mw.wrap(_family_model(family, len(bpe_tokenizer)), bpe_tokenizer, family)
+    with torch.no_grad():
+        answer = int(model.hf(model.to_tokens(PROMPT)).logits[0, -1].argmax())
+    res = CT.causal_tracing(
+        model,
+        PROMPT,
+        SUBJECT,
+        lambda lg: lg[:, answer],
+        sites=CT.TRACEABLE_SITES,
+        noise=1.0,
+        n_samples=2,
+        window=2,
+        progress=False,
+    )
+    first = res.subject_positions[0][0]
+    assert first >= 1
+    assert abs(float(res["resid_post"].values[-1, -1]) - 1) < 1e-4
+    for site in CT.TRACEABLE_SITES:
+        assert float(res[site].values[:, :first].abs().max()) < 1e-4, site
+    others = [p for p in range(6) if p not in res.subject_positions[0]]
+    assert float(res["resid_pre"].values[0, others].abs().max()) < 1e-4
+    assert float(res["resid_pre"].values[0].max()) > 0.05
