@@ -341,3 +341,11 @@ def test_ioi_s_inhibition_acts_through_the_name_movers_query(ioi):
     assert decoys
     r = PP.path_patching(model, clean, corrupt, metric, s_inh, decoys, "q", progress=False)
     assert abs(1 - float(r.values[0, 0])) <= 0.05
+    # through all of 2.3's input (q, k and v together) 1.2 carries all of its total effect
+    r = PP.path_patching(model, clean, corrupt, metric, s_inh, mover, "resid", progress=False)
+    assert abs((1 - float(r.values[0, 0])) - total_effect) <= 0.02 * total_effect
+    # one step upstream: 0.1's dup flag reaches 1.2 through 1.2's keys, not its query
+    k = PP.path_patching(model, clean, corrupt, metric, dup, s_inh, "k", progress=False)
+    q = PP.path_patching(model, clean, corrupt, metric, dup, s_inh, "q", progress=False)
+    assert 1 - float(k.values[0, 0]) >= 0.9 * (1 - cell(total, dup))
+    assert abs(1 - float(q.values[0, 0])) <= 0.05
