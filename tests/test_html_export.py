@@ -1,6 +1,6 @@
 """Static HTML export of TokenActivations, opened from file:// in headless chromium (no kernel).
 
-Needs Debian's /usr/bin/chromium (skipped with a reason when absent); not e2e-marked: no
+Needs Debian's /usr/bin/chromium (a missing chromium fails the tests); not e2e-marked: no
 JupyterLab involved. ``MW_TEST_MODEL=<dir>`` swaps the embedded model for a local one
 (development aid); by default the embedded ``mw.load()`` model is used.
 """
@@ -14,17 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _browser import HOSTILE_TOKENS, display_token, launch
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 POS = "rgb(178, 24, 43)"  # ends of the diverging scale (js/src/lib/colour.ts)
 NEG = "rgb(33, 102, 172)"
@@ -34,41 +25,6 @@ HOSTILE_TEXT = (
     '<img src=x onerror="window.__pwned=2"> &amp; '
     "\u202eevil\u202c \x00 nul \U0001f980 crab\nline two\n\nend"
 )
-# Whole hostile strings as single tokens (a tokenizer would split them): what a custom
-# TokenActivationsResult can carry. Includes attempts to break out of the JSON <script> tag.
-HOSTILE_TOKENS = [
-    "<script>window.__pwned=1</script>",
-    '<img src=x onerror="window.__pwned=2">',
-    "</script><script>window.__pwned=3</script>",
-    "<!--<script>",
-    "]]>",
-    "&amp;",
-    "\u202eevil",
-    "\x00",
-    "\U0001f980",
-    "a\nb",
-    "\u2028",
-    "",
-    "<b>bold</b>",
-]
-
-
-def display_token(tok: str) -> str:
-    """What a token span shows (js/src/lib/dom.ts ``displayToken`` + the view's newline "↵")."""
-    out = []
-    for ch in tok:
-        c = ord(ch)
-        if ch == "\n":
-            out.append("↵")
-        elif ch == "\t":
-            out.append("⇥")
-        elif c < 0x20 or 0x7F <= c <= 0x9F:
-            out.append(f"\\x{c:02x}")
-        elif ch in "\u2028\u2029":
-            out.append(f"\\u{c:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def flat(texts: list[list[str]]) -> list[str]:
@@ -83,26 +39,9 @@ def model(request):
     return mw.load(path) if path else request.getfixturevalue("tiny")
 
 
-def shared_playwright(config):
-    """One Playwright driver per pytest process (the sync API refuses a second one while the
-    first runs; tests/e2e/conftest.py uses the same attribute)."""
-    pw = getattr(config, "_mw_playwright", None)
-    if pw is None:
-        from playwright.sync_api import sync_playwright
-
-        pw = sync_playwright().start()
-        config._mw_playwright = pw
-        config.add_cleanup(pw.stop)
-    return pw
-
-
 @pytest.fixture(scope="module")
 def page(pytestconfig):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is absent: the HTML export is checked in Debian's chromium (make test installs it: apt-get install chromium)")
-    browser = shared_playwright(pytestconfig).chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
+    browser = launch(pytestconfig)
     try:
         context = browser.new_context(viewport={"width": 1200, "height": 900})
         context.set_default_timeout(15_000)

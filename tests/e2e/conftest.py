@@ -30,18 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _browser import launch
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-    "--disable-quic",
-]
 KERNEL_NAME = "mw-e2e"
 
 SERVER_START_TIMEOUT = 90  # s
@@ -58,18 +49,8 @@ def model_expr() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# pytest plumbing: skip without chromium, remember each phase's report (for screenshots)
+# pytest plumbing: remember each phase's report (for screenshots)
 # --------------------------------------------------------------------------------------------
-
-
-def pytest_collection_modifyitems(config: Any, items: list) -> None:
-    if Path(CHROMIUM).exists():
-        return
-    skip = pytest.mark.skip(reason=f"{CHROMIUM} is absent (apt-get install chromium; `make chromium`)")
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -266,24 +247,9 @@ def jupyter_server(tmp_path_factory: Any):
 # --------------------------------------------------------------------------------------------
 
 
-def shared_playwright(config: Any) -> Any:
-    """One Playwright driver per pytest process: the sync API refuses a second one while the
-    first runs, and tests/test_html_export.py needs one too (it uses the same attribute)."""
-    pw = getattr(config, "_mw_playwright", None)
-    if pw is None:
-        from playwright.sync_api import sync_playwright
-
-        pw = sync_playwright().start()
-        config._mw_playwright = pw
-        config.add_cleanup(pw.stop)
-    return pw
-
-
 @pytest.fixture(scope="session")
 def browser(pytestconfig: Any):
-    b = shared_playwright(pytestconfig).chromium.launch(
-        executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-    )
+    b = launch(pytestconfig)
     try:
         yield b
     finally:

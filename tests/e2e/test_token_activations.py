@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from _browser import HOSTILE_TOKENS, display_token
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -23,42 +24,8 @@ HOSTILE = (
     "\u202eevil\u202c \x00 nul \t tab \U0001f980 crab\nline two\n\nend"
 )
 
-# Whole hostile strings as single tokens (a tokenizer splits them; a custom result need not).
-HOSTILE_TOKENS = [
-    "<script>window.__pwned=1</script>",
-    '<img src=x onerror="window.__pwned=2">',
-    "</script><script>window.__pwned=3</script>",
-    "<!--<script>",
-    "&amp;",
-    "\u202eevil",
-    "\x00",
-    "\U0001f980",
-    "a\nb",
-    "\u2028",
-    "",
-    "<b>bold</b>",
-]
 
 LONG_TOKENS = 2000
-
-
-def display_token(tok: str) -> str:
-    """What a token span shows (js/src/lib/dom.ts ``displayToken`` + the view's newline "↵"):
-    the token literally, except C0/C1 controls and U+2028/9 as visible escapes, tab as "⇥"."""
-    out = []
-    for ch in tok:
-        c = ord(ch)
-        if ch == "\n":
-            out.append("↵")
-        elif ch == "\t":
-            out.append("⇥")
-        elif c < 0x20 or 0x7F <= c <= 0x9F:
-            out.append(f"\\x{c:02x}")
-        elif ch in "\u2028\u2029":
-            out.append(f"\\u{c:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def flat(texts: list[list[str]]) -> list[str]:
