@@ -368,3 +368,9 @@ def test_other_families_keep_the_exact_identities(bpe_tokenizer, family):
     others = [p for p in range(6) if p not in res.subject_positions[0]]
     assert float(res["resid_pre"].values[0, others].abs().max()) < 1e-4
     assert float(res["resid_pre"].values[0].max()) > 0.05
+
+
+def test_remote_models_are_refused(gpt2, monkeypatch):
+    monkeypatch.setattr(gpt2, "remote", True)
+    with pytest.raises(ValueError, match="local models only"):
+        CT.causal_tracing(gpt2, PROMPT, SUBJECT, progress=False)

@@ -349,3 +349,9 @@ def test_ioi_s_inhibition_acts_through_the_name_movers_query(ioi):
     q = PP.path_patching(model, clean, corrupt, metric, dup, s_inh, "q", progress=False)
     assert 1 - float(k.values[0, 0]) >= 0.9 * (1 - cell(total, dup))
     assert abs(1 - float(q.values[0, 0])) <= 0.05
+
+
+def test_remote_models_are_refused(gpt2, monkeypatch):
+    monkeypatch.setattr(gpt2, "remote", True)
+    with pytest.raises(ValueError, match="local models only"):
+        PP.path_patching(gpt2, CLEAN, CORRUPT, lambda lg: lg[:, 0], "0.1", "2.3", progress=False)

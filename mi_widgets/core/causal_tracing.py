@@ -268,6 +268,10 @@ def causal_tracing(
     the metric unchanged (e.g. ``noise=0``), where the normalisation is undefined.
     """
     _check_lm(model)
+    if model.remote:
+        raise ValueError(
+            "causal_tracing runs local models only (it hooks the torch modules); load the model locally"
+        )
     texts = _check_prompts(prompts, "prompts")
     subs = [subject] * len(texts) if isinstance(subject, str) else list(subject)
     if len(subs) != len(texts):

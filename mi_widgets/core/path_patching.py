@@ -178,6 +178,10 @@ def path_patching(
     pass for invalid heads, receivers not after every sender, or non-GPT-2 models.
     """
     _check_lm(model)
+    if model.remote:
+        raise ValueError(
+            "path_patching runs local models only (it hooks the torch modules); load the model locally"
+        )
     if model.family != "gpt2" or not hasattr(_get(model.hf, model.arch.layers)[0].attn, "c_attn"):
         raise ValueError(
             f"path_patching supports GPT-2-family models (the zoo models); {model.name} is {model.family}"
