@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
+from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
 from .core.patching import (
@@ -21,6 +22,7 @@ from .core.patching import (
     activation_patching,
     attribution_patching,
 )
+from .core.path_patching import PathPatchingResult, path_patching
 
 __version__ = "0.1.0"
 
@@ -43,6 +45,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CausalTracingResult",
+    "PathPatchingResult",
+    "TracingResult",
     "PATCH_SITES",
     "AblationResult",
     "Metric",
@@ -56,6 +61,8 @@ __all__ = [
     "ablate",
     "activation_patching",
     "attribution_patching",
+    "causal_tracing",
+    "path_patching",
     "kl_to_clean",
     "load",
     "logit_diff",

@@ -15,12 +15,6 @@ PROMPT = "The Eiffel Tower is in"
 SUBJECT = "Eiffel Tower"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

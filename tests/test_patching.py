@@ -26,13 +26,6 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models: one thread is faster, and much faster on a loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -1082,8 +1075,7 @@ def _zoo(name):
     from mi_widgets import zoo
 
     d = zoo.MODELS_DIR / name
-    if not (d / "model.safetensors").exists() or not (d / "ground_truth.json").exists():
-        pytest.skip(f"zoo:{name} is not built yet")
+    assert (d / "model.safetensors").exists() and (d / "ground_truth.json").exists(), f"zoo:{name} is missing"
     return json.loads((d / "ground_truth.json").read_text(encoding="utf-8"))
 
 

@@ -11,22 +11,11 @@ import torch
 
 import mi_widgets as mw
 from mi_widgets import wire
-from mi_widgets.widgets._base import STATIC_DIR
-
-pytestmark = pytest.mark.skipif(
-    not (STATIC_DIR / "patching_grid.js").exists(), reason="JS bundle not built (cd js && npm run build)"
-)
 
 CLEAN = "The Eiffel Tower is in"
 CORRUPT = "The Senso Temple is in"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

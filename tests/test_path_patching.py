@@ -29,12 +29,6 @@ CORRUPT = "The staff was kind and"
 PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

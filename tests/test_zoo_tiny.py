@@ -30,13 +30,6 @@ TWO_HOP_FOLLOWS_STEP_MIN = 0.9
 TOL = 0.03  # fresh measurement vs recorded figure (accuracies)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is as fast when idle and much faster on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
