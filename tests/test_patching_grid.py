@@ -290,4 +290,7 @@ def test_static_html(grid, result):
 
 def test_ablation_result_repr_falls_back_to_text(tiny, metric):
     res = mw.ablate(tiny, CLEAN, metric, ["0.0"], progress=False)
-    assert res._repr_mimebundle_()["text/plain"].startswith("AblationResult(") or "text/plain" in res._repr_mimebundle_()
+    bundle = res._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("AblationResult(") and "<table" in bundle["text/html"]
+    with pytest.raises(NotImplementedError, match="no interactive view"):
+        res.widget()

@@ -415,17 +415,14 @@ class AblationResult:
         fig.tight_layout()
         return fig
 
-    def widget(self, **kwargs: Any) -> PatchingGrid:
-        from ..widgets.patching_grid import PatchingGrid
-
-        return PatchingGrid.from_result(self, **kwargs)
+    def widget(self, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ablations have no interactive view yet; use .to_pandas() or .plot() "
+            "(activation_patching(..., site='head_out') gives the layers x heads grid widget)"
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        try:
-            w = self.widget()
-        except ImportError:
-            return {"text/plain": repr(self)}
-        return w._repr_mimebundle_(include=include, exclude=exclude)
+        return {"text/plain": repr(self), "text/html": self.to_pandas().to_html(index=False)}
 
 
 # --------------------------------------------------------------------------------------------
