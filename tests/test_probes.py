@@ -20,11 +20,12 @@ def _planted(n=600, d=20, seed=0, signal=1.5):
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0])
-def test_logistic_matches_sklearn(C):
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_logistic_matches_sklearn(C, solver):
     sk = pytest.importorskip("sklearn.linear_model")
     X, y = _planted()
     tr, te = slice(0, 400), slice(400, None)
-    fit = fit_logistic(X[tr], y[tr], C)
+    fit = fit_logistic(X[tr], y[tr], C, newton_max_dim=256 if solver == "newton" else 0)
     Z = ((X.double() - fit.mean) / fit.scale).numpy()
     ref = sk.LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(Z[tr], y[tr].numpy())
     coef = torch.from_numpy(ref.coef_[0])

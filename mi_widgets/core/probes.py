@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -240,14 +241,41 @@ def _newton(Z: torch.Tensor, y: torch.Tensor, C: float, theta: torch.Tensor | No
     return theta
 
 
-def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None, init: LogisticFit | None = None) -> LogisticFit:
+def _lbfgs(Z: torch.Tensor, y: torch.Tensor, C: float, theta: torch.Tensor | None, max_iter: int = 1000) -> torch.Tensor:
+    """Same objective as :func:`_newton` (divided by ``C * n``), by full-batch L-BFGS; for wide
+    features, where a ``d x d`` Hessian per step costs more than many gradient steps."""
+    n, d1 = Z.shape
+    reg = torch.ones(d1, dtype=Z.dtype)
+    reg[-1] = 0.0
+    lam = 1.0 / (C * n)
+    t = (torch.zeros(d1, dtype=Z.dtype) if theta is None else theta.clone()).requires_grad_(True)
+    opt = torch.optim.LBFGS([t], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
+                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = Z @ t
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 0.5 * lam * (reg * t * t).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return t.detach()
+
+
+def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None, init: LogisticFit | None = None, newton_max_dim: int = 256) -> LogisticFit:
     """L2-regularised binary logistic regression with scikit-learn's objective
-    (``0.5 |w|^2 + C * sum(logloss)``, intercept unpenalised) on standardised features."""
+    (``0.5 |w|^2 + C * sum(logloss)``, intercept unpenalised) on standardised features, in
+    float64: Newton's method up to ``newton_max_dim`` features, full-batch L-BFGS above."""
     mean, scale = stats if stats is not None else standardise(X)
     Z = (X.double() - mean) / scale
     Z = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype)], dim=1)
     theta0 = None if init is None else torch.cat([init.coef, torch.tensor([init.intercept], dtype=torch.float64)])
-    theta = _newton(Z, y.double(), float(C), theta0)
+    if Z.shape[1] <= newton_max_dim:
+        theta = _newton(Z, y.double(), float(C), theta0)
+    else:
+        theta = _lbfgs(Z, y.double(), float(C), theta0)
     return LogisticFit(theta[:-1].clone(), float(theta[-1]), mean, scale, float(C))
 
 
@@ -279,8 +307,8 @@ def fit_with_validation(Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor,
     stats = standardise(Xtr)
     best, best_key, prev = None, None, None
     for C in sorted(grid):
-        fit = fit_with = fit_logistic(Xtr, ytr, C, stats=stats, init=prev)
-        prev = fit_with
+        fit = fit_logistic(Xtr, ytr, C, stats=stats, init=prev)
+        prev = fit
         if len(yva):
             z = fit.decision(Xva)
             loss = float(torch.nn.functional.binary_cross_entropy_with_logits(z, yva.double()))
@@ -541,7 +569,7 @@ def probe(
                 fits[key] = fit
             base = {"site": site, "layer": layer, "name": _layer_name(site, layer), "seed": seed}
 
-            def add(split: str, z: torch.Tensor | None, yy: torch.Tensor, C: float, pred: torch.Tensor | None = None) -> None:
+            def add(split: str, z: torch.Tensor | None, yy: torch.Tensor, C: float, pred: torch.Tensor | None = None, base: dict = base) -> None:
                 if pred is None:
                     pred = (z > 0).long()  # type: ignore[operator]
                 rows.append({**base, "split": split, "accuracy": _acc(pred, yy),
