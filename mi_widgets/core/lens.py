@@ -195,17 +195,22 @@ def logit_lens(
     names = ["embed"] + [f"{s} {layer}" for layer in range(model.n_layers) for s in sites]
     last_is_output = sites[-1] == "resid_post"
 
-    def lens_stats(resid: torch.Tensor, final_logp: torch.Tensor | None) -> tuple:
+    def lens_stats(resid: torch.Tensor, final: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple:
         # Call the modules' forward functions directly: going through __call__ inside the
         # trace would fire nnsight's hooks for a module that is not part of the model's run.
         logits = type(unembed).forward(unembed, type(norm).forward(norm, resid)).float()
         logp = torch.log_softmax(logits, -1)
+        del logits
         top = torch.topk(logp, k, dim=-1)
-        kl = None if final_logp is None else (final_logp.exp() * (final_logp - logp)).sum(-1)
+        final_p, _, neg_entropy = final
+        # KL(final || row) = sum p_f log p_f - sum p_f log p_row
+        kl = neg_entropy - torch.einsum("tv,tv->t", final_p, logp)
         tp = tr = None
         if tid is not None:
             t = logp[..., tid]
-            tp, tr = t.exp(), (logp > t[..., None]).sum(-1)
+            # rank = #tokens more probable; a float 0/1 mask sums ~8x faster than a bool one
+            # (a - b > 0 iff a > b for IEEE floats), exact for vocabularies below 2**24.
+            tp, tr = t.exp(), (logp - t[..., None]).gt_(0).sum(-1).long()
         return top.indices, top.values.exp(), kl, tp, tr
 
     # Only values saved inside the trace come out of it; the defaults are set outside.
@@ -220,7 +225,9 @@ def logit_lens(
                 resids.append(_first(env.input if r.io == "input" else env.output))
         out_logits = _get(model.nn, model.arch.unembed, envoy=True).output
         final_logp = torch.log_softmax(_first(out_logits)[0].float(), -1)
-        rows = [lens_stats(x[0], final_logp) for x in (resids[:-1] if last_is_output else resids)]
+        final_p = final_logp.exp()
+        final = (final_p, final_logp, torch.einsum("tv,tv->t", final_p, final_logp))
+        rows = [lens_stats(x[0], final) for x in (resids[:-1] if last_is_output else resids)]
         if last_is_output:
             top = torch.topk(final_logp, k, dim=-1)
             t = final_logp[..., tid] if tid is not None else None
