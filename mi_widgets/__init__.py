@@ -23,6 +23,7 @@ from .core.patching import (
     attribution_patching,
 )
 from .core.path_patching import PathPatchingResult, path_patching
+from .core.probes import ProbeDataset, ProbeResult, probe
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,8 @@ __all__ = [
     "Metric",
     "PatchingGrid",
     "PatchingResult",
+    "ProbeDataset",
+    "ProbeResult",
     "SITES",
     "TOKEN_SITES",
     "Model",
@@ -66,6 +69,7 @@ __all__ = [
     "kl_to_clean",
     "load",
     "logit_diff",
+    "probe",
     "prob",
     "token_activations",
     "wrap",
