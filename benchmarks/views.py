@@ -137,8 +137,10 @@ def main() -> None:
         )
     lines += [
         "",
-        "Target was <= 1.5x one forward. It cannot be met by an exact lens on this shape: the "
-        "unembedding (768 × 50257) is about a third of a gpt2-small forward, and the lens must "
+        "Target was <= 1.5x one forward. It cannot be met by an exact lens on this shape: one "
+        "final norm + unembedding (768 × 50257) costs "
+        + " / ".join(f"{(floor - 1) / hf.config.n_layer:.2f}" for *_, floor in rows)
+        + f" of a forward here (P = {' / '.join(str(r[0]) for r in rows)}), and the lens must "
         "apply it to 12 more rows than the forward does (the last row reuses the model's own "
         "logits), so those matmuls alone cost the 'unembedding floor' above (12 measured "
         "unembeddings plus the forward). The measured ratio is that "
