@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
+from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
+from .core.lens import LensResult, logit_lens
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
 from .core.patching import (
@@ -46,6 +48,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AttentionResult",
+    "HeadScores",
+    "LensResult",
     "CausalTracingResult",
     "PathPatchingResult",
     "TracingResult",
@@ -63,7 +68,10 @@ __all__ = [
     "TokenActivationsResult",
     "ablate",
     "activation_patching",
+    "attention",
     "attribution_patching",
+    "head_scores",
+    "logit_lens",
     "causal_tracing",
     "path_patching",
     "kl_to_clean",
