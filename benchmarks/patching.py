@@ -57,6 +57,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TL_VENV = Path(os.environ.get("TL_VENV", "/tmp/tl-venv"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _models import build_model  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -65,21 +67,6 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # --------------------------------------------------------------------------------------------
 # Model and prompts
 # --------------------------------------------------------------------------------------------
-
-
-def build_model():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    cfg = GPT2Config()
-    cfg._attn_implementation = "eager"
-    hf = GPT2LMHeadModel(cfg).eval()
-    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="t0")
-    return hf, tok
 
 
 def prompts(p: int, vocab: int) -> tuple[str, str, torch.Tensor, torch.Tensor]:

@@ -27,19 +27,13 @@ sys.path.insert(0, str(HERE))
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+sys.path.insert(0, sys.argv[4])
+from _models import build_model
 import mi_widgets as mw
 
 mode, P, layers = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-torch.manual_seed(0)
 torch.set_num_threads(2)
-cfg = GPT2Config(attn_implementation="eager")
-hf = GPT2LMHeadModel(cfg).eval()
-vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
-tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
-tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="t0", eos_token="t0", pad_token="t0")
+hf, tokenizer = build_model()
 model = mw.wrap(hf, tokenizer, "gpt2-small-shape")
 g = torch.Generator().manual_seed(1)
 clean = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
@@ -59,7 +53,7 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 def measure(mode: str, p: int, layers: list[int]) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(p), json.dumps(layers)],
+        [sys.executable, "-c", CHILD, mode, str(p), json.dumps(layers), str(HERE)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

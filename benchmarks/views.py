@@ -38,22 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from _models import build_model  # noqa: E402
 from _results import write_section  # noqa: E402
-
-
-def build_model():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    cfg = GPT2Config()
-    cfg._attn_implementation = "eager"
-    hf = GPT2LMHeadModel(cfg).eval()
-    vocab = {f"t{i}": i for i in range(cfg.vocab_size)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="t0")
-    return hf, tok
 
 
 def best_of(fn, repeats: int) -> float:
