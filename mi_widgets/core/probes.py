@@ -344,6 +344,33 @@ class ProbeResult:
     fits: dict[tuple[str, int], LogisticFit] = field(repr=False, default_factory=dict)
     control_kind: str = ""
     seeds: tuple[int, ...] = (0,)
+    #: the probed texts, their labels and read spec (for views that show examples)
+    texts: list[str] = field(repr=False, default_factory=list)
+    labels: list[int] = field(repr=False, default_factory=list)
+    read: Any = "last"
+    #: the first seed's test indices into ``texts`` and, per (site, layer), the probe's
+    #: decision values on them (binary: logit of the higher class, shape ``[n_test]``)
+    test_index: list[int] = field(repr=False, default_factory=list)
+    test_scores: dict[tuple[str, int], torch.Tensor] = field(repr=False, default_factory=dict)
+    #: extra per-layer accuracy curves drawn on the same axes (e.g. after erasure, CCS):
+    #: ``{curve name: {(site, layer): accuracy}}``
+    overlays: dict[str, dict[tuple[str, int], float]] = field(repr=False, default_factory=dict)
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted(set(self.labels))
+
+    def add_overlay(self, name: str, values: dict[tuple[str, int], float] | dict[int, float]) -> ProbeResult:
+        """Add a per-layer accuracy curve (keys ``(site, layer)`` or plain layers) to draw with
+        the probe's own curves; returns ``self``."""
+        out: dict[tuple[str, int], float] = {}
+        for k, v in values.items():
+            key = k if isinstance(k, tuple) else self._key(k, None)
+            if key not in self.layers:
+                raise ValueError(f"overlay {name!r}: no probed layer {k!r}; layers: {[_layer_name(*x) for x in self.layers]}")
+            out[key] = float(v)
+        self.overlays[name] = out
+        return self
 
     def to_pandas(self) -> Any:
         """Tidy table: ``site, layer, name, split, accuracy, auroc, seed, C``."""
@@ -555,6 +582,8 @@ def probe(
     rows: list[dict] = []
     directions: dict[tuple[str, int], torch.Tensor] = {}
     fits: dict[tuple[str, int], LogisticFit] = {}
+    test_scores: dict[tuple[str, int], torch.Tensor] = {}
+    test_index: list[int] = []
     control_kind = ""
     for seed in seeds:
         tr, va, te = (torch.tensor(ix, dtype=torch.long) for ix in dataset.split(seed))
@@ -567,6 +596,8 @@ def probe(
             if seed == seeds[0]:
                 directions[key] = fit.direction
                 fits[key] = fit
+                test_index = te.tolist()
+                test_scores[key] = fit.decision(X[te]).float()
             base = {"site": site, "layer": layer, "name": _layer_name(site, layer), "seed": seed}
 
             def add(split: str, z: torch.Tensor | None, yy: torch.Tensor, C: float, pred: torch.Tensor | None = None, base: dict = base) -> None:
@@ -591,4 +622,9 @@ def probe(
         fits=fits,
         control_kind=control_kind,
         seeds=seeds,
+        texts=list(dataset.texts),
+        labels=list(dataset.labels),
+        read=dataset.read,
+        test_index=test_index,
+        test_scores=test_scores,
     )
