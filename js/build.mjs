@@ -11,9 +11,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const srcDir = join(here, "src");
 const outDir = resolve(here, "..", "mi_widgets", "static");
 
+// `node build.mjs [stem ...]` builds only the named widgets (all of them by default).
+const only = process.argv.slice(2);
 const stems = readdirSync(srcDir)
   .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
   .map((f) => f.slice(0, -3))
+  .filter((stem) => only.length === 0 || only.includes(stem))
   .sort();
 if (stems.length === 0) throw new Error(`no widget entry points in ${srcDir}`);
 for (const stem of stems) {
