@@ -236,14 +236,143 @@ def test_bad_arguments_raise_before_compute(gpt2, monkeypatch, kwargs, match):
         PP.path_patching(gpt2, progress=False, **args)
 
 
-def test_other_families_are_refused(bpe_tokenizer):
+def test_bert_is_refused(bpe_tokenizer):
     from conftest import _family_model
 
     import mi_widgets as mw
 
-    llama = mw.wrap(_family_model("llama", len(bpe_tokenizer)), bpe_tokenizer, "llama")
-    with pytest.raises(ValueError, match="GPT-2"):
-        PP.path_patching(llama, CLEAN, CORRUPT, lambda lg: lg[:, 0], "0.1", "2.3", progress=False)
+    bert = mw.wrap(_family_model("bert", len(bpe_tokenizer)), bpe_tokenizer, "bert")
+    with pytest.raises(ValueError, match="causal|language model|logits"):
+        PP.path_patching(bert, CLEAN, CORRUPT, lambda lg: lg[:, 0], "0.1", "2.3", progress=False)
+
+
+# Where each family computes a head's query/key/value: (attention module, output projection,
+# [(projection, columns of head h (kv head for k/v))]) -- written out per family, not taken
+# from the library.
+def _qkv_spec(family, model, h):
+    dh, nh = model.d_head, model.n_heads
+    if family == "llama":
+        kv = h // (nh // model.hf.config.num_key_value_heads)
+        return (
+            "self_attn",
+            "self_attn.o_proj",
+            {
+                "q": [("self_attn.q_proj", slice(h * dh, (h + 1) * dh))],
+                "k": [("self_attn.k_proj", slice(kv * dh, (kv + 1) * dh))],
+                "v": [("self_attn.v_proj", slice(kv * dh, (kv + 1) * dh))],
+            },
+        )
+    base = h * 3 * dh  # neox: per head [q | k | v]
+    return (
+        "attention",
+        "attention.dense",
+        {
+            p: [("attention.query_key_value", slice(base + i * dh, base + (i + 1) * dh))]
+            for i, p in enumerate("qkv")
+        },
+    )
+
+
+def _sub(block, path):
+    for part in path.split("."):
+        block = getattr(block, part)
+    return block
+
+
+def reference_path_generic(family, model, clean, corrupt, metric_fn, sender, receivers, which):
+    """Path patching by the attention-output route (as ``reference_path``) for Llama/NeoX:
+    freeze every attention output to clean plus the sender's write difference through the
+    output projection, record the receivers' projection outputs, patch them into a clean run."""
+    hf = model.hf
+    blocks = hf.model.layers if family == "llama" else hf.gpt_neox.layers
+    dh = model.d_head
+    ci, xi = model.to_tokens(clean), model.to_tokens(corrupt)
+    attn_mod, o_mod, _ = _qkv_spec(family, model, 0)
+
+    def collect(ids):
+        z, attn, hs = {}, {}, []
+        for i, b in enumerate(blocks):
+            hs.append(_sub(b, o_mod).register_forward_pre_hook(lambda m, a, i=i: z.__setitem__(i, a[0].clone())))
+            hs.append(_sub(b, attn_mod).register_forward_hook(lambda m, a, o, i=i: attn.__setitem__(i, o[0].clone())))
+        with torch.no_grad():
+            hf(ids)
+        for hk in hs:
+            hk.remove()
+        return z, attn
+
+    cz, cattn = collect(ci)
+    xz, _ = collect(xi)
+    sl, sh = sender
+    w_o = _sub(blocks[sl], o_mod).weight  # linear: [d_out, n_heads*dh]
+    c = slice(sh * dh, (sh + 1) * dh)
+    delta = (xz[sl][..., c] - cz[sl][..., c]) @ w_o[:, c].T
+    parts = {"q": "q", "k": "k", "v": "v", "resid": "qkv"}[which]
+    wanted = {}
+    for rl, rh in receivers:
+        for p in parts:
+            for mod, cols in _qkv_spec(family, model, rh)[2][p]:
+                wanted.setdefault((rl, mod), []).append(cols)
+    rec, hs = {}, []
+    for i, b in enumerate(blocks):
+        new = cattn[i] + (delta if i == sl else 0)
+        hs.append(_sub(b, attn_mod).register_forward_hook(lambda m, a, o, new=new: (new, *o[1:])))
+    for (rl, mod) in wanted:
+        hs.append(_sub(blocks[rl], mod).register_forward_hook(lambda m, a, o, k=(rl, mod): rec.__setitem__(k, o.clone())))
+    with torch.no_grad():
+        hf(ci)
+    for hk in hs:
+        hk.remove()
+    hs = []
+    for (rl, mod), cl in wanted.items():
+        def fn(m, a, o, cl=cl, v=rec[(rl, mod)]):
+            o = o.clone()
+            for cols in cl:
+                o[..., cols] = v[..., cols]
+            return o
+
+        hs.append(_sub(blocks[rl], mod).register_forward_hook(fn))
+    try:
+        with torch.no_grad():
+            logits = hf(ci).logits[:, -1]
+    finally:
+        for hk in hs:
+            hk.remove()
+    return float(metric_fn(logits)[0])
+
+
+@pytest.fixture(scope="module", params=["llama", "neox"])
+def other_family(request, bpe_tokenizer):
+    from conftest import _family_model
+
+    import mi_widgets as mw
+
+    hf = _family_model(request.param, len(bpe_tokenizer))
+    with torch.no_grad():  # sharpen attention and strengthen writes, as for `gpt2`
+        for name, p in hf.named_parameters():
+            if any(k in name for k in ("q_proj.weight", "k_proj.weight", "query_key_value.weight")):
+                p.mul_(8 if request.param == "llama" else 16)
+            if any(k in name for k in ("o_proj.weight", "attention.dense.weight")):
+                p.mul_(6 if request.param == "llama" else 12)
+    return request.param, mw.wrap(hf, bpe_tokenizer, request.param)
+
+
+@pytest.mark.parametrize("which", PP.RECEIVER_INPUTS)
+def test_llama_and_neox_match_the_hook_reference(other_family, which):
+    family, model = other_family
+    c, x = PAIRS[0]
+    metric = gap_metric(model, PAIRS[:1]).bind(model)
+    res = PP.path_patching(model, c, x, metric, "all", ["2.1", "2.2"], which, progress=False)
+    mk = lambda lg: metric(lg, pairs=torch.zeros(lg.shape[0], dtype=torch.long))  # noqa: E731
+    m_c, m_x = float(mk(_last(model, c)[None])[0]), float(mk(_last(model, x)[None])[0])
+    worst, moved = 0.0, 0.0
+    for sl in range(2):
+        for sh in range(4):
+            ref = reference_path_generic(family, model, c, x, mk, (sl, sh), [(2, 1), (2, 2)], which)
+            got = float(res.per_pair[0, sl, sh])
+            worst = max(worst, abs(got - (ref - m_x) / (m_c - m_x)))
+            moved = max(moved, abs(1 - got))
+    assert worst < 1e-4, (family, which, worst)
+    assert moved > 0.01, (family, which, "no path moved the metric: the check would be vacuous")
 
 
 def test_interrupt_leaves_no_hooks(gpt2):

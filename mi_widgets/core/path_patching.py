@@ -23,7 +23,12 @@ as much as corrupting the whole input; the *effect* of the path is ``1 - value``
 effect). Values may leave [0, 1] (a path can over- or under-shoot).
 
 ``sender="all"`` sweeps every head in the layers before the first receiver and returns a
-``layer x head`` grid. Supported: GPT-2 family (the zoo models); other families raise.
+``layer x head`` grid. Supported: GPT-2 (fused ``c_attn``), Llama/Mistral/Qwen (``q_proj``,
+``k_proj``, ``v_proj``) and GPT-NeoX (fused ``query_key_value``, per-head ``[q|k|v]`` layout).
+With grouped-query attention (fewer key/value heads than query heads) a receiver's keys and
+values belong to its key/value head, which the other query heads of its group share: a ``k``,
+``v`` or ``resid`` path then reaches the whole group (queries stay per head). BERT is not a
+causal LM and is refused.
 All rows (prompt pairs of one length x senders) run batched; hooks live inside ``try/finally``.
 """
 
@@ -121,6 +126,39 @@ def _head(model: Model, x: Any, what: str) -> tuple[int, int]:
     return layer, h
 
 
+def _receiver_columns(
+    model: Model, head: int, parts: list[str]
+) -> list[tuple[str, torch.Tensor]]:
+    """``(projection module relative to the block, output columns)`` holding ``head``'s
+    query/key/value (``parts`` among q, k, v) in this architecture."""
+    d, dh, nh = model.d_model, model.d_head, model.n_heads
+    block = _get(model.hf, model.arch.layers)[0]
+    fam = model.family
+
+    def span(start: int) -> torch.Tensor:
+        return torch.arange(start, start + dh)
+
+    out: list[tuple[str, torch.Tensor]] = []
+    if fam == "gpt2":
+        where = {"q": 0, "k": 1, "v": 2}
+        for p in parts:
+            out.append(("attn.c_attn", span(where[p] * d + head * dh)))
+    elif fam == "llama":
+        n_kv = getattr(model.hf.config, "num_key_value_heads", None) or nh
+        kv = head // (nh // n_kv)
+        for p in parts:
+            out.append((f"self_attn.{p}_proj", span((head if p == "q" else kv) * dh)))
+    elif fam == "neox":
+        where = {"q": 0, "k": 1, "v": 2}
+        for p in parts:
+            out.append(("attention.query_key_value", span(head * 3 * dh + where[p] * dh)))
+    else:  # pragma: no cover - refused earlier
+        raise ValueError(f"path_patching does not support {fam} models")
+    for mod, _ in out:
+        _get(block, mod)  # a renamed module fails here, before any forward
+    return out
+
+
 def _freeze(
     clean_z: torch.Tensor,
     corrupt_z: torch.Tensor | None,
@@ -144,7 +182,7 @@ def _freeze(
 
 
 def _patch(recorded: torch.Tensor, cols: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """c_attn output with the receivers' columns taken from ``recorded``."""
+    """A q/k/v projection's output with the receivers' columns taken from ``recorded``."""
 
     def fn(qkv: torch.Tensor) -> torch.Tensor:
         out = qkv.clone()
@@ -182,9 +220,9 @@ def path_patching(
         raise ValueError(
             "path_patching runs local models only (it hooks the torch modules); load the model locally"
         )
-    if model.family != "gpt2" or not hasattr(_get(model.hf, model.arch.layers)[0].attn, "c_attn"):
+    if model.family not in ("gpt2", "llama", "neox"):
         raise ValueError(
-            f"path_patching supports GPT-2-family models (the zoo models); {model.name} is {model.family}"
+            f"path_patching supports GPT-2, Llama-family and GPT-NeoX models; {model.name} is {model.family}"
         )
     if receiver_input not in RECEIVER_INPUTS:
         raise ValueError(
@@ -240,27 +278,30 @@ def path_patching(
 
     hf = model.hf
     blocks = _get(hf, model.arch.layers)
-    d, dh = model.d_model, model.d_head
-    parts = {"q": [0], "k": [1], "v": [2], "resid": [0, 1, 2]}[receiver_input]
-    rec_cols: dict[int, torch.Tensor] = {}
+    dh = model.d_head
+    parts = {"q": ["q"], "k": ["k"], "v": ["v"], "resid": ["q", "k", "v"]}[receiver_input]
+    # (layer, projection module) -> receiver columns of that module's output
+    rec_cols: dict[tuple[int, str], torch.Tensor] = {}
     for layer, h in recs:
-        cols = [torch.arange(p * d + h * dh, p * d + (h + 1) * dh) for p in parts]
-        rec_cols[layer] = torch.cat([rec_cols.get(layer, torch.empty(0, dtype=torch.long)), *cols])
+        for mod, cols in _receiver_columns(model, h, parts):
+            prev = rec_cols.get((layer, mod), torch.empty(0, dtype=torch.long))
+            rec_cols[(layer, mod)] = torch.unique(torch.cat([prev, cols]))
     dev = model.device
 
     def run(ids: torch.Tensor, pre: dict, post: dict) -> torch.Tensor:
-        """Last-position logits; ``pre``: layer -> fn(z) on c_proj's input; ``post``: layer -> fn(qkv)."""
+        """Last-position logits; ``pre``: layer -> fn(z) on the output projection's input;
+        ``post``: (layer, projection module) -> fn(output)."""
         hooks = []
         try:
             for layer, fn in pre.items():
                 hooks.append(
-                    blocks[layer].attn.c_proj.register_forward_pre_hook(
+                    _get(blocks[layer], model.arch.o_proj).register_forward_pre_hook(
                         lambda _m, a, fn=fn: (fn(a[0]), *a[1:])
                     )
                 )
-            for layer, fn in post.items():
+            for (layer, mod), fn in post.items():
                 hooks.append(
-                    blocks[layer].attn.c_attn.register_forward_hook(lambda _m, _a, o, fn=fn: fn(o))
+                    _get(blocks[layer], mod).register_forward_hook(lambda _m, _a, o, fn=fn: fn(o))
                 )
             ids = ids.to(dev)
             with torch.no_grad():
@@ -270,9 +311,9 @@ def path_patching(
             for hk in hooks:
                 hk.remove()
 
-    def save(store: dict, layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def save(store: dict, key: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         def fn(x: torch.Tensor) -> torch.Tensor:
-            store[layer] = x.detach().clone()
+            store[key] = x.detach().clone()
             return x
 
         return fn
@@ -308,20 +349,20 @@ def path_patching(
             g = torch.tensor([r[0] for r in rows], device=dev)
             ids = ct[g.cpu()]
 
-            recorded: dict[int, torch.Tensor] = {}
+            recorded: dict[tuple[int, str], torch.Tensor] = {}
             run(
                 ids,
                 {
                     layer: _freeze(cz[layer], xz.get(layer), g, rows, layer, dh)
                     for layer in range(model.n_layers)
                 },
-                {layer: save(recorded, layer) for layer in rec_cols},
+                {key: save(recorded, key) for key in rec_cols},
             )
 
             logits = run(
                 ids,
                 {},
-                {layer: _patch(recorded[layer], rec_cols[layer].to(dev)) for layer in rec_cols},
+                {key: _patch(recorded[key], rec_cols[key].to(dev)) for key in rec_cols},
             )
             pairs = torch.tensor([idx[r[0]] for r in rows])
             vals = m(
