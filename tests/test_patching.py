@@ -294,6 +294,46 @@ def test_batch_size_does_not_change_the_grid(models):
     assert (a.values - b.values).abs().max() <= 1e-5
 
 
+def test_on_update_reports_a_filling_grid_and_can_stop_the_sweep(models):
+    """on_update gets the partial grid after every batch: cells only ever go from NaN to their
+    final value, the last update is the whole grid, and an exception from the callback stops
+    the sweep (the model is left unchanged)."""
+    model = models["gpt2"]
+    metric = gap_metric(model)
+    full = P.activation_patching(model, CLEAN, CORRUPT, metric, positions="each", progress=False)
+    seen = []
+
+    def update(part, done, total):
+        seen.append((part.values.clone(), done, total))
+
+    got = P.activation_patching(
+        model, CLEAN, CORRUPT, metric, positions="each", progress=False, batch_size=2, on_update=update
+    )
+    assert (got.values - full.values).abs().max() <= 1e-5
+    assert [d for _, d, _ in seen] == list(range(1, len(seen) + 1)) and seen[-1][1] == seen[-1][2] > 2
+    filled = [int((~torch.isnan(v)).sum()) for v, _, _ in seen]
+    assert filled == sorted(filled) and filled[0] > 0 and filled[-1] == full.values.numel()
+    for v, _, _ in seen:
+        ok = ~torch.isnan(v)
+        assert (v[ok] - full.values[ok]).abs().max() <= 1e-5
+
+    class Stop(Exception):
+        pass
+
+    def stop(part, done, total):
+        if done == 2:
+            raise Stop
+
+    before = _hook_state(model)
+    logits_before = last_logits(model, CLEAN)
+    with pytest.raises(Stop):
+        P.activation_patching(
+            model, CLEAN, CORRUPT, metric, positions="each", progress=False, batch_size=2, on_update=stop
+        )
+    assert _hook_state(model) == before
+    torch.testing.assert_close(last_logits(model, CLEAN), logits_before, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_prefix_reuse_is_used_and_changes_nothing(models, monkeypatch, family):
     """Per-position batches start at their first patched position with the base run's keys and

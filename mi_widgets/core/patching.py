@@ -1278,6 +1278,7 @@ def activation_patching(
     progress: bool = True,
     engine: Literal["auto", "direct", "nnsight"] = "auto",
     prefix: bool = True,
+    on_update: Callable[[PatchingResult, int, int], None] | None = None,
 ) -> PatchingResult:
     """Patch ``site`` from one run of each prompt pair into the other, at every layer in
     ``layers`` and every position (``positions="each"`` or a list of positions) or all positions
@@ -1297,6 +1298,11 @@ def activation_patching(
     (see the module docstring). ``prefix``: with per-position patching on a causal model, batch
     nearby positions and reuse the base run's keys/values for the positions before them (direct
     engine; exact, about 1.6x less compute).
+
+    ``on_update(partial, done, total)``: called as cells complete (after every batch) with the
+    result so far (cells not yet computed are NaN) and the number of batches done out of
+    ``total``; a live view fills its grid from it. An exception raised by the callback (e.g. a
+    cancel) stops the sweep and propagates; the model is left unchanged.
     """
     spec = _validate_pairs(
         model,
@@ -1342,7 +1348,7 @@ def activation_patching(
 
     # the grid: rows = (pair, head?, position?) per layer
     _, shape = spec.dims_shape()
-    raw = torch.zeros(n_pairs, *shape)
+    raw = torch.full((n_pairs, *shape), float("nan")) if on_update else torch.zeros(n_pairs, *shape)
     plan = []  # (t, layer index, row specs, first patched position)
     for t, idx in groups.items():
         for li in range(len(layer_l)):
@@ -1393,7 +1399,7 @@ def activation_patching(
     kv_ready: dict[int, bool] = {}
     bar = _progress(len(plan), progress, f"patching {site}")
     try:
-        for t, li, specs, p0 in plan:
+        for done, (t, li, specs, p0) in enumerate(plan, 1):
             layer = layer_l[li]
             g_rows = torch.tensor([s[0] for s in specs])
             pairs = torch.tensor(groups[t])[g_rows]
@@ -1414,11 +1420,17 @@ def activation_patching(
             out = eng.forward(bc.tokens[g_rows], start, hidden, [w], **extra)
             if deferred:
                 pending.append((out, specs, pairs, li))
-                if sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
+                if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
                     flush()
             else:
                 record(out.float(), specs, pairs, li)
             bar.update(1)
+            if on_update is not None:
+                on_update(
+                    _result(model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize),
+                    done,
+                    len(plan),
+                )
         flush()
     finally:
         pending.clear()

@@ -323,8 +323,8 @@ class PatchingGrid(MIWidget):
             self._thread.join(timeout)
 
     def sweep(self, site: str | None = None, mode: str | None = None, *, background: bool = False) -> None:
-        """Re-run the grid for ``site`` with ``mode`` (``"exact"``: activation patching, one
-        batch per layer; ``"attribution"``: one attribution-patching pass), same prompts,
+        """Re-run the grid for ``site`` with ``mode`` (``"exact"``: one activation-patching call whose
+        cells fill the view as its batches complete; ``"attribution"``: one attribution-patching pass), same prompts,
         positions, heads, direction and metric. Invalid arguments raise before anything runs."""
         site = self.site if site is None else site
         mode = self.mode if mode is None else mode
@@ -369,38 +369,33 @@ class PatchingGrid(MIWidget):
                 if self._cancel.is_set():
                     raise _Cancelled
             else:
-                parts: list[PatchingResult] = []
-                n = len(old.layers)
-                rows_per = None
-                grid = None
-                mask = None
-                for i, layer in enumerate(old.layers):
+                started = False
+
+                def update(part: PatchingResult, done: int, total: int) -> None:
+                    # called by activation_patching after every batch, in this thread
+                    nonlocal started
                     if self._cancel.is_set():
                         raise _Cancelled
-                    part = activation_patching(
-                        self._model, old.clean, old.corrupt, self._metric, layers=[layer], progress=False, **kw
-                    )
-                    parts.append(part)
-                    pg = self._grid(part)
-                    if grid is None:
-                        rows_per = pg.shape[0]
-                        grid = torch.full((rows_per * n, pg.shape[1]), float("nan"))
-                        mask = torch.zeros(grid.shape, dtype=torch.uint8)
-                        with self.hold_trait_notifications():
+                    grid = self._grid(part)
+                    mask = (~torch.isnan(grid)).to(torch.uint8)
+                    with self.hold_trait_notifications():
+                        if not started:
+                            started = True
                             self.site, self.mode = site, mode
                             self.dims = list(part.dims)
                             self.heads = list(part.heads or [])
                             self.n_cells = grid.numel()
-                    grid[i * rows_per : (i + 1) * rows_per] = pg
-                    mask[i * rows_per : (i + 1) * rows_per] = 1
-                    with self.hold_trait_notifications():
                         self.values = wire.encode(grid, "float32")
                         self.filled = wire.encode(mask, "uint8")
                         self.n_filled = int(mask.sum())
-                        self.progress = (i + 1) / n
+                        self.progress = done / total
+
+                res = activation_patching(
+                    self._model, old.clean, old.corrupt, self._metric, layers=old.layers,
+                    progress=False, on_update=update, **kw,
+                )
                 if self._cancel.is_set():
                     raise _Cancelled
-                res = _concat(parts)
             with self.hold_trait_notifications():
                 self._show(res, mode)
                 self.status, self.progress = "ready", 1.0
@@ -450,28 +445,3 @@ class PatchingGrid(MIWidget):
 def _base_direction(result: PatchingResult) -> str:
     """``"denoise"`` or ``"noise"`` (attribution results say e.g. ``"denoise (attribution)"``)."""
     return result.direction.split(" ")[0]
-
-
-def _concat(parts: list[PatchingResult]) -> PatchingResult:
-    """One result from per-layer results (same prompts, site and positions)."""
-    first = parts[0]
-    return PatchingResult(
-        model_name=first.model_name,
-        site=first.site,
-        direction=first.direction,
-        metric_name=first.metric_name,
-        dims=first.dims,
-        values=torch.cat([p.values for p in parts], 0),
-        per_pair=torch.cat([p.per_pair for p in parts], 1),
-        layers=[layer for p in parts for layer in p.layers],
-        positions=first.positions,
-        heads=first.heads,
-        clean=first.clean,
-        corrupt=first.corrupt,
-        clean_tokens=first.clean_tokens,
-        corrupt_tokens=first.corrupt_tokens,
-        clean_baseline=first.clean_baseline,
-        corrupt_baseline=first.corrupt_baseline,
-        normalized=first.normalized,
-        model=first.model,
-    )
