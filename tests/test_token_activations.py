@@ -52,6 +52,44 @@ def test_direction_values_are_dot_products(gpt2):
         mw.token_activations(gpt2, TEXTS, site="resid_post", layer=2, direction=torch.randn(7))
 
 
+class _Dictionary(torch.nn.Module):
+    """A small real sparse dictionary (ReLU encoder, linear decoder) with the SAE interface."""
+
+    def __init__(self, d_in: int, d_sae: int, site: str, layer: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.W_enc = torch.nn.Parameter(torch.randn(d_in, d_sae, generator=g))
+        self.b_enc = torch.nn.Parameter(torch.randn(d_sae, generator=g) * 0.1)
+        self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d_in, generator=g))
+        self.d_in, self.d_sae, self.site, self.layer = d_in, d_sae, site, layer
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.W_enc + self.b_enc)
+
+
+def test_dictionary_features_are_the_units(gpt2):
+    """With dictionary=, each token's units are the dictionary's feature activations at its
+    own site and layer; the widget labels them features and will not move to another layer."""
+    sae = _Dictionary(gpt2.d_model, 48, "resid_post", 1)
+    r = mw.token_activations(gpt2, TEXTS, site="resid_post", layer=1, dictionary=sae)
+    ids = [gpt2.to_tokens(t) for t in TEXTS]
+    raw = torch.cat([gpt2.run(i, [("resid_post", 1)])[("resid_post", 1)] for i in ids])
+    with torch.no_grad():
+        torch.testing.assert_close(r.acts, sae.encode(raw))
+    assert r.n_units == 48 and r.unit_kind == "feature" and float(r.acts.min()) >= 0
+    with pytest.raises(ValueError, match="reads resid_post at layer 1"):
+        mw.token_activations(gpt2, TEXTS, site="resid_post", layer=2, dictionary=sae)
+    with pytest.raises(ValueError, match="trained on another model"):
+        mw.token_activations(gpt2, TEXTS, site="resid_post", layer=1,
+                             dictionary=_Dictionary(16, 8, "resid_post", 1))
+    w = mw.TokenActivations(gpt2, TEXTS, dictionary=sae, unit=5)
+    assert (w.site, w.layer, w.unit_kind, w.n_units, w.selected_unit) == ("resid_post", 1, "feature", 48, 5)
+    np.testing.assert_allclose(wire.decode(w.values), r.acts[:, 5].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="features of a dictionary"):
+        w.layer = 2
+    assert (w.layer, w.status) == (1, "error")
+
+
 def test_attn_pattern_is_not_a_token_site(gpt2):
     with pytest.raises(ValueError, match="no per-token vector"):
         mw.token_activations(gpt2, TEXTS, site="attn_pattern", layer=0)

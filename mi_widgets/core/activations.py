@@ -59,6 +59,8 @@ class TokenActivationsResult:
     direction: torch.Tensor | None = None
     direction_label: str = ""
     model: Model | None = field(default=None, repr=False, compare=False)
+    #: the sparse dictionary (SAE, transcoder) whose features are the units, or ``None``
+    dictionary: Any = field(default=None, repr=False, compare=False)
 
     @property
     def offsets(self) -> list[int]:
@@ -74,7 +76,7 @@ class TokenActivationsResult:
 
     @property
     def unit_kind(self) -> str:
-        return unit_kind(self.site)
+        return "feature" if self.dictionary is not None else unit_kind(self.site)
 
     def unit_values(self, unit: int | torch.Tensor) -> torch.Tensor:
         """Values ``[N]`` of one unit (int) or of a direction (a ``[n_units]`` vector: the dot
@@ -202,14 +204,35 @@ def token_activations(
     *,
     direction: torch.Tensor | None = None,
     direction_label: str = "direction",
+    dictionary: Any = None,
     progress: Any = None,
 ) -> TokenActivationsResult:
     """Activations of ``site`` at ``layer`` for every token of ``texts`` (one nnsight trace per
     text). ``progress(done, total)`` is called after each text (the widget uses it); without
     it, 16 texts or more show a tqdm bar. Interrupting between texts leaves the model as it was
-    (nnsight removes its hooks when a trace exits)."""
+    (nnsight removes its hooks when a trace exits).
+
+    ``dictionary``: a sparse dictionary (an SAE or transcoder: ``encode``, ``d_in``, ``d_sae``,
+    ``site``, ``layer``); the units are then its features, ``dictionary.encode`` of each token's
+    activation at the dictionary's own site and layer (``site``/``layer`` must match them)."""
     texts = check_texts(texts)
+    if dictionary is not None:
+        for attr in ("encode", "site", "layer", "d_in", "d_sae"):
+            if not hasattr(dictionary, attr):
+                raise ValueError(f"dictionary must be an SAE-like object with .{attr}; got {type(dictionary).__name__}")
+        if (site, layer) != (dictionary.site, dictionary.layer):
+            raise ValueError(
+                f"the dictionary reads {dictionary.site} at layer {dictionary.layer}, not {site} at layer "
+                f"{layer}; pass site={dictionary.site!r}, layer={dictionary.layer} (or leave them to the dictionary)"
+            )
     check_token_site(model, site, layer)
+    if dictionary is not None and model.site_width(site) != dictionary.d_in:
+        raise ValueError(
+            f"the dictionary expects {dictionary.d_in}-wide inputs but {site} of {model.name} is "
+            f"{model.site_width(site)} wide: it was trained on another model"
+        )
+    if direction is not None and dictionary is not None:
+        raise ValueError("give a direction or a dictionary, not both")
     if direction is not None:
         direction = torch.as_tensor(direction).detach().float().reshape(-1).cpu()
         width = model.site_width(site)
@@ -229,6 +252,9 @@ def token_activations(
             value = model.run(ids, [(site, layer)])[(site, layer)]
             if site == "head_out":
                 value = value.norm(dim=-1)
+            if dictionary is not None:
+                with torch.no_grad():
+                    value = dictionary.encode(value.to(_param_device(dictionary, value))).float().cpu()
             chunks.append(value)
             if progress is not None:
                 progress(i + 1, len(texts))
@@ -248,4 +274,13 @@ def token_activations(
         direction=direction,
         direction_label=direction_label,
         model=model,
+        dictionary=dictionary,
     )
+
+
+def _param_device(module: Any, like: torch.Tensor) -> torch.device:
+    params = getattr(module, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return like.device

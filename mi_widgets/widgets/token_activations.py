@@ -55,6 +55,7 @@ class TokenActivations(MIWidget):
         unit_label: str | None = None,
         k: int = 10,
         result: TokenActivationsResult | None = None,
+        dictionary: Any = None,
         **kwargs: Any,
     ) -> None:
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
@@ -62,9 +63,11 @@ class TokenActivations(MIWidget):
             if model is None or texts is None:
                 raise ValueError("TokenActivations needs a model and texts (or result=)")
             direction = unit if isinstance(unit, torch.Tensor) else None
+            if dictionary is not None:  # its features are the units, at its own site and layer
+                site, layer = dictionary.site, dictionary.layer
             result = token_activations(
                 model, texts, site, layer, direction=direction,
-                direction_label=unit_label or "direction",
+                direction_label=unit_label or "direction", dictionary=dictionary,
             )
         self._result = result
         self._model = result.model if result.model is not None else model
@@ -186,6 +189,11 @@ class TokenActivations(MIWidget):
         self._updating = True
         try:
             self.status, self.progress, self.error = "loading", 0.0, ""
+            if old.dictionary is not None and (site, layer) != (old.site, old.layer):
+                raise ValueError(
+                    f"this view shows the features of a dictionary trained on {old.site} layer {old.layer}; "
+                    "open a TokenActivations without dictionary= to look at other sites and layers"
+                )
 
             def report(done: int, total: int) -> None:
                 self.progress = done / max(total, 1)
@@ -197,7 +205,7 @@ class TokenActivations(MIWidget):
                 direction = None
             result = token_activations(
                 self._model, old.texts, site, layer, direction=direction,
-                direction_label=old.direction_label, progress=report,
+                direction_label=old.direction_label, dictionary=old.dictionary, progress=report,
             )
             keep_direction = direction is not None and self.selected_unit < 0
             with self.hold_trait_notifications():
