@@ -31,9 +31,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widgets.patching_grid import PatchingGrid
+    from .widgets.probe_accuracy import ProbeAccuracy
     from .widgets.token_activations import TokenActivations
 
-_WIDGETS = {"TokenActivations": "token_activations", "PatchingGrid": "patching_grid"}
+_WIDGETS = {
+    "TokenActivations": "token_activations",
+    "PatchingGrid": "patching_grid",
+    "ProbeAccuracy": "probe_accuracy",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +64,7 @@ __all__ = [
     "Metric",
     "PatchingGrid",
     "PatchingResult",
+    "ProbeAccuracy",
     "ProbeDataset",
     "ProbeResult",
     "SITES",

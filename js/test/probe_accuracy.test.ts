@@ -1,0 +1,260 @@
+import { afterEach, describe, expect, it } from "vitest";
+import widget from "../src/probe_accuracy";
+const { render } = widget;
+import { divergingRGB, css } from "../src/lib/colour";
+import type { AnyModel, Callback } from "../src/lib/model";
+import { staticModel } from "../src/lib/static_model";
+import { f32, i32 } from "./helpers";
+
+const HOSTILE = ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil", "a\nb", "", "\u0000"];
+const LAYERS = [
+  { site: "resid_pre", layer: -1, name: "embed" },
+  { site: "resid_post", layer: 0, name: "resid_post 0" },
+  { site: "resid_post", layer: 1, name: "resid_post 1" },
+];
+const CURVES = ["train", "validation", "test", "control", "baseline", "after erasure"];
+const KINDS = ["split", "split", "split", "split", "split", "overlay"];
+// [curve, layer, (mean, min, max, sd)]
+function statsArray(): number[] {
+  const out: number[] = [];
+  CURVES.forEach((_, c) => {
+    for (let l = 0; l < 3; l++) {
+      const m = 0.5 + 0.1 * l + 0.01 * c;
+      out.push(m, m - 0.05, m + 0.05, 0.03);
+    }
+  });
+  out[5 * 12 + 0] = NaN; // the overlay has no value at the embedding
+  return out;
+}
+
+function panel(layer: number, extra: Record<string, unknown> = {}) {
+  return {
+    site: layer < 0 ? "resid_pre" : "resid_post",
+    layer,
+    name: LAYERS.find((k) => k.layer === layer)!.name,
+    rank_class: 1,
+    classes: [0, 1],
+    confusion: i32([7, 2, 3, 8], [2, 2]),
+    n_test: 20,
+    accuracy: 0.75,
+    examples: [
+      { index: 4, rank: 0, label: 1, pred: 1, score: 2.5 },
+      { index: 9, rank: 1, label: 0, pred: 1, score: 1.25 },
+      { index: 2, rank: 19, label: 0, pred: 0, score: -3 },
+    ],
+    texts: ["good <b>x</b>", "meh", "bad"],
+    tokens: true,
+    str_tokens: [HOSTILE.slice(0, 3), HOSTILE.slice(3, 5), HOSTILE.slice(5)],
+    values: f32([1, 2, 3, -1, 0.5, -2, 0]),
+    offset: 0.5,
+    ...extra,
+  };
+}
+
+function baseState(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    title: "zoo:tiny · probe: <b>sentiment</b>",
+    layers: LAYERS,
+    sites: ["resid_post"],
+    site: "resid_post",
+    curve_names: CURVES,
+    curve_kinds: KINDS,
+    stats: f32(statsArray(), [6, 3, 4]),
+    n_seeds: 2,
+    band: "minmax",
+    hidden_curves: ["validation"],
+    classes: [0, 1],
+    rank_class: 1,
+    selected_layer: null,
+    selected_site: "",
+    panel: {},
+    has_model: true,
+    control_kind: "token identity",
+    status: "ready",
+    progress: 1,
+    error: "",
+    max_examples: 40,
+    ...extra,
+  };
+}
+
+let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
+afterEach(() => {
+  for (const m of mounted) {
+    m.cleanup();
+    m.el.remove();
+  }
+  mounted = [];
+  delete (window as unknown as Record<string, unknown>).__pwned;
+});
+
+function mount(model: AnyModel) {
+  const el = document.createElement("div");
+  document.body.appendChild(el);
+  const cleanup = render({ model, el });
+  mounted.push({ cleanup, el });
+  return el.querySelector<HTMLElement>(".mw-probe-accuracy")!;
+}
+
+const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+const flush = () => new Promise((r) => setTimeout(r, 0));
+const confusion = (root: HTMLElement) =>
+  Array.from(root.querySelectorAll<HTMLElement>(".mw-conf-cell")).map((td) => [td.dataset.true, td.dataset.pred, td.textContent]);
+
+function liveModel(state: Record<string, unknown>) {
+  const m = staticModel({ ...state, static: false });
+  const listeners = new Set<Callback>();
+  const sent: Record<string, unknown>[] = [];
+  let saves = 0;
+  const on = m.on.bind(m);
+  const off = m.off.bind(m);
+  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
+  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
+  m.send = (content) => void sent.push(content as Record<string, unknown>);
+  m.save_changes = () => void saves++;
+  const reply = (msg: Record<string, unknown>) => {
+    for (const cb of Array.from(listeners)) cb(msg, []);
+  };
+  return { model: m, sent, reply, saves: () => saves };
+}
+
+describe("ProbeAccuracy: plot", () => {
+  it("draws one line and band per visible curve, points per layer, and x labels", () => {
+    const root = mount(liveModel(baseState()).model);
+    const lines = Array.from(root.querySelectorAll<SVGElement>("path.mw-line")).map((p) => p.dataset.curve);
+    expect(lines).toEqual(["train", "test", "control", "baseline", "after erasure"]); // validation hidden
+    expect(root.querySelectorAll('.mw-point[data-curve="test"]')).toHaveLength(3);
+    expect(root.querySelectorAll('.mw-point[data-curve="after erasure"]')).toHaveLength(2); // NaN skipped
+    expect(Array.from(root.querySelectorAll(".mw-x-label")).map((t) => t.textContent)).toEqual(["embed", "resid_post 0", "resid_post 1"]);
+    expect(root.querySelector(".mw-title")!.textContent).toBe("zoo:tiny · probe: <b>sentiment</b>");
+    expect(root.querySelector(".mw-title b")).toBeNull();
+  });
+
+  it("hover a point shows the exact mean, min, max and sd", () => {
+    const root = mount(liveModel(baseState()).model);
+    hover(root.querySelector('.mw-point[data-curve="test"][data-index="2"]')!);
+    const tip = root.querySelector<HTMLElement>(".mw-tooltip")!;
+    expect(tip.hidden).toBe(false);
+    expect(tip.querySelector(".mw-tt-label")!.textContent).toBe("test · resid_post 1");
+    const m = Math.fround(0.5 + 0.2 + 0.02);
+    expect(tip.querySelector(".mw-tt-value")!.textContent).toContain(`accuracy ${m.toPrecision(4)}`);
+    expect(tip.querySelector(".mw-tt-value")!.textContent).toContain("mean of 2 seeds");
+  });
+
+  it("legend toggles a curve through hidden_curves (saved to Python)", () => {
+    const { model, saves } = liveModel(baseState());
+    const root = mount(model);
+    const toggle = root.querySelector<HTMLElement>('.mw-curve-toggle[data-curve="after erasure"]')!;
+    expect(toggle.getAttribute("aria-pressed")).toBe("true");
+    click(toggle);
+    expect(model.get("hidden_curves")).toEqual(["validation", "after erasure"]);
+    expect(saves()).toBe(1);
+    expect(root.querySelector('path.mw-line[data-curve="after erasure"]')).toBeNull();
+    click(root.querySelector('.mw-curve-toggle[data-curve="validation"]')!);
+    expect(root.querySelector('path.mw-line[data-curve="validation"]')).not.toBeNull();
+  });
+
+  it("band switches between min–max and ±sd", () => {
+    const { model } = liveModel(baseState());
+    const root = mount(model);
+    const d1 = root.querySelector('path.mw-band[data-curve="test"]')!.getAttribute("d");
+    model.set("band", "sd");
+    const d2 = root.querySelector('path.mw-band[data-curve="test"]')!.getAttribute("d");
+    expect(d1).not.toBe(d2);
+  });
+});
+
+describe("ProbeAccuracy: layer panel", () => {
+  it("click a layer requests 'layer' {site, layer}; the panel shows confusion and ranked coloured examples", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const root = mount(model);
+    click(root.querySelector('.mw-layer-hit[data-index="2"]')!);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ kind: "mw-request", name: "layer", msg: { site: "resid_post", layer: 1 } });
+    expect(root.querySelector(".mw-status")!.getAttribute("data-status")).toBe("loading");
+    // Python sets the traits, then replies
+    model.set("selected_layer", 1);
+    model.set("selected_site", "resid_post");
+    model.set("panel", panel(1));
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response: { site: "resid_post", layer: 1 } });
+    await flush();
+    expect(root.querySelector(".mw-status")!.getAttribute("data-status")).toBe("ready");
+    expect(root.querySelector('.mw-layer-hit[data-index="2"]')!.classList.contains("mw-selected")).toBe(true);
+    expect(confusion(root)).toEqual([
+      ["0", "0", "7"],
+      ["0", "1", "2"],
+      ["1", "0", "3"],
+      ["1", "1", "8"],
+    ]);
+    const rows = Array.from(root.querySelectorAll<HTMLElement>(".mw-example"));
+    expect(rows.map((r) => r.dataset.rank)).toEqual(["0", "1", "19"]);
+    expect(root.querySelector(".mw-gap")!.textContent).toContain("17 more");
+    expect(rows[1].querySelector(".mw-ex-meta")!.classList.contains("mw-wrong")).toBe(true);
+    // tokens literal, coloured by value - offset on a symmetric scale
+    const toks = Array.from(root.querySelectorAll<HTMLElement>(".mw-token"));
+    expect(toks.map((t) => t.textContent)).toEqual([
+      "<script>window.__pwned=1</script>",
+      '<img src=x onerror="window.__pwned=2">',
+      "&amp;",
+      "\u202eevil",
+      "a↵b",
+      "",
+      "\\x00",
+    ]);
+    expect(toks[5].classList.contains("mw-empty")).toBe(true);
+    expect(root.querySelector(".mw-examples script, .mw-examples img")).toBeNull();
+    const vmax = 2.5; // max |v - 0.5|
+    expect(toks[2].style.backgroundColor.replace(/\s/g, "")).toBe(css(divergingRGB(3 - 0.5, vmax)).replace(/\s/g, ""));
+    expect(toks[5].style.backgroundColor.replace(/\s/g, "")).toBe(css(divergingRGB(-2 - 0.5, vmax)).replace(/\s/g, ""));
+    hover(toks[0]);
+    expect(root.querySelector(".mw-tooltip .mw-tt-label")!.textContent).toBe('"<script>window.__pwned=1</script>"');
+    expect(root.querySelector(".mw-tooltip .mw-tt-value")!.textContent).toContain("projection 1");
+    expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+  });
+
+  it("without token colouring the examples are plain text with a note asking for model=", () => {
+    const { model } = liveModel(baseState({ has_model: false, panel: panel(0, { tokens: false, str_tokens: undefined, values: undefined }) }));
+    const root = mount(model);
+    expect(root.querySelectorAll(".mw-token")).toHaveLength(0);
+    expect(Array.from(root.querySelectorAll(".mw-ex-plain")).map((e) => e.textContent)).toEqual(["good <b>x</b>", "meh", "bad"]);
+    expect(root.querySelector(".mw-no-tokens")!.textContent).toContain("model=");
+  });
+
+  it("ranking by the other class sends rank_class", () => {
+    const { model, sent } = liveModel(baseState({ selected_layer: 0, selected_site: "resid_post", panel: panel(0) }));
+    const root = mount(model);
+    const sel = root.querySelector<HTMLSelectElement>("select.mw-rank-class")!;
+    sel.value = "0";
+    sel.dispatchEvent(new Event("change", { bubbles: true }));
+    expect(sent[0]).toMatchObject({ name: "layer", msg: { site: "resid_post", layer: 0, rank_class: 0 } });
+  });
+
+  it("a failed request shows the error", async () => {
+    const { model, sent, reply } = liveModel(baseState());
+    const root = mount(model);
+    click(root.querySelector('.mw-x-label[data-index="0"]')!);
+    expect(sent[0]).toMatchObject({ msg: { site: "resid_pre", layer: -1 } });
+    reply({ kind: "mw-response", id: sent[0].id, ok: false, error: "no probe at layer 7" });
+    await flush();
+    expect(root.querySelector(".mw-error")!.textContent).toContain("no probe at layer 7");
+    expect(root.querySelector(".mw-status")!.getAttribute("data-status")).toBe("error");
+  });
+});
+
+describe("ProbeAccuracy: static export", () => {
+  const cache = { "resid_post|1": panel(1), "resid_pre|-1": panel(-1, { tokens: false }) };
+
+  it("opens on the precomputed best layer and switches panels from the cache", () => {
+    const root = mount(staticModel(baseState({ panel_cache: cache, static_layer: { site: "resid_post", layer: 1 } })));
+    expect(root.querySelector(".mw-status")!.textContent).toBe("static");
+    expect(root.querySelector(".mw-panel-title")!.textContent).toContain("resid_post 1");
+    expect(root.querySelectorAll(".mw-token")).toHaveLength(7);
+    click(root.querySelector('.mw-layer-hit[data-index="0"]')!);
+    expect(root.querySelector(".mw-panel-title")!.textContent).toContain("embed");
+    expect(root.querySelector(".mw-no-tokens")!.textContent).toContain("not precomputed");
+    click(root.querySelector('.mw-layer-hit[data-index="1"]')!);
+    expect(root.querySelector(".mw-error")!.textContent).toContain("not precomputed");
+    expect(root.querySelector<HTMLSelectElement>("select.mw-rank-class")!.disabled).toBe(true);
+  });
+});
