@@ -13,7 +13,7 @@ from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
-from .core.lens import LensResult, logit_lens
+from .core.lens import LensResult, TunedLens, logit_lens, train_tuned_lens, tuned_lens
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
 from .core.patching import (
@@ -30,6 +30,7 @@ from .core.probes import ProbeDataset, ProbeResult, probe
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.probe_accuracy import ProbeAccuracy
     from .widgets.token_activations import TokenActivations
@@ -38,6 +39,7 @@ _WIDGETS = {
     "TokenActivations": "token_activations",
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
+    "LogitLens": "logit_lens",
 }
 
 
@@ -56,6 +58,10 @@ __all__ = [
     "AttentionResult",
     "HeadScores",
     "LensResult",
+    "LogitLens",
+    "TunedLens",
+    "train_tuned_lens",
+    "tuned_lens",
     "CausalTracingResult",
     "PathPatchingResult",
     "TracingResult",
