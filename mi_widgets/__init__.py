@@ -30,6 +30,7 @@ from .core.probes import ProbeDataset, ProbeResult, probe
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .widgets.attention_patterns import AttentionPatterns
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.probe_accuracy import ProbeAccuracy
@@ -40,6 +41,7 @@ _WIDGETS = {
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
     "LogitLens": "logit_lens",
+    "AttentionPatterns": "attention_patterns",
 }
 
 
@@ -55,6 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AttentionPatterns",
     "AttentionResult",
     "HeadScores",
     "LensResult",

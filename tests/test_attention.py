@@ -130,3 +130,21 @@ def test_induction_zoo_ground_truth(induction):
             assert abs(float(hs.scores[kind][layer, h]) - v) < 0.02, (kind, head)
     df = hs.to_pandas()
     assert len(df) == len(SCORE_KINDS) * 8
+
+
+def test_attention_on_one_repeated_text_finds_planted_heads(induction):
+    """zoo:induction's planted heads (docs/zoo_compiled.md: 0.1 previous-token, 1.2 induction)
+    rank first by the scores of ``attention()`` on one random repeated sequence, and the
+    result's ``widget()`` is the AttentionPatterns view of it."""
+    ids = repeated_tokens(induction, n=1, seq_len=12, seed=7)[0]
+    res = attention(induction, induction.tokenizer.decode(ids[1:]))
+    assert res.token_ids == ids.tolist()
+    top = res.top_heads("induction", k=2)
+    assert top[0][0] == "1.2" and top[0][1] > 0.9 and top[1][1] < 0.2
+    prev = res.top_heads("previous_token", k=2)
+    assert prev[0][0] == "0.1" and prev[0][1] > 0.9 and prev[1][1] < 0.2
+    from mi_widgets.widgets.attention_patterns import AttentionPatterns
+
+    w = res.widget(sort_by="induction")
+    assert isinstance(w, AttentionPatterns) and w.result is res
+    assert w.sorted_heads()[0] == "1.2"

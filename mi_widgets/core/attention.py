@@ -132,6 +132,9 @@ class AttentionResult:
         return cva.attention_patterns(tokens=self.str_tokens, attention=self.patterns[layer])
 
     def widget(self, **kwargs: Any) -> AttentionPatterns:
+        """The interactive view: every head as a thumbnail (sortable by score), click one for its
+        full pattern. Keywords go to :class:`~mi_widgets.widgets.attention_patterns.AttentionPatterns`
+        (``scores="text"|"probe"``, ``sort_by``, ``selected_head``, ``thumb_size``)."""
         from ..widgets.attention_patterns import AttentionPatterns
 
         return AttentionPatterns.from_result(self, **kwargs)

@@ -1,0 +1,588 @@
+/**
+ * AttentionPatterns view (docs/widget_protocol.md, "AttentionPatterns").
+ *
+ * First paint: every head as a small canvas thumbnail (uint8, block-max pooled) in a grid that
+ * the score selector reorders. Clicking a head sets `selected_head`; its full pattern is then
+ * fetched with the "head" request (uint8 + scale; static mode: `head_cache`) and drawn on a
+ * canvas with token labels on both axes. Hovering a token (text strip, axis label or canvas row)
+ * shades the others by the attention it pays them (blue background) and the attention they pay
+ * it (orange underline). Token text only ever goes in through textContent.
+ */
+
+import { css, fmt, type RGB } from "./lib/colour";
+import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
+import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { request } from "./lib/rpc";
+import { CSS } from "./lib/attention_patterns.css";
+import { decode, isWire, type WireArray } from "./lib/wire";
+
+/** Attention colour (0 → white, 1 → this blue) and the "attends to the hovered token" colour. */
+const FROM: RGB = [8, 81, 156];
+const TO: RGB = [230, 85, 13];
+const SORTS: [string, string][] = [
+  ["layer", "layer order"],
+  ["previous_token", "previous-token score"],
+  ["duplicate_token", "duplicate-token score"],
+  ["induction", "induction score"],
+  ["bos", "BOS score"],
+];
+const CACHE_HEADS = 16;
+
+function asInt(x: unknown, fallback: number): number {
+  const n = typeof x === "number" ? x : Number(x);
+  return Number.isFinite(n) ? Math.trunc(n) : fallback;
+}
+
+function asStr(x: unknown, fallback = ""): string {
+  return x == null ? fallback : String(x);
+}
+
+/** Parse "L.H" → [L, H] (null for anything else). */
+export function parseHead(s: unknown): [number, number] | null {
+  const m = /^(\d+)\.(\d+)$/.exec(asStr(s));
+  return m ? [Number(m[1]), Number(m[2])] : null;
+}
+
+/**
+ * Head indices (layer-major) in display order: layer order, or `scores` descending with NaN
+ * last and ties in layer order (the same order as AttentionPatterns.sorted_heads in Python).
+ */
+export function headOrder(n: number, scores: ArrayLike<number> | null): number[] {
+  const idx = Array.from({ length: n }, (_, i) => i);
+  if (!scores) return idx;
+  const key = (i: number) => {
+    const v = i < scores.length ? scores[i] : NaN;
+    return Number.isNaN(v) ? Infinity : -v;
+  };
+  return idx.sort((a, b) => key(a) - key(b) || a - b);
+}
+
+/** RGBA pixels of a [rows, cols] block of attention values (0 → white, ≥ 1 → FROM). */
+function paint(data: ArrayLike<number>, offset: number, rows: number, cols: number, img: ImageData): void {
+  const px = img.data;
+  for (let i = 0; i < rows * cols; i++) {
+    let t = data[offset + i];
+    t = t > 0 ? (t < 1 ? t : 1) : 0;
+    const o = i * 4;
+    px[o] = 255 + (FROM[0] - 255) * t;
+    px[o + 1] = 255 + (FROM[1] - 255) * t;
+    px[o + 2] = 255 + (FROM[2] - 255) * t;
+    px[o + 3] = 255;
+  }
+}
+
+function draw(canvas: HTMLCanvasElement, data: ArrayLike<number>, offset: number, rows: number, cols: number): void {
+  canvas.width = cols;
+  canvas.height = rows;
+  let ctx: CanvasRenderingContext2D | null = null;
+  try {
+    ctx = canvas.getContext("2d");
+  } catch {
+    ctx = null; // no canvas (e.g. a DOM without one): the labels and scores still work
+  }
+  if (!ctx || typeof ctx.createImageData !== "function") return;
+  const img = ctx.createImageData(cols, rows);
+  paint(data, offset, rows, cols, img);
+  ctx.putImageData(img, 0, 0);
+}
+
+function fillToken(span: HTMLElement, tok: string): void {
+  if (tok === "") {
+    span.classList.add("mw-empty");
+    return;
+  }
+  const parts = tok.split("\n");
+  for (let p = 0; p < parts.length; p++) {
+    if (p > 0) span.appendChild(h("span", "mw-nl", "↵"));
+    if (parts[p]) span.appendChild(document.createTextNode(displayToken(parts[p])));
+  }
+}
+
+interface HeadView {
+  el: HTMLButtonElement;
+  canvas: HTMLCanvasElement;
+  score: HTMLElement;
+}
+
+interface Pattern {
+  key: string;
+  t: number;
+  data: Float32Array | Int32Array;
+}
+
+function render({ model, el }: RenderProps): Cleanup {
+  // ---------------------------------------------------------------- skeleton
+  const title = h("span", "mw-title");
+  const sortSelect = h("select", "mw-sort");
+  sortSelect.setAttribute("aria-label", "sort heads by");
+  for (const [value, label] of SORTS) {
+    const opt = h("option", null, label);
+    opt.value = value;
+    sortSelect.appendChild(opt);
+  }
+  const scoreNote = h("span", "mw-score-note");
+  const statusEl = h("span", "mw-status");
+  statusEl.setAttribute("role", "status");
+  statusEl.setAttribute("aria-live", "polite");
+  const header = h("div", "mw-header", [title, h("label", "mw-control", ["sort", sortSelect]), scoreNote, statusEl]);
+  const errorEl = h("div", "mw-error");
+  errorEl.setAttribute("role", "alert");
+  const headsEl = h("div", "mw-heads");
+  headsEl.setAttribute("aria-label", "attention heads; click one to see its full pattern");
+  const detailTitle = h("div", "mw-detail-title");
+  const detailNote = h("div", "mw-note");
+  const keyLabels = h("div", "mw-key-labels");
+  const queryLabels = h("div", "mw-query-labels");
+  const canvas = h("canvas", "mw-pattern-canvas");
+  const rowHl = h("div", "mw-hl");
+  const colHl = h("div", "mw-hl");
+  rowHl.hidden = colHl.hidden = true;
+  const canvasWrap = h("div", "mw-canvas-wrap", [canvas, rowHl, colHl]);
+  const patternEl = h("div", "mw-pattern", [h("div"), keyLabels, queryLabels, canvasWrap]);
+  patternEl.setAttribute("aria-label", "full attention pattern: rows are queries, columns are keys");
+  const stripEl = h("div", "mw-strip");
+  stripEl.setAttribute("aria-label", "tokens; hover one to see its attention to and from the others");
+  const swatch = (c: RGB, border = false) => {
+    const s = h("span", "mw-swatch");
+    if (border) s.style.boxShadow = `inset 0 -3px 0 ${css(c)}`;
+    else s.style.background = css(c);
+    return s;
+  };
+  const legendEl = h("div", "mw-legend", [
+    h("span", null, [swatch(FROM), "attention from the hovered token"]),
+    h("span", null, [swatch(TO, true), "attention to the hovered token"]),
+  ]);
+  const detailEl = h("div", "mw-detail", [detailTitle, detailNote, patternEl, legendEl, stripEl]);
+  const ttLabel = h("div", "mw-tt-label");
+  const ttValue = h("div", "mw-tt-value");
+  const tooltip = h("div", "mw-tooltip", [ttLabel, ttValue]);
+  tooltip.setAttribute("role", "tooltip");
+  tooltip.hidden = true;
+  const root = h("div", "mw-attention-patterns", [style(CSS), header, errorEl, headsEl, detailEl, tooltip]);
+  el.appendChild(root);
+
+  // ---------------------------------------------------------------- state
+  let tokens: string[] = [];
+  let spans: HTMLElement[] = [];
+  let qLabels: (HTMLElement | null)[] = [];
+  let kLabels: (HTMLElement | null)[] = [];
+  let heads: HeadView[] = [];
+  let current: Pattern | null = null;
+  let cell = 1;
+  let hovered = -1;
+  let pending: AbortController | null = null;
+  let loadingKey = "";
+  let localError = "";
+  const cache = new Map<string, Pattern>();
+  const isStatic = () => model.get("static") === true;
+  const nLayers = () => Math.max(0, asInt(model.get("n_layers"), 0));
+  const nHeads = () => Math.max(0, asInt(model.get("n_heads"), 0));
+
+  function decodeWire(raw: unknown): Float32Array | Int32Array | null {
+    if (!isWire(raw)) return null;
+    try {
+      return decode(raw).data;
+    } catch (e) {
+      localError = e instanceof Error ? e.message : String(e);
+      return null;
+    }
+  }
+
+  function scoresFor(kind: string): ArrayLike<number> | null {
+    if (kind === "layer") return null;
+    const all = model.get("scores") as Record<string, unknown> | null;
+    return all ? decodeWire(all[kind]) : null;
+  }
+
+  // ---------------------------------------------------------------- thumbnails
+  function buildHeads(): void {
+    clear(headsEl);
+    const L = nLayers();
+    const H = nHeads();
+    const thumbs = model.get("thumbs") as WireArray | null;
+    const data = decodeWire(thumbs);
+    const shape = thumbs && Array.isArray(thumbs.shape) ? thumbs.shape.map(Number) : [];
+    const s = shape.length === 3 ? shape[1] : 0;
+    heads = [];
+    for (let layer = 0; layer < L; layer++) {
+      for (let head = 0; head < H; head++) {
+        const i = layer * H + head;
+        const c = h("canvas", "mw-thumb");
+        const score = h("span", "mw-head-score");
+        const btn = h("button", "mw-head", [c, h("span", "mw-head-label", `${layer}.${head}`), score]);
+        btn.type = "button";
+        btn.dataset.layer = String(layer);
+        btn.dataset.head = String(head);
+        btn.title = `head ${layer}.${head}: click for its full pattern`;
+        if (data && s > 0 && (i + 1) * s * s <= data.length) draw(c, data, i * s * s, s, s);
+        heads.push({ el: btn, canvas: c, score });
+      }
+    }
+    applySort();
+    renderSelection();
+  }
+
+  function applySort(): void {
+    const kind = asStr(model.get("sort_by"), "layer");
+    if (sortSelect.value !== kind) sortSelect.value = kind;
+    const scores = scoresFor(kind);
+    const label = SORTS.find(([k]) => k === kind)?.[1] ?? kind;
+    heads.forEach((hv, i) => {
+      const v = scores && i < scores.length ? scores[i] : NaN;
+      setText(hv.score, scores ? (Number.isNaN(v) ? "n/a" : v.toFixed(3)) : "");
+      hv.el.title = `head ${hv.el.dataset.layer}.${hv.el.dataset.head}` + (scores ? `, ${label} ${Number.isNaN(v) ? "n/a" : fmt(v)}` : "");
+    });
+    const order = headOrder(heads.length, scores);
+    const frag = document.createDocumentFragment();
+    order.forEach((i, rank) => {
+      heads[i].el.dataset.rank = String(rank);
+      frag.appendChild(heads[i].el);
+    });
+    headsEl.appendChild(frag);
+  }
+
+  function selectHead(layer: number, head: number): void {
+    model.set("selected_head", `${layer}.${head}`);
+    model.save_changes();
+  }
+
+  // ---------------------------------------------------------------- selection + full pattern
+  function renderSelection(): void {
+    const sel = asStr(model.get("selected_head"));
+    for (const hv of heads) {
+      const on = `${hv.el.dataset.layer}.${hv.el.dataset.head}` === sel;
+      hv.el.classList.toggle("mw-selected", on);
+      hv.el.setAttribute("aria-pressed", String(on));
+    }
+    void loadDetail();
+  }
+
+  async function loadDetail(): Promise<void> {
+    const sel = asStr(model.get("selected_head"));
+    const lh = parseHead(sel);
+    if (!lh || lh[0] >= nLayers() || lh[1] >= nHeads()) {
+      pending?.abort();
+      pending = null;
+      showPattern(null, "Click a head to see its full pattern.");
+      return;
+    }
+    if (current && current.key === sel) return;
+    const hit = cache.get(sel);
+    if (hit) {
+      showPattern(hit);
+      return;
+    }
+    if (isStatic()) {
+      const hc = (model.get("head_cache") as Record<string, unknown> | null) ?? {};
+      const data = decodeWire(hc[sel]);
+      if (!data) {
+        showPattern(null, `Head ${sel}'s full pattern is not in this static export (only the selected head's is).`);
+        return;
+      }
+      showPattern(remember(sel, data));
+      return;
+    }
+    if (loadingKey === sel) return;
+    pending?.abort();
+    const ctrl = new AbortController();
+    pending = ctrl;
+    loadingKey = sel;
+    localError = "";
+    renderStatus();
+    try {
+      const { response, buffers } = await request<{ pattern: WireArray }>(
+        model, "head", { layer: lh[0], head: lh[1] }, { signal: ctrl.signal },
+      );
+      const data = decode({ ...response.pattern, buffer: buffers[0] }).data;
+      if (pending !== ctrl) return;
+      const p = remember(sel, data);
+      if (asStr(model.get("selected_head")) === sel) showPattern(p);
+    } catch (e) {
+      if (ctrl.signal.aborted) return;
+      localError = `Could not load head ${sel}: ${e instanceof Error ? e.message : String(e)}`;
+    } finally {
+      if (pending === ctrl) {
+        pending = null;
+        loadingKey = "";
+        renderStatus();
+      }
+    }
+  }
+
+  function remember(key: string, data: Float32Array | Int32Array): Pattern {
+    const t = Math.round(Math.sqrt(data.length));
+    const p = { key, t, data };
+    cache.set(key, p);
+    if (cache.size > CACHE_HEADS) cache.delete(cache.keys().next().value as string);
+    return p;
+  }
+
+  function showPattern(p: Pattern | null, note = ""): void {
+    current = p;
+    setHover(-1);
+    hideTooltip();
+    clear(keyLabels);
+    clear(queryLabels);
+    qLabels = [];
+    kLabels = [];
+    patternEl.hidden = legendEl.hidden = p === null;
+    setText(detailNote, note);
+    detailNote.hidden = note === "";
+    if (!p) {
+      setText(detailTitle, "");
+      renderStatus();
+      return;
+    }
+    const T = p.t;
+    setText(detailTitle, `head ${p.key}: rows are queries (attending), columns are keys (attended to)`);
+    cell = Math.max(1, Math.min(20, Math.floor(560 / Math.max(1, T))));
+    draw(canvas, p.data, 0, T, T);
+    canvas.style.width = canvas.style.height = `${T * cell}px`;
+    // label every `stride`-th token so that labels never get smaller than ~9px
+    const stride = Math.max(1, Math.ceil(9 / cell));
+    const font = Math.max(8, Math.min(12, cell * stride - 2));
+    keyLabels.style.height = "90px";
+    keyLabels.style.width = `${T * cell}px`;
+    queryLabels.style.width = "112px";
+    queryLabels.style.height = `${T * cell}px`;
+    qLabels = new Array(T).fill(null);
+    kLabels = new Array(T).fill(null);
+    const kf = document.createDocumentFragment();
+    const qf = document.createDocumentFragment();
+    for (let j = 0; j < T; j += stride) {
+      const tok = j < tokens.length ? tokens[j] : "";
+      for (const [cls, frag, arr] of [
+        ["mw-key-label", kf, kLabels],
+        ["mw-query-label", qf, qLabels],
+      ] as const) {
+        const lab = h("span", cls, displayToken(tok.replace(/\n/g, "↵")));
+        lab.dataset.pos = String(j);
+        lab.title = `${j}: ${escapeToken(tok)}`;
+        lab.style.fontSize = `${font}px`;
+        if (cls === "mw-key-label") {
+          lab.style.left = `${j * cell}px`;
+          lab.style.width = `${cell * stride}px`;
+          lab.style.lineHeight = `${cell * stride}px`;
+        } else {
+          lab.style.top = `${j * cell}px`;
+          lab.style.height = `${cell * stride}px`;
+          lab.style.lineHeight = `${cell * stride}px`;
+        }
+        frag.appendChild(lab);
+        arr[j] = lab;
+      }
+    }
+    keyLabels.appendChild(kf);
+    queryLabels.appendChild(qf);
+    renderStatus();
+  }
+
+  // ---------------------------------------------------------------- text strip + hover
+  function buildStrip(): void {
+    const raw = model.get("tokens");
+    tokens = Array.isArray(raw) ? raw.map((t) => asStr(t)) : [];
+    clear(stripEl);
+    spans = [];
+    const frag = document.createDocumentFragment();
+    tokens.forEach((tok, i) => {
+      const span = h("span", "mw-token");
+      span.dataset.pos = String(i);
+      fillToken(span, tok);
+      frag.appendChild(span);
+      spans.push(span);
+    });
+    stripEl.appendChild(frag);
+    setHover(-1);
+  }
+
+  /** Shade every token by its attention from / to token `i` in the current head (-1: clear). */
+  function setHover(i: number): void {
+    const p = current;
+    if (i >= 0 && (!p || i >= p.t)) i = -1;
+    if (hovered >= 0) {
+      qLabels[hovered]?.classList.remove("mw-hot");
+      kLabels[hovered]?.classList.remove("mw-hot");
+    }
+    hovered = i;
+    for (let j = 0; j < spans.length; j++) {
+      const s = spans[j];
+      if (i < 0 || !p || j >= p.t) {
+        if (s.dataset.from !== undefined) {
+          delete s.dataset.from;
+          delete s.dataset.to;
+          s.style.background = "";
+          s.style.boxShadow = "";
+          s.style.color = "";
+        }
+        s.classList.remove("mw-hovered");
+        continue;
+      }
+      const from = p.data[i * p.t + j];
+      const to = p.data[j * p.t + i];
+      s.dataset.from = from.toFixed(3);
+      s.dataset.to = to.toFixed(3);
+      const a = Math.max(0, Math.min(1, from));
+      s.style.background = a > 0.004 ? `rgba(${FROM.join(",")},${a.toFixed(3)})` : "";
+      s.style.color = a > 0.55 ? "#fff" : "";
+      const b = Math.max(0, Math.min(1, to));
+      s.style.boxShadow = b > 0.004 ? `inset 0 -3px 0 rgba(${TO.join(",")},${b.toFixed(3)})` : "";
+      s.classList.toggle("mw-hovered", j === i);
+    }
+    if (i >= 0 && p) {
+      qLabels[i]?.classList.add("mw-hot");
+      kLabels[i]?.classList.add("mw-hot");
+      rowHl.hidden = colHl.hidden = false;
+      const size = `${p.t * cell}px`;
+      Object.assign(rowHl.style, { left: "0px", top: `${i * cell}px`, width: size, height: `${cell}px` });
+      Object.assign(colHl.style, { left: `${i * cell}px`, top: "0px", width: `${cell}px`, height: size });
+    } else {
+      rowHl.hidden = colHl.hidden = true;
+    }
+  }
+
+  function showTooltip(q: number, k: number, x: number, y: number): void {
+    const p = current;
+    if (!p) return;
+    const tq = q < tokens.length ? tokens[q] : "";
+    const tk = k < tokens.length ? tokens[k] : "";
+    setText(ttLabel, `${q} ${escapeToken(tq)} → ${k} ${escapeToken(tk)}`);
+    setText(ttValue, `attention ${fmt(p.data[q * p.t + k])}`);
+    tooltip.hidden = false;
+    const rr = root.getBoundingClientRect();
+    tooltip.style.left = `${Math.max(0, x - rr.left + 12)}px`;
+    tooltip.style.top = `${y - rr.top + 12}px`;
+  }
+
+  function hideTooltip(): void {
+    tooltip.hidden = true;
+  }
+
+  function posOf(target: EventTarget | null, selector: string, within: HTMLElement): number {
+    if (!(target instanceof Element)) return -1;
+    const e = target.closest(selector);
+    if (!e || !within.contains(e)) return -1;
+    const i = Number((e as HTMLElement).dataset.pos);
+    return Number.isInteger(i) ? i : -1;
+  }
+
+  // ---------------------------------------------------------------- status
+  function renderStatus(): void {
+    const loading = pending !== null;
+    const err = localError || asStr(model.get("error"));
+    statusEl.dataset.status = loading ? "loading" : err ? "error" : "ready";
+    setText(statusEl, loading ? `loading head ${loadingKey}…` : err ? "error" : isStatic() ? "static" : "ready");
+    setText(errorEl, err);
+    errorEl.hidden = err === "";
+    root.setAttribute("aria-busy", String(loading));
+  }
+
+  function renderHeader(): void {
+    const L = nLayers();
+    const H = nHeads();
+    setText(title, `${asStr(model.get("model_name"), "model")} · ${L}×${H} heads · ${tokens.length} tokens`);
+    setText(scoreNote, asStr(model.get("score_note")));
+  }
+
+  // ---------------------------------------------------------------- DOM events
+  const onHeadsClick = (e: MouseEvent) => {
+    const btn = e.target instanceof Element ? (e.target.closest(".mw-head") as HTMLElement | null) : null;
+    if (!btn || !headsEl.contains(btn)) return;
+    selectHead(Number(btn.dataset.layer), Number(btn.dataset.head));
+  };
+  const onSort = () => {
+    model.set("sort_by", sortSelect.value);
+    model.save_changes();
+    applySort();
+  };
+  const onStripOver = (e: MouseEvent) => {
+    const i = posOf(e.target, ".mw-token", stripEl);
+    if (i >= 0 && i !== hovered) setHover(i);
+  };
+  const onStripOut = (e: MouseEvent) => {
+    if (posOf(e.relatedTarget, ".mw-token", stripEl) < 0) setHover(-1);
+  };
+  const onLabelOver = (e: MouseEvent) => {
+    const i = Math.max(posOf(e.target, ".mw-query-label", queryLabels), posOf(e.target, ".mw-key-label", keyLabels));
+    if (i >= 0 && i !== hovered) setHover(i);
+  };
+  const onCanvasMove = (e: MouseEvent) => {
+    const p = current;
+    if (!p) return;
+    const r = canvas.getBoundingClientRect();
+    const scale = r.width > 0 ? r.width / p.t : cell;
+    const k = Math.floor((e.clientX - r.left) / scale);
+    const q = Math.floor((e.clientY - r.top) / scale);
+    if (q < 0 || k < 0 || q >= p.t || k >= p.t) return hideTooltip();
+    if (q !== hovered) setHover(q);
+    showTooltip(q, k, e.clientX, e.clientY);
+  };
+  const onCanvasLeave = () => {
+    hideTooltip();
+    setHover(-1);
+  };
+  const onPatternLeave = () => setHover(-1);
+
+  headsEl.addEventListener("click", onHeadsClick);
+  sortSelect.addEventListener("change", onSort);
+  stripEl.addEventListener("mouseover", onStripOver);
+  stripEl.addEventListener("mouseout", onStripOut);
+  keyLabels.addEventListener("mouseover", onLabelOver);
+  queryLabels.addEventListener("mouseover", onLabelOver);
+  keyLabels.addEventListener("mouseleave", onPatternLeave);
+  queryLabels.addEventListener("mouseleave", onPatternLeave);
+  canvas.addEventListener("mousemove", onCanvasMove);
+  canvas.addEventListener("mouseleave", onCanvasLeave);
+
+  // ---------------------------------------------------------------- model events
+  const handlers: [string, Callback][] = [];
+  const listen = (names: string[], fn: () => void) => {
+    const cb: Callback = () => fn();
+    for (const name of names) {
+      model.on(`change:${name}`, cb);
+      handlers.push([`change:${name}`, cb]);
+    }
+  };
+  listen(["tokens"], () => {
+    buildStrip();
+    cache.clear();
+    current = null;
+    renderHeader();
+    void loadDetail();
+  });
+  listen(["thumbs", "n_layers", "n_heads"], () => {
+    cache.clear();
+    current = null;
+    buildHeads();
+    renderHeader();
+  });
+  listen(["scores", "sort_by"], applySort);
+  listen(["score_note", "model_name"], renderHeader);
+  listen(["selected_head"], renderSelection);
+  listen(["head_cache"], () => void loadDetail());
+  listen(["error", "static"], renderStatus);
+
+  // ---------------------------------------------------------------- first paint
+  buildStrip();
+  renderHeader();
+  buildHeads();
+  renderStatus();
+
+  return () => {
+    pending?.abort();
+    pending = null;
+    for (const [event, cb] of handlers) model.off(event, cb);
+    headsEl.removeEventListener("click", onHeadsClick);
+    sortSelect.removeEventListener("change", onSort);
+    stripEl.removeEventListener("mouseover", onStripOver);
+    stripEl.removeEventListener("mouseout", onStripOut);
+    keyLabels.removeEventListener("mouseover", onLabelOver);
+    queryLabels.removeEventListener("mouseover", onLabelOver);
+    keyLabels.removeEventListener("mouseleave", onPatternLeave);
+    queryLabels.removeEventListener("mouseleave", onPatternLeave);
+    canvas.removeEventListener("mousemove", onCanvasMove);
+    canvas.removeEventListener("mouseleave", onCanvasLeave);
+    root.remove();
+  };
+}
+
+export default { render };
