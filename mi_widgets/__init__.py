@@ -13,6 +13,7 @@ from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
+from .core.cot import CoTResult, CoTTrace, cot_faithfulness, generate_trace, two_hop_traces
 from .core.lens import LensResult, TunedLens, logit_lens, train_tuned_lens, tuned_lens
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
@@ -26,6 +27,20 @@ from .core.patching import (
 )
 from .core.path_patching import PathPatchingResult, path_patching
 from .core.probes import ProbeDataset, ProbeResult, probe
+from .core.steering import (
+    STEER_SITES,
+    SteeringVector,
+    SteerResult,
+    as_steering_vector,
+    steer,
+    steering_sweep,
+    steering_vector,
+)
+from .core.steering import GenerationResult as SteeredGeneration
+from .core.steering import SweepResult as SteeringSweepResult
+from .core.steering import from_probe as steering_from_probe
+from .core.steering import generate as steer_generate
+from .core.steering import generate_stream as steer_stream
 
 __version__ = "0.1.0"
 
@@ -34,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.probe_accuracy import ProbeAccuracy
+    from .widgets.steering import Steering
     from .widgets.token_activations import TokenActivations
 
 _WIDGETS = {
@@ -42,6 +58,7 @@ _WIDGETS = {
     "ProbeAccuracy": "probe_accuracy",
     "LogitLens": "logit_lens",
     "AttentionPatterns": "attention_patterns",
+    "Steering": "steering",
 }
 
 
@@ -58,6 +75,24 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AttentionPatterns",
+    "CoTResult",
+    "CoTTrace",
+    "STEER_SITES",
+    "SteerResult",
+    "SteeredGeneration",
+    "Steering",
+    "SteeringSweepResult",
+    "SteeringVector",
+    "as_steering_vector",
+    "cot_faithfulness",
+    "generate_trace",
+    "steer",
+    "steer_generate",
+    "steer_stream",
+    "steering_from_probe",
+    "steering_sweep",
+    "steering_vector",
+    "two_hop_traces",
     "AttentionResult",
     "HeadScores",
     "LensResult",

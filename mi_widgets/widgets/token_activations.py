@@ -75,12 +75,16 @@ class TokenActivations(MIWidget):
         super().__init__(k=k, **kwargs)
         n_layers = self._model.n_layers if self._model is not None else result.layer + 1
         sites = [s for s in TOKEN_SITES if self._model is None or s in self._model.sites]
-        with self.hold_trait_notifications():
-            self._updating = True
-            self.n_layers = n_layers
-            self.sites = sites
-            self.texts = result.str_tokens
-            self._show(result, unit if not isinstance(unit, torch.Tensor) else None)
+        # notifications fire when the with-block exits: keep _updating set until then, so
+        # the initial site/layer do not trigger a reload
+        self._updating = True
+        try:
+            with self.hold_trait_notifications():
+                self.n_layers = n_layers
+                self.sites = sites
+                self.texts = result.str_tokens
+                self._show(result, unit if not isinstance(unit, torch.Tensor) else None)
+        finally:
             self._updating = False
 
     @classmethod
