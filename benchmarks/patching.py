@@ -20,15 +20,35 @@ Methods, each timed end to end (caching the clean run included), best of ``--rep
 - ``mi_widgets (nnsight engine)``: one nnsight trace per batch (``.skip()`` over blocks before l,
   last-position logits; no key/value reuse).
 - ``torch hooks``: the hand-written baseline described above.
-- ``TransformerLens`` (optional): ``transformer_lens.patching.get_act_patch_resid_pre`` on a
-  ``TransformerBridge`` (TransformerLens 4.x) around the same weights (raw weights, no LayerNorm
-  folding, so it is the same function); it runs one full forward per (layer, position). It runs when a separate venv exists at ``$TL_VENV`` (default ``/tmp/tl-venv``)::
+- ``TransformerLens`` (optional, two columns): ``transformer_lens.patching.get_act_patch_resid_pre``,
+  which runs one full forward per (layer, position), on
 
-      python -m venv /tmp/tl-venv
-      /tmp/tl-venv/bin/pip install torch==2.13.0 transformer_lens
+  * the classic ``HookedTransformer`` (what most TL users run): built offline from the same
+    random weights, with a ``HookedTransformerConfig`` written out for the gpt2-small shape
+    (act_fn ``gelu_new``, LN, n_ctx 1024, d_vocab 50257, eps 1e-5) and TL's
+    ``pretrained.weight_conversions.convert_gpt2_weights``, loaded with
+    ``load_and_process_state_dict(fold_ln=False, center_writing_weights=False,
+    center_unembed=False, fold_value_biases=False)`` so that it is the same function (no hub
+    access). TransformerLens 4 removed ``HookedTransformer``, so this uses the last 3.x release,
+    in a venv at ``$TL_CLASSIC_VENV`` (default ``/tmp/tl3-venv``)::
 
-  It is not a dependency of mi_widgets (it pins its own transformers/torch ranges and pulls in
-  wandb, datasets, ...), so it lives in its own venv and runs in a subprocess.
+        python -m venv /tmp/tl3-venv
+        /tmp/tl3-venv/bin/pip install torch==2.13.0 transformer_lens==3.9.0
+
+    (here it was installed with ``--no-deps`` plus ``better-abc``, reusing the 4.x venv's torch
+    2.13 / transformers 5.24 through a ``.pth`` file; its ``HookedTransformer`` is the classic
+    class, deprecated but unchanged in 3.x);
+  * TL 4's ``TransformerBridge`` (``TransformerBridge.boot_transformers`` around the same HF
+    model, raw weights: no compatibility-mode folding), in a venv at ``$TL_VENV`` (default
+    ``/tmp/tl-venv``)::
+
+        python -m venv /tmp/tl-venv
+        /tmp/tl-venv/bin/pip install torch==2.13.0 transformer_lens
+
+  Each column runs when its venv exists. TransformerLens is not a dependency of mi_widgets (it
+  pins its own transformers/torch ranges and pulls in wandb, datasets, ...), so it lives in its
+  own venvs and runs in subprocesses (one repeat; for a layer subset, TL's
+  ``generic_activation_patch`` with an ``index_df`` of those cells).
 
 For P = 64 a full 12-layer grid of the baselines takes minutes on a 2-core CPU, so P = 64 uses
 layers 3 and 8 (their mean remaining depth, 6.5 blocks, equals the full grid's, so the ratio is
@@ -44,7 +64,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -57,6 +76,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TL_VENV = Path(os.environ.get("TL_VENV", "/tmp/tl-venv"))
+TL_CLASSIC_VENV = Path(os.environ.get("TL_CLASSIC_VENV", "/tmp/tl3-venv"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import build_model  # noqa: E402
 
@@ -152,13 +172,32 @@ import pandas as pd
 from transformers import AutoTokenizer, GPT2LMHeadModel
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
-import transformer_lens as tl
+import warnings
+warnings.filterwarnings("ignore")
 from transformer_lens import patching
-from transformer_lens.model_bridge import TransformerBridge
 d = args["model_dir"]
 hf = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager").eval()
-model = TransformerBridge.boot_transformers(d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d))
-model.eval()  # raw HF weights (no LayerNorm folding): the same function as the HF model
+if args["mode"] == "bridge":
+    from transformer_lens.model_bridge import TransformerBridge
+    model = TransformerBridge.boot_transformers(d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d))
+else:  # classic HookedTransformer, built offline from the same weights
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
+    c = hf.config
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layer, d_model=c.n_embd, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
+        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions,
+        act_fn="gelu_new", normalization_type="LN", eps=c.layer_norm_epsilon,
+        positional_embedding_type="standard", original_architecture="GPT2LMHeadModel",
+        default_prepend_bos=False, device="cpu",
+    )
+    model = HookedTransformer(cfg)
+    model.load_and_process_state_dict(
+        convert_gpt2_weights(hf, cfg), fold_ln=False, center_writing_weights=False,
+        center_unembed=False, fold_value_biases=False,
+    )
+    del hf
+model.eval()  # raw weights (no LayerNorm folding / centering): the same function as the HF model
 data = torch.load(args["data"])
 from importlib.metadata import version
 out = {"version": version("transformer_lens"), "results": {}}
@@ -191,15 +230,25 @@ print(json.dumps(out))
 """
 
 
-def run_transformer_lens(model_dir: str, items: dict, repeats: int, threads: int) -> dict | None:
-    py = TL_VENV / "bin" / "python"
+def run_transformer_lens(
+    model_dir: str, items: dict, repeats: int, threads: int, mode: str = "bridge"
+) -> dict | None:
+    """``mode="bridge"``: TransformerBridge in ``$TL_VENV``; ``"classic"``: HookedTransformer in
+    ``$TL_CLASSIC_VENV``. ``None`` when that venv does not exist."""
+    py = (TL_VENV if mode == "bridge" else TL_CLASSIC_VENV) / "bin" / "python"
     if not py.exists():
         return None
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "data.pt"
         torch.save(items, data)
         args = json.dumps(
-            {"model_dir": model_dir, "data": str(data), "repeats": repeats, "threads": threads}
+            {
+                "model_dir": model_dir,
+                "data": str(data),
+                "repeats": repeats,
+                "threads": threads,
+                "mode": mode,
+            }
         )
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         proc = subprocess.run(
@@ -304,24 +353,30 @@ def main(argv: list[str] | None = None) -> None:
             + f"  torch hooks {t_hk:7.2f}s  ratio {t_hk / t_mw:5.2f}x  max|diff| {row['diff_hooks']:.1e}",
             flush=True,
         )
-    tl = None
+    tl: dict[str, dict | None] = {"classic": None, "bridge": None}
     if not a.no_tl:
         with tempfile.TemporaryDirectory() as d:
             hf.save_pretrained(d)
             tok.save_pretrained(d)
-            tl = run_transformer_lens(d, tl_items, 1, a.threads)
-        if tl and "results" in tl:
+            for mode in ("classic", "bridge"):
+                tl[mode] = run_transformer_lens(d, tl_items, 1, a.threads, mode)
+        for mode, res in tl.items():
+            if not (res and "results" in res):
+                continue
             for row in rows:
-                r = tl["results"][f"P{row['P']}"]
-                row["tl"] = r["seconds"]
-                row["diff_tl"] = float((row["grid"] - torch.tensor(r["grid"])).abs().max())
+                r = res["results"][f"P{row['P']}"]
+                row[f"tl_{mode}"] = r["seconds"]
+                row[f"diff_tl_{mode}"] = float((row["grid"] - torch.tensor(r["grid"])).abs().max())
                 print(
-                    f"P={row['P']:3d}: TransformerLens {row['tl']:7.2f}s  ratio {row['tl'] / row['mi_widgets']:5.2f}x  max|diff| {row['diff_tl']:.1e}"
+                    f"P={row['P']:3d}: TransformerLens {mode} {r['seconds']:7.2f}s  "
+                    f"ratio {r['seconds'] / row['mi_widgets']:5.2f}x  max|diff| {row[f'diff_tl_{mode}']:.1e}"
                 )
     total = time.perf_counter() - t_start
     print(f"total {total:.0f}s")
     ok = all(
-        r["diff_hooks"] <= 1e-4 and (r["diff_nnsight"] is None or r["diff_nnsight"] <= 1e-4)
+        r["diff_hooks"] <= 1e-4
+        and (r["diff_nnsight"] is None or r["diff_nnsight"] <= 1e-4)
+        and all(r.get(f"diff_tl_{m}", 0.0) <= 1e-4 for m in ("classic", "bridge"))
         for r in rows
     )
     if not ok:
@@ -332,18 +387,42 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def _tl_note(mode: str, res: dict | None) -> str:
+    what = (
+        "TransformerLens classic `HookedTransformer`"
+        if mode == "classic"
+        else "TransformerLens `TransformerBridge`"
+    )
+    venv = TL_CLASSIC_VENV if mode == "classic" else TL_VENV
+    if res is None:
+        return f"{what}: not run (no venv at `{venv}`; see the script docstring)."
+    if "error" in res:
+        return f"{what}: the run failed: `{res['error']}`."
+    how = (
+        "a `HookedTransformerConfig` for the gpt2-small shape (act_fn gelu_new, LN, n_ctx 1024, "
+        "d_vocab 50257) and `convert_gpt2_weights` from the same random weights, loaded with "
+        "`load_and_process_state_dict(fold_ln=False, center_writing_weights=False, "
+        "center_unembed=False, fold_value_biases=False)` (no hub access)"
+        if mode == "classic"
+        else "`TransformerBridge.boot_transformers` around the same HF model (raw weights, "
+        "no compatibility-mode folding)"
+    )
+    return f"{what}: transformer_lens {res['version']} in `{venv}`, {how}."
+
+
 def write_results(
-    rows: list[dict], tl: dict | None, a: argparse.Namespace, total: float, ok: bool
+    rows: list[dict], tl: dict[str, dict | None], a: argparse.Namespace, total: float, ok: bool
 ) -> None:
     import nnsight
     import transformers
+    from _results import write_section
 
     lines = [
-        "## patching",
-        "",
         '`activation_patching(model, clean, corrupt, logit_diff(a, b), site="resid_pre", positions="each")` '
         "(layers × positions grid) against hand-written batched torch forward hooks (one full forward "
-        "per layer, one row per position, full logits) on a gpt2-small-shaped model "
+        "per layer, one row per position, full logits) and TransformerLens "
+        "`patching.get_act_patch_resid_pre` (one full forward per (layer, position)) on the classic "
+        "`HookedTransformer` and on TL 4's `TransformerBridge`, on a gpt2-small-shaped model "
         "(`GPT2Config()` defaults: 12 layers, d_model 768, vocab 50257; random init, seed 0, float32, eager "
         "attention) on CPU. Times are end to end (clean/corrupt caching included), best of the "
         "repeats shown; ratio = baseline time / mi_widgets time (higher is better for us). Produced by "
@@ -353,57 +432,46 @@ def write_results(
         f"{a.threads} thread(s), transformers {transformers.__version__}, nnsight {getattr(nnsight, '__version__', '?')}. "
         f"Total benchmark time {total:.0f} s.",
         "",
-        "| P tokens | layers | repeats | mi_widgets (s) | nnsight engine (s) | torch hooks (s) | hooks / ours | TransformerLens (s) | TL / ours | max abs diff vs hooks |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| P tokens | layers | repeats | mi_widgets (s) | nnsight engine (s) | torch hooks (s) | hooks / ours "
+        "| TL HookedTransformer (s) | TL classic / ours | TL Bridge (s) | TL Bridge / ours | max abs diff vs hooks |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         nn = f"{r['nnsight']:.2f}" if r["nnsight"] is not None else "—"
-        tls = f"{r['tl']:.2f}" if "tl" in r else "—"
-        tlr = f"{r['tl'] / r['mi_widgets']:.2f}×" if "tl" in r else "—"
+        cells = []
+        for m in ("classic", "bridge"):
+            k = f"tl_{m}"
+            cells.append(f"{r[k]:.2f}" if k in r else "—")
+            cells.append(f"{r[k] / r['mi_widgets']:.2f}×" if k in r else "—")
         diffs = f"{r['diff_hooks']:.1e}"
         if r["diff_nnsight"] is not None:
             diffs += f" (nnsight engine {r['diff_nnsight']:.1e})"
-        if "diff_tl" in r:
-            diffs += f" (TL {r['diff_tl']:.1e})"
+        for m, lab in (("classic", "TL classic"), ("bridge", "TL Bridge")):
+            if f"diff_tl_{m}" in r:
+                diffs += f" ({lab} {r[f'diff_tl_{m}']:.1e})"
         lay = "all 12" if len(r["layers"]) == 12 else ", ".join(map(str, r["layers"]))
         lines.append(
             f"| {r['P']} | {lay} | {r['repeats']} | {r['mi_widgets']:.2f} | {nn} | {r['hooks']:.2f} | "
-            f"{r['hooks'] / r['mi_widgets']:.2f}× | {tls} | {tlr} | {diffs} |"
+            f"{r['hooks'] / r['mi_widgets']:.2f}× | {' | '.join(cells)} | {diffs} |"
         )
-    lines.append("")
-    lines.append(
+    lines += [
+        "",
         "Grids agree within 1e-4 (normalised units)."
         if ok
-        else "**Grids disagree by more than 1e-4.**"
-    )
-    lines.append("")
-    if tl is None:
-        lines.append(
-            "TransformerLens: not run (no venv at "
-            f"`{TL_VENV}`; set it up with `python -m venv /tmp/tl-venv && /tmp/tl-venv/bin/pip install "
-            "torch==2.13.0 transformer_lens`)."
-        )
-    elif "error" in tl:
-        lines.append(f"TransformerLens: the run failed: `{tl['error']}`.")
-    else:
-        lines.append(
-            f"TransformerLens {tl['version']} (separate venv, `patching.get_act_patch_resid_pre`, which runs "
-            "one full forward per (layer, position); for a layer subset, `generic_activation_patch` "
-            "with an `index_df` of those cells), one repeat."
-        )
-    lines.append(
+        else "**Grids disagree by more than 1e-4.**",
+        "",
+        "How TransformerLens was set up (each in its own venv, run in a subprocess, one repeat; "
+        "for a layer subset, `generic_activation_patch` with an `index_df` of those cells):",
+        "",
+        "- " + _tl_note("classic", tl.get("classic")),
+        "- " + _tl_note("bridge", tl.get("bridge")),
+        "",
         "P = 64 patches layers 3 and 8 unless run with `--full`: their mean remaining depth "
         "(6.5 blocks) equals the full grid's, and the full grid of the baselines takes minutes here. "
-        "The methods run interleaved, `repeats` rounds each; the best round counts."
-    )
-    section = "\n".join(lines) + "\n"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pat = re.compile(r"^## patching\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda _: section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text, encoding="utf-8")
+        "The mi_widgets, nnsight-engine and hooks columns run interleaved, `repeats` rounds each; "
+        "the best round counts.",
+    ]
+    write_section("patching", "\n".join(lines))
     print(f"wrote the patching section of {RESULTS}")
 
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mi_widgets.core.probes import ProbeDataset, auroc, fit_logistic, probe
+from mi_widgets.core.probes import (
+    ProbeDataset,
+    auroc,
+    cache_activations,
+    fit_logistic,
+    fit_softmax,
+    probe,
+)
 
 
 def _planted(n=600, d=20, seed=0, signal=1.5):
@@ -25,7 +32,7 @@ def test_logistic_matches_sklearn(C, solver):
     sk = pytest.importorskip("sklearn.linear_model")
     X, y = _planted()
     tr, te = slice(0, 400), slice(400, None)
-    fit = fit_logistic(X[tr], y[tr], C, newton_max_dim=256 if solver == "newton" else 0)
+    fit = fit_logistic(X[tr], y[tr], C, newton_max_dim=256 if solver == "newton" else 0, tol=1e-9, dtype=torch.float64)
     Z = ((X.double() - fit.mean) / fit.scale).numpy()
     ref = sk.LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(Z[tr], y[tr].numpy())
     coef = torch.from_numpy(ref.coef_[0])
@@ -48,11 +55,11 @@ def test_auroc_against_sklearn():
     assert abs(auroc(s, y) - metrics.roc_auc_score(y.numpy(), s.numpy())) < 1e-12
 
 
-def test_one_trace_per_text(tiny):
-    ds = ProbeDataset.from_lists(
-        ["The food was wonderful. Overall the review is", "The food was awful. Overall the review is"] * 5,
-        [1, 0] * 5,
-    )
+def test_one_forward_per_batch(tiny):
+    # same-length texts share one trace that reads every layer: not one per text, not one per layer
+    texts = ["The food was wonderful. Overall the review is", "The food was awful. Overall the review is"] * 5
+    texts += ["The film was boring and the music was rude. Overall the review is"] * 4
+    ds = ProbeDataset.from_lists(texts, [1, 0] * 7)
     ds.test_frac, ds.val_frac = 0.3, 0.2
     calls = []
     h = tiny.hf.register_forward_hook(lambda *a: calls.append(1))
@@ -60,8 +67,15 @@ def test_one_trace_per_text(tiny):
         r = probe(tiny, ds, layers="all", seeds=(0,), progress=False)
     finally:
         h.remove()
-    assert len(calls) == len(ds)  # not len(ds) * n_layers
+    assert len({len(tiny.to_tokens(t)[0]) for t in texts}) == 2
+    assert len(calls) == 2  # two token lengths -> two batches
     assert [k for k in r.layers] == [("resid_pre", -1)] + [("resid_post", i) for i in range(tiny.n_layers)]
+    # batched caching reads the same values as one trace per text
+    acts, _ = cache_activations(tiny, texts[:3], "last", [("resid_post", 2), ("resid_pre", -1)], progress=False)
+    for i, t in enumerate(texts[:3]):
+        ref = tiny.run(tiny.to_tokens(t), [("resid_post", 2), ("resid_pre", 0)])
+        assert torch.allclose(acts[("resid_post", 2)][i], ref[("resid_post", 2)][-1], atol=1e-5)
+        assert torch.allclose(acts[("resid_pre", -1)][i], ref[("resid_pre", 0)][-1], atol=1e-5)
 
 
 def test_errors_before_any_forward(tiny):
@@ -146,3 +160,40 @@ def test_plot(sentiment):
     fig = sentiment.plot()
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert {"train", "test", "ood", "control", "baseline"} <= set(labels)
+
+
+def test_softmax_matches_sklearn():
+    sk = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(3)
+    K, d, n = 4, 10, 400
+    centres = torch.randn(K, d, generator=g) * 1.2
+    y = torch.randint(0, K, (n,), generator=g)
+    X = centres[y] + torch.randn(n, d, generator=g) * torch.linspace(0.5, 2.0, d) + 3.0
+    for C in (0.05, 1.0):
+        fit = fit_softmax(X[:300], y[:300], C, n_classes=K, tol=1e-10)
+        Z = ((X.double() - fit.mean) / fit.scale).numpy()
+        ref = sk.LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(Z[:300], y[:300].numpy())
+        coef = torch.from_numpy(ref.coef_).T  # [d, K]
+        assert torch.allclose(fit.coef, coef, rtol=1e-4, atol=1e-4), (fit.coef - coef).abs().max()
+        assert torch.allclose(fit.intercept, torch.from_numpy(ref.intercept_), atol=1e-4)
+        ours = fit.predict(X[300:])
+        theirs = torch.from_numpy(ref.predict(Z[300:]))
+        assert (ours == theirs).double().mean() >= 0.99
+        assert (ours == y[300:]).double().mean() > 0.6  # the planted classes are found
+        assert fit.direction.shape == (K, d)
+
+
+def test_multiclass_city_ground_truth(tiny):
+    # docs/zoo.md: the fact prompts' city is readable after block 0 (logit lens top-1 = 1.0 there);
+    # the read token is always " in", so the embedding has no information (20 classes: chance 0.05)
+    ds = ProbeDataset.from_zoo("city")
+    assert len(ds.classes) == 20
+    r = probe(tiny, ds, layers=[0, 3], seeds=(0,), C_grid=(0.1, 1.0), progress=False)
+    assert r.accuracy("embed") <= 0.15
+    assert r.accuracy(0) >= 0.9 and r.accuracy(3) >= 0.9
+    assert r.accuracy(0, "control") <= 0.3  # control task (token identity is constant: shuffled labels)
+    assert r.accuracy(0, "baseline") <= 0.15
+    scores = r.test_scores[("resid_post", 0)]
+    assert scores.shape == (len(r.test_index), 20)
+    assert r.directions[("resid_post", 0)].shape == (20, tiny.d_model)
+    assert r.to_pandas().query("split == 'test' and layer == 0")["auroc"].iloc[0] >= 0.95

@@ -287,9 +287,8 @@ class CoTResult:
         from ..widgets.token_activations import TokenActivations
         from .activations import TokenActivationsResult
 
-        # site/layer are placeholders (the values are attributions, not a site's activations):
-        # TokenActivations' defaults, since a bare result whose site differs from the view's
-        # default trips its site observer (reported upstream).
+        # site/layer are placeholders: the values are attributions, not a site's activations
+        # (the view has no model, so it cannot switch site or layer).
         res = TokenActivationsResult(
             model_name=self.model_name,
             site="mlp_post",

@@ -1,7 +1,8 @@
 """Linear probes: is a label linearly readable from a site, layer by layer?
 
-``probe(model, dataset)`` runs the model once over the dataset (one nnsight trace per text that
-reads every requested ``(site, layer)`` at once, keeping only the read position), then fits per
+``probe(model, dataset)`` runs the model once over the dataset (one nnsight trace per batch of
+same-length texts that reads every requested ``(site, layer)`` at once, keeping only the read
+position), then fits per
 layer an L2-regularised logistic regression in torch (Newton's method on standardised features,
 float64; the regularisation strength is picked on the validation split). Each layer reports
 train / validation / test / OOD accuracy and AUROC, a majority-class baseline and a control task
@@ -106,6 +107,10 @@ class ProbeDataset:
           held-out adjectives.
         - ``"truth"``: ``"Claim: <statement> This is"`` for a true and a false statement per
           fact and claim template (label 1 = true), read at the last token, split by subject.
+        - ``"city"`` (multiclass): the fact prompts of the training templates
+          (``"The Eiffel Tower is in"``), label = the index of the subject's city in
+          ``corpus.CITIES`` (20 classes), read at the last token (always ``" in"``), split by
+          template so test templates are unseen.
         """
         from ..zoo import corpus
 
@@ -124,7 +129,13 @@ class ProbeDataset:
                 [e["prompt"] for e in ex], [e["label"] for e in ex], "last",
                 groups=[e["subject"] for e in ex], name="truth",
             )
-        raise ValueError(f"unknown zoo probe dataset {name!r}; choose 'sentiment' or 'truth'")
+        if name == "city":
+            fp = corpus.fact_prompts("train")
+            return cls(
+                [e["prompt"] for e in fp], [corpus.CITIES.index(e["city"]) for e in fp], "last",
+                groups=[e["template"] for e in fp], name="city",
+            )
+        raise ValueError(f"unknown zoo probe dataset {name!r}; choose 'sentiment', 'truth' or 'city'")
 
     def split(self, seed: int = 0) -> tuple[list[int], list[int], list[int]]:
         """``(train, validation, test)`` indices, seeded; by group when ``groups`` is set."""
@@ -241,42 +252,143 @@ def _newton(Z: torch.Tensor, y: torch.Tensor, C: float, theta: torch.Tensor | No
     return theta
 
 
-def _lbfgs(Z: torch.Tensor, y: torch.Tensor, C: float, theta: torch.Tensor | None, max_iter: int = 1000) -> torch.Tensor:
+def _lbfgs(Z: torch.Tensor, y: torch.Tensor, C: float, theta: torch.Tensor | None, max_iter: int = 1000, tol: float = 1e-4) -> torch.Tensor:
     """Same objective as :func:`_newton` (divided by ``C * n``), by full-batch L-BFGS; for wide
-    features, where a ``d x d`` Hessian per step costs more than many gradient steps."""
+    features, where a ``d x d`` Hessian per step costs more than many gradient steps. Stops when
+    the largest gradient component of the mean objective is below ``tol`` (scikit-learn's
+    ``tol`` for its lbfgs solver, default 1e-4, means the same); runs in ``Z``'s dtype."""
     n, d1 = Z.shape
     reg = torch.ones(d1, dtype=Z.dtype)
     reg[-1] = 0.0
     lam = 1.0 / (C * n)
-    t = (torch.zeros(d1, dtype=Z.dtype) if theta is None else theta.clone()).requires_grad_(True)
-    opt = torch.optim.LBFGS([t], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
+    t = (torch.zeros(d1, dtype=Z.dtype) if theta is None else theta.to(Z.dtype).clone()).requires_grad_(True)
+    opt = torch.optim.LBFGS([t], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=tol,
+                            tolerance_change=1e-12 if Z.dtype == torch.float64 else 1e-9, line_search_fn="strong_wolfe")
+
+    inv_n = 1.0 / n
+
+    def closure() -> torch.Tensor:
+        # analytic gradient: no autograd graph per evaluation
+        with torch.no_grad():
+            z = Z @ t
+            rt = reg * t
+            loss = (torch.nn.functional.softplus(z) - y * z).sum() * inv_n + 0.5 * lam * (rt * t).sum()
+            t.grad = Z.T @ ((torch.sigmoid(z) - y) * inv_n) + lam * rt
+        return loss
+
+    opt.step(closure)
+    return t.detach()
+
+
+def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None, init: LogisticFit | None = None, newton_max_dim: int = 256, tol: float = 1e-4, dtype: torch.dtype = torch.float32) -> LogisticFit:
+    """L2-regularised binary logistic regression with scikit-learn's objective
+    (``0.5 |w|^2 + C * sum(logloss)``, intercept unpenalised) on standardised features:
+    Newton's method in float64 up to ``newton_max_dim`` features; above, full-batch L-BFGS in
+    ``dtype`` (float32 by default: standardised features are O(1), and the stopping rule
+    ``tol`` on the mean objective's gradient is scikit-learn's default, 1e-4; pass
+    ``dtype=torch.float64, tol=1e-9`` for a reference-grade optimum)."""
+    mean, scale = stats if stats is not None else standardise(X)
+    Z = _design(X, mean, scale, torch.float64 if X.shape[1] + 1 <= newton_max_dim else dtype)
+    return _fit_design(Z, y, C, mean, scale, init, newton_max_dim, tol, dtype)
+
+
+def _design(X: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Standardised features with a column of ones last, ``[n, d + 1]``."""
+    Z = ((X.double() - mean) / scale).to(dtype)
+    return torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=dtype)], dim=1)
+
+
+def _fit_design(Z: torch.Tensor, y: torch.Tensor, C: float, mean: torch.Tensor, scale: torch.Tensor, init: LogisticFit | None, newton_max_dim: int, tol: float, dtype: torch.dtype) -> LogisticFit:
+    theta0 = None if init is None else torch.cat([init.coef, torch.tensor([init.intercept], dtype=torch.float64)])
+    if Z.shape[1] <= newton_max_dim:
+        theta = _newton(Z.double(), y.double(), float(C), theta0)
+    else:
+        theta = _lbfgs(Z.to(dtype), y.to(dtype), float(C), theta0, tol=tol).double()
+    return LogisticFit(theta[:-1].clone(), float(theta[-1]), mean, scale, float(C))
+
+
+@dataclass
+class SoftmaxFit:
+    """A fitted multiclass (softmax) probe on standardised features:
+    ``scores = ((x - mean) / scale) @ coef + intercept`` with ``coef`` ``[d, K]``; class ``k``
+    is the ``k``-th sorted label (``classes``)."""
+
+    coef: torch.Tensor
+    intercept: torch.Tensor
+    mean: torch.Tensor
+    scale: torch.Tensor
+    C: float
+    classes: list[int] = field(default_factory=list)
+
+    def decision(self, X: torch.Tensor) -> torch.Tensor:
+        """Class scores (logits) ``[n, K]``."""
+        return ((X.double() - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        """Class indices ``0..K-1``."""
+        return self.decision(X).argmax(-1)
+
+    @property
+    def direction(self) -> torch.Tensor:
+        """One weight vector per class in activation units, ``[K, d]``."""
+        return (self.coef / self.scale[:, None]).T.float().contiguous()
+
+
+def fit_softmax(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None, init: SoftmaxFit | None = None, n_classes: int | None = None, tol: float = 1e-5) -> SoftmaxFit:
+    """L2-regularised multinomial logistic regression with scikit-learn's objective
+    (``0.5 |W|^2 + C * sum(cross-entropy)``, intercepts unpenalised) on standardised features,
+    by full-batch L-BFGS in float64. ``y`` holds class indices ``0..K-1``."""
+    mean, scale = stats if stats is not None else standardise(X)
+    Z = (X.double() - mean) / scale
+    n, d = Z.shape
+    K = int(n_classes or int(y.max()) + 1)
+    lam = 1.0 / (C * n)
+    W = torch.zeros(d, K, dtype=torch.float64) if init is None else init.coef.clone()
+    b = torch.zeros(K, dtype=torch.float64) if init is None else init.intercept.clone()
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=1000, history_size=20, tolerance_grad=tol,
                             tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    yl = y.long()
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        z = Z @ t
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 0.5 * lam * (reg * t * t).sum()
+        loss = torch.nn.functional.cross_entropy(Z @ W + b, yl) + 0.5 * lam * (W * W).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    return t.detach()
+    return SoftmaxFit(W.detach(), b.detach(), mean, scale, float(C), list(range(K)))
 
 
-def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None, init: LogisticFit | None = None, newton_max_dim: int = 256) -> LogisticFit:
-    """L2-regularised binary logistic regression with scikit-learn's objective
-    (``0.5 |w|^2 + C * sum(logloss)``, intercept unpenalised) on standardised features, in
-    float64: Newton's method up to ``newton_max_dim`` features, full-batch L-BFGS above."""
-    mean, scale = stats if stats is not None else standardise(X)
-    Z = (X.double() - mean) / scale
-    Z = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype)], dim=1)
-    theta0 = None if init is None else torch.cat([init.coef, torch.tensor([init.intercept], dtype=torch.float64)])
-    if Z.shape[1] <= newton_max_dim:
-        theta = _newton(Z, y.double(), float(C), theta0)
-    else:
-        theta = _lbfgs(Z, y.double(), float(C), theta0)
-    return LogisticFit(theta[:-1].clone(), float(theta[-1]), mean, scale, float(C))
+def fit_probe(Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor, yva: torch.Tensor, grid: Sequence[float] = C_GRID, n_classes: int | None = None) -> LogisticFit | SoftmaxFit:
+    """A probe for class indices ``0..K-1``: binary logistic for ``K = 2``, softmax above, with
+    C picked on validation (see :func:`fit_with_validation`). ``fit.predict`` gives class indices."""
+    K = int(n_classes or int(max(int(ytr.max()), int(yva.max()) if len(yva) else 0)) + 1)
+    if K <= 2:
+        return fit_with_validation(Xtr, ytr, Xva, yva, grid)
+    stats = standardise(Xtr)
+    best, best_key, prev = None, None, None
+    for C in sorted(grid):
+        fit = fit_softmax(Xtr, ytr, C, stats=stats, init=prev, n_classes=K)
+        prev = fit
+        if len(yva):
+            z = fit.decision(Xva)
+            key = (-_acc(z.argmax(-1), yva), float(torch.nn.functional.cross_entropy(z, yva.long())))
+        else:
+            key = (0.0, 0.0)
+        if best_key is None or key < best_key:
+            best, best_key = fit, key
+    assert best is not None
+    return best
+
+
+def macro_auroc(scores: torch.Tensor, y: torch.Tensor) -> float:
+    """One-vs-rest AUROC averaged over the classes present in ``y`` (scores ``[n, K]``)."""
+    vals = [auroc(scores[:, k], (y == k).long()) for k in range(scores.shape[1])]
+    vals = [v for v in vals if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def auroc(scores: torch.Tensor, y: torch.Tensor) -> float:
@@ -305,9 +417,12 @@ def fit_with_validation(Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor,
     """Fit over ``grid`` (warm-started from the strongest regularisation) and keep the C with the
     best validation accuracy (ties: lower validation log-loss, then stronger regularisation)."""
     stats = standardise(Xtr)
+    newton_max_dim = 256
+    Z = _design(Xtr, *stats, torch.float64 if Xtr.shape[1] + 1 <= newton_max_dim else torch.float32)
     best, best_key, prev = None, None, None
-    for C in sorted(grid):
-        fit = fit_logistic(Xtr, ytr, C, stats=stats, init=prev)
+    Cs = sorted(grid)
+    for C in Cs:
+        fit = _fit_design(Z, ytr, C, *stats, prev, newton_max_dim, 1e-4, torch.float32)
         prev = fit
         if len(yva):
             z = fit.decision(Xva)
@@ -334,14 +449,16 @@ def _layer_name(site: str, layer: int) -> str:
 class ProbeResult:
     """Per-layer probe accuracies. ``rows``: one dict per (site, layer, seed, split) with
     ``accuracy`` and ``auroc``; layer ``-1`` is the embedding (``resid_pre`` of block 0).
-    ``directions[(site, layer)]``: the first seed's probe weight vector in activation units."""
+    ``directions[(site, layer)]``: the first seed's probe weight vector in activation units
+    (``[d]`` for two classes; ``[K, d]``, one row per sorted class, for K > 2). Multiclass rows
+    report macro one-vs-rest AUROC."""
 
     model_name: str
     dataset: str
     rows: list[dict]
     layers: list[tuple[str, int]]
     directions: dict[tuple[str, int], torch.Tensor]
-    fits: dict[tuple[str, int], LogisticFit] = field(repr=False, default_factory=dict)
+    fits: dict[tuple[str, int], LogisticFit | SoftmaxFit] = field(repr=False, default_factory=dict)
     control_kind: str = ""
     seeds: tuple[int, ...] = (0,)
     #: the probed texts, their labels and read spec (for views that show examples)
@@ -349,7 +466,8 @@ class ProbeResult:
     labels: list[int] = field(repr=False, default_factory=list)
     read: Any = "last"
     #: the first seed's test indices into ``texts`` and, per (site, layer), the probe's
-    #: decision values on them (binary: logit of the higher class, shape ``[n_test]``)
+    #: decision values on them (binary: logit of the higher class, shape ``[n_test]``;
+    #: multiclass: the K class scores (logits, classes in sorted label order), ``[n_test, K]``)
     test_index: list[int] = field(repr=False, default_factory=list)
     test_scores: dict[tuple[str, int], torch.Tensor] = field(repr=False, default_factory=dict)
     #: extra per-layer accuracy curves drawn on the same axes (e.g. after erasure, CCS):
@@ -496,46 +614,84 @@ def _positions(read: Any, i: int, n_tokens: int) -> int | str:
     return p % n_tokens
 
 
-def cache_activations(model: Model, texts: list[str], read: Any, reads: list[tuple[str, int]], progress: bool = True, desc: str = "probe") -> tuple[dict[tuple[str, int], torch.Tensor], list[int]]:
-    """One trace per text reading every ``(site, layer)`` of ``reads`` (layer -1 = embedding);
-    only the read position (or the mean over tokens) is kept. Returns ``({key: [N, d]}, token
-    id at the read position (-1 for "mean"))``."""
+def _run_batch(model: Model, ids: torch.Tensor, reads: list[tuple[str, int]]) -> dict[tuple[str, int], torch.Tensor]:
+    """One nnsight trace over same-length sequences ``ids`` ``[B, T]`` reading every vector site
+    of ``reads`` (in execution order); values ``[B, T, d]`` in float32 on the CPU."""
+    keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
+    for site, layer in dict.fromkeys(reads):
+        r = model.arch.reads[site]
+        keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+    saved: dict[tuple[int, int, str, str], Any] = {}
+    mask = torch.ones(ids.shape, dtype=torch.long, device=model.device)
+    with torch.no_grad(), model.nn.trace(ids.to(model.device), attention_mask=mask, remote=model.remote):
+        for key in sorted(keys):
+            layer, _, module, io = key
+            env = model._module(layer, module)
+            saved[key] = (env.input if io == "input" else env.output).save()
+    out: dict[tuple[str, int], torch.Tensor] = {}
+    for key, wanted in keys.items():
+        raw = saved[key]
+        for site, layer in wanted:
+            item = model.arch.reads[site].item
+            value = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+            out[(site, layer)] = value.detach().float().cpu()
+    return out
+
+
+def cache_activations(model: Model, texts: list[str], read: Any, reads: list[tuple[str, int]], progress: bool = True, desc: str = "probe", batch_size: int = 64) -> tuple[dict[tuple[str, int], torch.Tensor], list[int]]:
+    """One nnsight trace per batch of up to ``batch_size`` same-length texts, reading every
+    ``(site, layer)`` of ``reads`` (layer -1 = embedding) at once; only the read position (or
+    the mean over tokens) is kept. Returns ``({key: [N, d]}, token id at the read position (-1
+    for "mean"))``."""
     ids = [model.to_tokens(t) for t in texts]  # validates lengths before any forward
     pos = [_positions(read, i, x.shape[1]) for i, x in enumerate(ids)]
-    run_reads = [("resid_pre", 0) if layer < 0 else (s, layer) for s, layer in reads]
-    out: dict[tuple[str, int], list[torch.Tensor]] = {k: [] for k in reads}
-    tok: list[int] = []
+    run_reads = list(dict.fromkeys(("resid_pre", 0) if layer < 0 else (s, layer) for s, layer in reads))
+    for s, layer in run_reads:
+        model.check_site(s, layer)
+    groups: dict[int, list[int]] = {}
+    for i, x in enumerate(ids):
+        groups.setdefault(x.shape[1], []).append(i)
+    batches = [m[k : k + batch_size] for m in groups.values() for k in range(0, len(m), batch_size)]
+    out: dict[tuple[str, int], torch.Tensor] = {}
+    tok = [-1 if p == "mean" else int(ids[i][0, p]) for i, p in enumerate(pos)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(texts), desc=desc, unit="text", leave=False)
     try:
-        for x, p in zip(ids, pos):
-            got = model.run(x, list(dict.fromkeys(run_reads)))
-            for k, rk in zip(reads, run_reads):
-                v = got[rk]
-                out[k].append(v.mean(0) if p == "mean" else v[p].clone())
-            tok.append(-1 if p == "mean" else int(x[0, p]))
+        for members in batches:
+            got = _run_batch(model, torch.cat([ids[i] for i in members]), run_reads)
+            b = torch.arange(len(members))
+            for k in reads:
+                v = got[("resid_pre", 0) if k[1] < 0 else k]
+                if k not in out:
+                    out[k] = torch.zeros(len(texts), v.shape[-1])
+                if all(pos[i] == "mean" for i in members):
+                    out[k][members] = v.mean(1)
+                else:
+                    p = torch.tensor([pos[i] for i in members])
+                    out[k][members] = v[b, p]
             if bar is not None:
-                bar.update(1)
+                bar.update(len(members))
     finally:
         if bar is not None:
             bar.close()
-    return {k: torch.stack(v) for k, v in out.items()}, tok
+    return out, tok
 
 
-def _control_labels(y: torch.Tensor, tok: list[int], seed: int) -> tuple[torch.Tensor, str]:
+def _control_labels(y: torch.Tensor, tok: list[int], seed: int, n_classes: int = 2) -> tuple[torch.Tensor, str]:
     """Hewitt & Liang control task: each read-token identity gets a fixed random class (drawn
     with the label's class balance); when that is degenerate (too few distinct tokens, or one
     class only), labels are shuffled instead (same class balance, no information)."""
     g = torch.Generator().manual_seed(10_000 + seed)
     distinct = sorted(set(tok))
-    if -1 not in distinct and len(distinct) >= 8:
-        frac = float(y.double().mean())
-        table = {t: int(torch.rand(1, generator=g).item() < frac) for t in distinct}
+    if -1 not in distinct and len(distinct) >= 4 * n_classes:
+        freq = torch.bincount(y, minlength=n_classes).double()
+        draws = torch.multinomial(freq / freq.sum(), len(distinct), replacement=True, generator=g)
+        table = {t: int(c) for t, c in zip(distinct, draws)}
         c = torch.tensor([table[t] for t in tok])
-        if 0 < int(c.sum()) < len(c):
+        if len(set(c.tolist())) == n_classes:
             return c, "token identity"
     return y[torch.randperm(len(y), generator=g)], "shuffled labels"
 
@@ -553,8 +709,8 @@ def probe(
     """Fit a linear probe for ``dataset``'s labels at every requested ``(site, layer)`` and at
     the embedding (``resid_pre`` of block 0, the first row, layer ``-1``).
 
-    One pass over the data caches every activation (one nnsight trace per text reading all
-    layers; only the read position is kept), then per layer and seed: a seeded train /
+    One pass over the data caches every activation (one nnsight trace per batch of same-length
+    texts reading all layers; only the read position is kept), then per layer and seed: a seeded train /
     validation / test split, an L2 logistic regression whose C is chosen on validation, and
     the control task and majority baseline. Errors about the arguments are raised before any
     forward pass.
@@ -563,36 +719,35 @@ def probe(
         raise ValueError(f"dataset must be a ProbeDataset, got {type(dataset).__name__}")
     if kind != "logistic":
         raise ValueError(f"unknown probe kind {kind!r}; only 'logistic' is implemented")
-    if len(dataset.classes) != 2:
-        raise ValueError(f"labels have {len(dataset.classes)} classes {dataset.classes}; probe() fits binary probes (two classes) for now")
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
     reads = _resolve_reads(model, sites, layers)
     for s in seeds:
         dataset.split(s)  # too-small datasets fail here, before any forward
-    lo, hi = dataset.classes
-    y = torch.tensor([1 if v == hi else 0 for v in dataset.labels])
+    classes = dataset.classes
+    K = len(classes)
+    y = torch.tensor([classes.index(v) for v in dataset.labels])
     acts, tok = cache_activations(model, dataset.texts, dataset.read, reads, progress, f"probe {dataset.name}")
     ood_acts, y_ood = None, None
     if dataset.ood_texts is not None:
         ood_acts, _ = cache_activations(model, dataset.ood_texts, dataset.ood_read_spec, reads, progress, f"probe {dataset.name} OOD")
-        y_ood = torch.tensor([1 if v == hi else 0 for v in dataset.ood_labels])  # type: ignore[union-attr]
+        y_ood = torch.tensor([classes.index(v) for v in dataset.ood_labels])  # type: ignore[union-attr]
 
     rows: list[dict] = []
     directions: dict[tuple[str, int], torch.Tensor] = {}
-    fits: dict[tuple[str, int], LogisticFit] = {}
+    fits: dict[tuple[str, int], LogisticFit | SoftmaxFit] = {}
     test_scores: dict[tuple[str, int], torch.Tensor] = {}
     test_index: list[int] = []
     control_kind = ""
     for seed in seeds:
         tr, va, te = (torch.tensor(ix, dtype=torch.long) for ix in dataset.split(seed))
-        yc, control_kind = _control_labels(y, tok, seed)
-        majority = int(y[tr].double().mean() >= 0.5)
+        yc, control_kind = _control_labels(y, tok, seed, K)
+        majority = int(torch.bincount(y[tr], minlength=K).argmax())
         for key in reads:
             X = acts[key]
             site, layer = key
-            fit = fit_with_validation(X[tr], y[tr], X[va], y[va], C_grid)
+            fit = fit_probe(X[tr], y[tr], X[va], y[va], C_grid, K)
             if seed == seeds[0]:
                 directions[key] = fit.direction
                 fits[key] = fit
@@ -602,15 +757,18 @@ def probe(
 
             def add(split: str, z: torch.Tensor | None, yy: torch.Tensor, C: float, pred: torch.Tensor | None = None, base: dict = base) -> None:
                 if pred is None:
-                    pred = (z > 0).long()  # type: ignore[operator]
-                rows.append({**base, "split": split, "accuracy": _acc(pred, yy),
-                             "auroc": auroc(z, yy) if z is not None else float("nan"), "C": C})
+                    pred = (z > 0).long() if z.ndim == 1 else z.argmax(-1)  # type: ignore[union-attr]
+                if z is None:
+                    au = float("nan")
+                else:
+                    au = auroc(z, yy) if z.ndim == 1 else macro_auroc(z, yy)
+                rows.append({**base, "split": split, "accuracy": _acc(pred, yy), "auroc": au, "C": C})
 
             for split, ix in (("train", tr), ("validation", va), ("test", te)):
                 add(split, fit.decision(X[ix]), y[ix], fit.C)
             if ood_acts is not None:
                 add("ood", fit.decision(ood_acts[key]), y_ood, fit.C)  # type: ignore[arg-type]
-            cfit = fit_with_validation(X[tr], yc[tr], X[va], yc[va], C_grid)
+            cfit = fit_probe(X[tr], yc[tr], X[va], yc[va], C_grid, K)
             add("control", cfit.decision(X[te]), yc[te], cfit.C)
             add("baseline", None, y[te], float("nan"), pred=torch.full_like(y[te], majority))
     return ProbeResult(
