@@ -14,6 +14,9 @@ from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
 from .core.cot import CoTResult, CoTTrace, cot_faithfulness, generate_trace, two_hop_traces
+from .core.features import FeatureData, LinearDictionary, feature_pass, logit_effects
+from .core.features import SteerResult as FeatureSteerResult
+from .core.features import steer as steer_feature
 from .core.lens import LensResult, TunedLens, logit_lens, train_tuned_lens, tuned_lens
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Model, load, wrap
@@ -46,6 +49,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widgets.attention_patterns import AttentionPatterns
+    from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.probe_accuracy import ProbeAccuracy
@@ -59,6 +63,7 @@ _WIDGETS = {
     "LogitLens": "logit_lens",
     "AttentionPatterns": "attention_patterns",
     "Steering": "steering",
+    "FeatureDashboard": "feature_dashboard",
 }
 
 
@@ -76,6 +81,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AttentionPatterns",
     "CoTResult",
+    "FeatureDashboard",
+    "FeatureData",
+    "FeatureSteerResult",
+    "LinearDictionary",
+    "feature_pass",
+    "logit_effects",
+    "steer_feature",
     "CoTTrace",
     "STEER_SITES",
     "SteerResult",

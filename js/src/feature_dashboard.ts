@@ -1,0 +1,406 @@
+/**
+ * FeatureDashboard view (docs: mi_widgets/widgets/feature_dashboard.py).
+ *
+ * Left: a searchable (index or explanation text), sortable (frequency, max activation, index)
+ * feature list that refills whenever `frequency` / `max_act` change (the dataset pass pushes
+ * them as batches finish). Right: the selected feature (`feature` trait): activation histogram,
+ * logit effects, top and band-sampled examples coloured by the feature, and steer / ablate on a
+ * prompt (request "steer"), with the before/after next-token distributions.
+ * Tokens are only ever written with textContent.
+ */
+
+import { css, divergingRGB, fmt, textColour } from "./lib/colour";
+import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
+import { CSS } from "./lib/feature_dashboard.css";
+import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { request } from "./lib/rpc";
+import { decode, isWire } from "./lib/wire";
+
+/** Rows drawn in the list at once (the rest are reached by search). */
+const MAX_ROWS = 300;
+
+interface Example {
+  text: number;
+  position: number;
+  activation: number;
+  tokens: string[];
+  center: number;
+  start: number;
+  len: number;
+}
+interface Band {
+  lo: number;
+  hi: number;
+  fraction: number;
+  examples: Example[];
+}
+interface Logit {
+  token: string;
+  id: number;
+  value: number;
+}
+interface TopTok {
+  token: string;
+  id: number;
+  prob: number;
+  other: number;
+}
+
+const num = (x: unknown, d = 0): number => {
+  const n = typeof x === "number" ? x : Number(x);
+  return Number.isFinite(n) ? n : d;
+};
+const str = (x: unknown): string => (x == null ? "" : String(x));
+const arr = <T>(x: unknown): T[] => (Array.isArray(x) ? (x as T[]) : []);
+
+function wireData(x: unknown): ArrayLike<number> | null {
+  if (!isWire(x)) return null;
+  try {
+    return decode(x).data;
+  } catch {
+    return null;
+  }
+}
+
+/** Token span: visible escapes for controls, "↵" for newlines (same look as TokenActivations). */
+function tokenSpan(tok: string): HTMLElement {
+  const span = h("span", "mw-token");
+  if (tok === "") span.classList.add("mw-empty");
+  const parts = tok.split("\n");
+  parts.forEach((p, i) => {
+    if (i > 0) span.appendChild(h("span", "mw-nl", "↵"));
+    if (p) span.appendChild(document.createTextNode(displayToken(p)));
+  });
+  return span;
+}
+
+function render({ model, el }: RenderProps): Cleanup {
+  const title = h("span", "mw-title");
+  const statusEl = h("span", "mw-status");
+  statusEl.setAttribute("role", "status");
+  const progressFill = h("span");
+  const progressEl = h("span", "mw-progress", [progressFill]);
+  const stopBtn = h("button", "mw-stop", "stop");
+  stopBtn.type = "button";
+  stopBtn.title = "stop the dataset pass (results so far stay)";
+  const errorEl = h("div", "mw-error");
+  errorEl.setAttribute("role", "alert");
+  const search = h("input", "mw-search");
+  search.type = "search";
+  search.placeholder = "feature # or explanation";
+  search.setAttribute("aria-label", "search features");
+  const sortSel = h("select", "mw-sort");
+  sortSel.setAttribute("aria-label", "sort features by");
+  for (const [v, label] of [["max_act", "max act"], ["frequency", "frequency"], ["index", "index"]]) {
+    const o = h("option", null, label);
+    o.value = v;
+    sortSel.appendChild(o);
+  }
+  const listEl = h("div", "mw-feature-list");
+  listEl.setAttribute("role", "listbox");
+  const listNote = h("div", "mw-note");
+  const pane = h("div", "mw-feature-main");
+  const ttToken = h("div", "mw-tt-token");
+  const ttValue = h("div", "mw-tt-value");
+  const tooltip = h("div", "mw-tooltip", [ttToken, ttValue]);
+  tooltip.hidden = true;
+  // steer controls live outside `pane`'s redraws so that typing is never interrupted
+  const promptIn = h("input", "mw-prompt");
+  promptIn.setAttribute("aria-label", "prompt");
+  const coefIn = h("input", "mw-coef");
+  coefIn.type = "number";
+  coefIn.step = "any";
+  coefIn.setAttribute("aria-label", "steering coefficient");
+  const steerBtn = h("button", "mw-steer-btn", "steer");
+  const ablateBtn = h("button", "mw-ablate-btn", "ablate");
+  steerBtn.type = ablateBtn.type = "button";
+  steerBtn.title = "add coef × the feature's decoder direction at its site (every position)";
+  ablateBtn.title = "subtract the feature's contribution to the reconstruction (every position)";
+  const steerNote = h("div", "mw-note mw-steer-note");
+  const steerPanel = h("div", "mw-steer-panel");
+  const steerBox = h("div", "mw-steer", [
+    h("div", "mw-section", "Steer / ablate: next-token distribution"),
+    h("div", "mw-steer-controls", [promptIn, h("label", null, ["coef ", coefIn]), steerBtn, ablateBtn]),
+    steerNote,
+    steerPanel,
+  ]);
+  const root = h("div", "mw-feature-dashboard", [
+    style(CSS),
+    h("div", "mw-header", [title, h("span", "mw-status-wrap", [progressEl, statusEl, stopBtn])]),
+    errorEl,
+    h("div", "mw-body", [
+      h("div", "mw-list-pane", [
+        h("div", "mw-list-controls", [search, sortSel]),
+        h("div", "mw-feature-row mw-list-head", [h("span", null, "feature"), h("span", "mw-num", "freq"), h("span", "mw-num", "max")]),
+        listEl,
+        listNote,
+      ]),
+      h("div", "mw-feature-pane", [pane, steerBox]),
+    ]),
+    tooltip,
+  ]);
+  el.appendChild(root);
+
+  const isStatic = () => model.get("static") === true;
+  let localError = "";
+  let busy = false;
+  let exActs: ArrayLike<number> | null = null;
+
+  // ------------------------------------------------------------------ header
+  function renderHeader(): void {
+    setText(
+      title,
+      `${str(model.get("model_name"))} · ${str(model.get("site"))} layer ${num(model.get("layer"))} · ${num(model.get("d_sae"))} features`,
+    );
+    const st = str(model.get("status")) || "ready";
+    const done = num(model.get("n_texts_done"));
+    const total = num(model.get("n_texts"));
+    const running = st === "running";
+    statusEl.dataset.status = st;
+    setText(
+      statusEl,
+      running ? `running ${done}/${total} texts` : isStatic() ? `static · ${done}/${total} texts` : `${st} · ${done}/${total} texts · ${num(model.get("n_tokens"))} tokens`,
+    );
+    progressEl.hidden = !running;
+    progressFill.style.width = `${Math.round(Math.min(1, num(model.get("progress"))) * 100)}%`;
+    stopBtn.hidden = !running || isStatic();
+    const msgs = [localError, str(model.get("error"))].filter(Boolean);
+    setText(errorEl, msgs.join("\n"));
+    errorEl.hidden = msgs.length === 0;
+  }
+
+  // ------------------------------------------------------------------ list
+  function renderList(): void {
+    const freq = wireData(model.get("frequency"));
+    const maxa = wireData(model.get("max_act"));
+    const n = num(model.get("d_sae"));
+    const expl = (model.get("explanations") as Record<string, unknown> | null) ?? {};
+    const q = search.value.trim().toLowerCase();
+    const sel = num(model.get("selected"), -1);
+    let ids = Array.from({ length: n }, (_, i) => i);
+    if (q) {
+      const asNum = /^#?\d+$/.test(q) ? Number(q.replace("#", "")) : -1;
+      ids = ids.filter((i) => i === asNum || (asNum < 0 && str(expl[String(i)]).toLowerCase().includes(q)));
+    }
+    const key = sortSel.value;
+    if (key !== "index") {
+      const v = key === "frequency" ? freq : maxa;
+      if (v) ids.sort((a, b) => v[b] - v[a] || a - b);
+    }
+    clear(listEl);
+    const frag = document.createDocumentFragment();
+    for (const i of ids.slice(0, MAX_ROWS)) {
+      const e = str(expl[String(i)]);
+      const row = h("button", "mw-feature-row", [
+        h("span", "mw-fname", e ? `#${i} ${e}` : `#${i}`),
+        h("span", "mw-num", freq ? fmt(freq[i], 3) : "–"),
+        h("span", "mw-num", maxa ? fmt(maxa[i], 3) : "–"),
+      ]);
+      row.type = "button";
+      row.dataset.feature = String(i);
+      row.setAttribute("role", "option");
+      row.setAttribute("aria-selected", String(i === sel));
+      if (i === sel) row.classList.add("mw-selected");
+      frag.appendChild(row);
+    }
+    listEl.appendChild(frag);
+    setText(
+      listNote,
+      ids.length === 0 ? "no feature matches" : ids.length > MAX_ROWS ? `${ids.length - MAX_ROWS} more: refine the search` : "",
+    );
+  }
+
+  // ------------------------------------------------------------------ feature
+  function exampleRow(ex: Example, maxAct: number): HTMLElement {
+    const row = h("div", "mw-example");
+    row.dataset.text = String(ex.text);
+    row.dataset.position = String(ex.position);
+    row.appendChild(h("span", "mw-ex-meta", `${fmt(num(ex.activation), 4)} · #${ex.text}:${ex.position}`));
+    arr<string>(ex.tokens).forEach((tok, j) => {
+      const v = exActs && ex.start + j < exActs.length ? exActs[ex.start + j] : NaN;
+      const span = tokenSpan(str(tok));
+      const rgb = divergingRGB(v, maxAct);
+      span.style.backgroundColor = css(rgb);
+      span.style.color = textColour(rgb);
+      span.dataset.act = String(v);
+      if (j === ex.center) span.classList.add("mw-center");
+      row.appendChild(span);
+    });
+    return row;
+  }
+
+  function logitList(rows: Logit[], sign: string): HTMLElement {
+    const list = h("div", "mw-logits-list", [h("div", "mw-note", sign === "pos" ? "promotes" : "suppresses")]);
+    list.dataset.sign = sign;
+    for (const r of rows) list.appendChild(h("div", "mw-logit-row", [h("span", "mw-tok", displayToken(str(r.token))), h("span", "mw-val", fmt(num(r.value), 3))]));
+    return list;
+  }
+
+  function renderFeature(): void {
+    clear(pane);
+    const f = (model.get("feature") as Record<string, unknown> | null) ?? {};
+    const sel = num(model.get("selected"), -1);
+    if (!("index" in f) || num(f.index, -2) !== sel) {
+      pane.appendChild(
+        h("div", "mw-note", sel < 0 ? "Select a feature." : isStatic() ? `Feature ${sel} is not in this static export (it carries the first feature only).` : "loading…"),
+      );
+      return;
+    }
+    exActs = wireData(f.acts);
+    const maxAct = num(f.max_act);
+    const expl = str(f.explanation);
+    pane.appendChild(h("div", "mw-feature-title", `Feature ${sel}${expl ? ` · ${expl}` : ""}`));
+    pane.appendChild(
+      h("div", "mw-stats", `frequency ${fmt(num(f.frequency), 3)} (${num(f.n_fire)} tokens) · max ${fmt(maxAct, 4)} · mean when firing ${fmt(num(f.mean_act), 4)}`),
+    );
+    // histogram, trimmed after the last non-empty bin
+    const counts = wireData(f.hist);
+    const range = arr<number>(f.hist_range);
+    const histBox = h("div", null, [h("div", "mw-section", "Activation histogram (non-zero)")]);
+    if (counts && counts.length && range.length === 2) {
+      let last = 0;
+      let top = 0;
+      for (let i = 0; i < counts.length; i++) if (counts[i] > 0) { last = i; top = Math.max(top, counts[i]); }
+      const nb = Math.max(last + 1, Math.min(8, counts.length));
+      const width = (num(range[1]) - num(range[0])) / counts.length;
+      const hist = h("div", "mw-hist");
+      for (let i = 0; i < nb; i++) {
+        const bar = h("span", "mw-hist-bar");
+        bar.style.height = `${top ? (counts[i] / top) * 100 : 0}%`;
+        bar.title = `${fmt(i * width, 3)}–${fmt((i + 1) * width, 3)}: ${counts[i]} tokens`;
+        hist.appendChild(bar);
+      }
+      histBox.append(hist, h("div", "mw-hist-axis", [h("span", null, "0"), h("span", null, fmt(nb * width, 3))]));
+    } else histBox.appendChild(h("div", "mw-note", "never fired"));
+    const logits = h("div", "mw-logits", [logitList(arr<Logit>(f.logits_pos), "pos"), logitList(arr<Logit>(f.logits_neg), "neg")]);
+    pane.appendChild(h("div", "mw-row2", [histBox, h("div", null, [h("div", "mw-section", "Logit effects (W_dec · W_U)"), logits])]));
+    // examples
+    const topBox = h("div", "mw-examples");
+    topBox.dataset.group = "top";
+    topBox.appendChild(h("div", "mw-section", "Top activations"));
+    for (const ex of arr<Example>(f.top)) topBox.appendChild(exampleRow(ex, maxAct));
+    if (!arr(f.top).length) topBox.appendChild(h("div", "mw-note", "no examples yet"));
+    pane.appendChild(topBox);
+    arr<Band>(f.bands).forEach((b, i) => {
+      const box = h("div", "mw-examples mw-band");
+      box.dataset.group = "band";
+      box.dataset.band = String(i);
+      box.appendChild(h("div", "mw-band-title", `Interval ${fmt(num(b.lo), 3)}–${fmt(num(b.hi), 3)} · ≈${fmt(100 * num(b.fraction), 3)}% of firings`));
+      for (const ex of arr<Example>(b.examples)) box.appendChild(exampleRow(ex, maxAct));
+      pane.appendChild(box);
+    });
+  }
+
+  // ------------------------------------------------------------------ steering
+  function topList(rows: TopTok[], run: string): HTMLElement {
+    const list = h("div", "mw-topk-list", [h("div", "mw-note", run)]);
+    list.dataset.run = run;
+    for (const r of rows) {
+      const d = num(r.prob) - num(r.other);
+      const delta = h("span", d > 0 ? "mw-up" : "mw-down", run === "after" ? ` (${d >= 0 ? "+" : ""}${fmt(d, 2)})` : "");
+      list.appendChild(h("div", "mw-topk-row", [h("span", "mw-tok", displayToken(str(r.token))), h("span", "mw-prob", [fmt(num(r.prob), 3), delta])]));
+    }
+    return list;
+  }
+
+  function renderSteer(): void {
+    const stat = isStatic();
+    const can = model.get("can_steer") === true && !stat && num(model.get("selected"), -1) >= 0;
+    steerBtn.disabled = ablateBtn.disabled = promptIn.disabled = coefIn.disabled = !can || busy;
+    if (document.activeElement !== promptIn) promptIn.value = str(model.get("prompt"));
+    if (document.activeElement !== coefIn) coefIn.value = String(num(model.get("coef")));
+    clear(steerPanel);
+    const r = (model.get("steer_result") as Record<string, unknown> | null) ?? {};
+    if (busy) setText(steerNote, "running…");
+    else if (stat) setText(steerNote, "Static export: steering needs the Python kernel.");
+    else if ("after" in r)
+      setText(steerNote, `${str(r.mode)} feature ${num(r.feature)}${r.mode === "steer" ? ` × ${fmt(num(r.coef), 4)}` : ""} on ${escapeToken(str(r.prompt))} · KL ${fmt(num(r.kl), 3)}`);
+    else setText(steerNote, "");
+    if ("after" in r && !busy) steerPanel.append(topList(arr<TopTok>(r.before), "before"), topList(arr<TopTok>(r.after), "after"));
+  }
+
+  async function runSteer(mode: string): Promise<void> {
+    const feature = num(model.get("selected"), -1);
+    const coef = Number(coefIn.value);
+    busy = true;
+    localError = "";
+    renderSteer();
+    try {
+      const { response } = await request<Record<string, unknown>>(model, "steer", { feature, mode, prompt: promptIn.value, coef: Number.isFinite(coef) ? coef : 0 });
+      if (model.get("steer_result") !== response) model.set("steer_result", response);
+    } catch (e) {
+      localError = e instanceof Error ? e.message : String(e);
+    } finally {
+      busy = false;
+      renderSteer();
+      renderHeader();
+    }
+  }
+
+  // ------------------------------------------------------------------ events
+  const onList = (ev: Event) => {
+    const row = (ev.target as Element | null)?.closest?.(".mw-feature-row[data-feature]") as HTMLElement | null;
+    if (!row) return;
+    // static copies say "not in this export" for features other than the one they carry
+    model.set("selected", Number(row.dataset.feature));
+    model.save_changes();
+  };
+  const onOver = (ev: Event) => {
+    const span = (ev.target as Element | null)?.closest?.(".mw-example .mw-token") as HTMLElement | null;
+    if (!span) return void (tooltip.hidden = true);
+    const row = span.parentElement as HTMLElement;
+    const idx = Array.from(row.querySelectorAll(".mw-token")).indexOf(span);
+    setText(ttToken, escapeToken(span.textContent ?? ""));
+    setText(ttValue, `activation ${fmt(Number(span.dataset.act), 4)} · text ${row.dataset.text}, token ${idx}`);
+    tooltip.hidden = false;
+    const r = span.getBoundingClientRect();
+    const rr = root.getBoundingClientRect();
+    tooltip.style.left = `${Math.max(0, r.left - rr.left)}px`;
+    tooltip.style.top = `${r.bottom - rr.top + 4}px`;
+  };
+  const onOut = () => void (tooltip.hidden = true);
+  const onSteer = () => void runSteer("steer");
+  const onAblate = () => void runSteer("ablate");
+  const onStop = () => void request(model, "stop", {}).catch(() => undefined);
+  const onPrompt = () => {
+    model.set("prompt", promptIn.value);
+    model.save_changes();
+  };
+  const onCoef = () => {
+    const c = Number(coefIn.value);
+    if (Number.isFinite(c)) {
+      model.set("coef", c);
+      model.save_changes();
+    }
+  };
+  listEl.addEventListener("click", onList);
+  pane.addEventListener("mouseover", onOver);
+  pane.addEventListener("mouseleave", onOut);
+  search.addEventListener("input", renderList);
+  sortSel.addEventListener("change", renderList);
+  steerBtn.addEventListener("click", onSteer);
+  ablateBtn.addEventListener("click", onAblate);
+  stopBtn.addEventListener("click", onStop);
+  promptIn.addEventListener("change", onPrompt);
+  coefIn.addEventListener("change", onCoef);
+
+  const handlers: [string, Callback][] = [
+    ["change:status change:progress change:n_texts_done change:error change:n_tokens", renderHeader],
+    ["change:frequency change:max_act change:explanations change:selected change:d_sae", renderList],
+    ["change:feature change:selected", renderFeature],
+    ["change:steer_result change:prompt change:coef change:selected change:can_steer", renderSteer],
+  ];
+  for (const [ev, cb] of handlers) for (const e of ev.split(" ")) model.on(e, cb);
+  renderHeader();
+  renderList();
+  renderFeature();
+  renderSteer();
+
+  return () => {
+    for (const [ev, cb] of handlers) for (const e of ev.split(" ")) model.off(e, cb);
+    listEl.removeEventListener("click", onList);
+    el.removeChild(root);
+  };
+}
+
+export default { render };

@@ -1,0 +1,258 @@
+"""FeatureDashboard: browse a dictionary's features over a dataset, then steer or ablate one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import torch
+import traitlets
+
+from .. import wire
+from ..core.features import (
+    FeatureData,
+    FeatureExample,
+    FeatureInfo,
+    check_dictionary,
+    feature_pass,
+    steer,
+)
+from ..core.model import Model
+from ._base import MIWidget, bundle, request_handler
+
+
+def example_payload(examples: list[FeatureExample]) -> tuple[list[dict], list[float]]:
+    """Examples as JSON rows (tokens literal) plus their per-token activations, concatenated
+    (row ``start``/``len`` index into them)."""
+    rows, acts = [], []
+    for ex in examples:
+        rows.append({"text": ex.text, "position": ex.position, "activation": ex.activation,
+                     "tokens": ex.tokens, "center": ex.center, "start": len(acts), "len": len(ex.acts)})
+        acts += ex.acts
+    return rows, acts
+
+
+def feature_payload(info: FeatureInfo) -> dict:
+    """The view's data for one feature: JSON for labels and tokens, wire arrays for numbers."""
+    all_examples = list(info.top) + [ex for b in info.bands for ex in b["examples"]]
+    rows, acts = example_payload(all_examples)
+    n_top = len(info.top)
+    bands, i = [], n_top
+    for b in info.bands:
+        n = len(b["examples"])
+        bands.append({"lo": b["lo"], "hi": b["hi"], "fraction": b["fraction"], "examples": rows[i : i + n]})
+        i += n
+    return {
+        "index": info.index, "frequency": info.frequency, "n_fire": info.n_fire, "max_act": info.max_act,
+        "mean_act": info.mean_act, "explanation": info.explanation,
+        "hist": wire.encode(torch.tensor(info.hist_counts, dtype=torch.int32), "int32"),
+        "hist_range": [info.hist_edges[0], info.hist_edges[-1]] if info.hist_edges else [0.0, 0.0],
+        "top": rows[:n_top], "bands": bands,
+        "acts": wire.encode(torch.tensor(acts, dtype=torch.float32), "float32"),
+        "logits_pos": info.logits_pos, "logits_neg": info.logits_neg,
+    }
+
+
+class FeatureDashboard(MIWidget):
+    """A dictionary's features over a dataset: a searchable, sortable list (frequency, max
+    activation, explanation text); for the selected feature its activation histogram, top and
+    band-sampled max-activating examples (tokens coloured by the feature), top positive and
+    negative logit effects, and steer / ablate buttons showing the next-token distribution of a
+    prompt before and after.
+
+    ``FeatureDashboard(model, sae, texts=None, explanations=None, prompt=..., **pass_kwargs)``
+    starts :func:`~mi_widgets.core.features.feature_pass` in a background thread; the list fills
+    as batches finish (``status="running"``, ``progress``), and ``stop()`` ends it early.
+    ``FeatureDashboard.from_result(data)`` shows a finished pass.
+    """
+
+    _stem = "feature_dashboard"
+
+    model_name = traitlets.Unicode("").tag(sync=True)
+    site = traitlets.Unicode("").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)
+    d_sae = traitlets.Int(0).tag(sync=True)
+    n_texts = traitlets.Int(0).tag(sync=True)
+    n_texts_done = traitlets.Int(0).tag(sync=True)
+    n_tokens = traitlets.Int(0).tag(sync=True)
+    frequency = traitlets.Dict().tag(sync=True)
+    max_act = traitlets.Dict().tag(sync=True)
+    explanations = traitlets.Dict().tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+    feature = traitlets.Dict().tag(sync=True)
+    prompt = traitlets.Unicode("").tag(sync=True)
+    coef = traitlets.Float(0.0).tag(sync=True)
+    steer_result = traitlets.Dict().tag(sync=True)
+    can_steer = traitlets.Bool(True).tag(sync=True)
+    status = traitlets.Unicode("ready").tag(sync=True)
+    progress = traitlets.Float(1.0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    k = traitlets.Int(10).tag(sync=True)
+
+    #: seconds between list refreshes while the pass runs
+    refresh_s = 0.5
+
+    def __init__(
+        self,
+        model: Model | None = None,
+        sae: Any = None,
+        texts: list[str] | None = None,
+        *,
+        explanations: dict[int, str] | None = None,
+        prompt: str = "The Eiffel Tower is in",
+        data: FeatureData | None = None,
+        background: bool = True,
+        k: int = 10,
+        **pass_kwargs: Any,
+    ) -> None:
+        self._esm = bundle(self._stem).read_text(encoding="utf-8")
+        if data is None:
+            if model is None or sae is None:
+                raise ValueError("FeatureDashboard needs a model and a dictionary (or data= from feature_pass)")
+            check_dictionary(model, sae)
+            data = feature_pass(model, sae, texts, explanations=explanations, background=background, **pass_kwargs)
+        elif explanations:
+            data.explanations.update({int(a): str(b) for a, b in explanations.items()})
+        self._data = data
+        self._model = data.model
+        self._sae = data.sae
+        self._last_push = 0.0
+        self._push_lock = threading.Lock()
+        super().__init__(k=k)
+        with self.hold_trait_notifications():
+            self.model_name, self.site, self.layer = data.model_name, data.site, data.layer
+            self.d_sae, self.n_texts = data.d_sae, len(data.texts)
+            self.explanations = {str(a): b for a, b in data.explanations.items()}
+            self.prompt = prompt
+            self.can_steer = self._model is not None and self._sae is not None and self._model.causal
+            self._push(force=True)
+        if data.running:
+            data._listeners.append(lambda d: self._push())
+            if not data.running:  # ended between the check and the listener
+                self._push(force=True)
+
+    @classmethod
+    def from_result(cls, data: FeatureData, **kwargs: Any) -> FeatureDashboard:
+        return cls(data=data, **kwargs)
+
+    @property
+    def data(self) -> FeatureData:
+        """The feature data behind the view (filled while the pass runs)."""
+        return self._data
+
+    # -- state --------------------------------------------------------------------------
+
+    def _push(self, force: bool = False) -> None:
+        """Copy the pass's progress and per-feature summary into the traits (throttled)."""
+        d = self._data
+        now = time.monotonic()
+        ended = not d.running
+        if not force and not ended and now - self._last_push < self.refresh_s:
+            return
+        with self._push_lock:
+            self._last_push = now
+            s = d.summary()
+            with self.hold_trait_notifications():
+                self.n_texts_done = d.n_texts_done
+                self.n_tokens = d.stats.n_tokens
+                self.progress = d.progress
+                self.frequency = wire.encode(s["frequency"].float(), "float32")
+                self.max_act = wire.encode(s["max_act"], "float32")
+                if d.error:
+                    self.status, self.error = "error", d.error
+                elif d.running:
+                    self.status = "running"
+                else:
+                    self.status = "ready" if d.complete else "stopped"
+                if self.selected < 0 and d.stats.n_tokens > 0:
+                    self.selected = int(s["max_act"].argmax())
+                elif self.selected >= 0:
+                    self.feature = feature_payload(d.feature(self.selected))
+                if self.selected >= 0 and self.coef == 0.0:
+                    self.coef = _default_coef(float(s["max_act"][self.selected]))
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: Any) -> int:
+        v = proposal["value"]
+        if v < -1 or v >= self.d_sae:
+            raise traitlets.TraitError(f"selected must be -1 or a feature in 0..{self.d_sae - 1}, got {v}")
+        return v
+
+    @traitlets.observe("selected")
+    def _on_selected(self, change: dict) -> None:
+        f = change["new"]
+        self.feature = feature_payload(self._data.feature(f)) if f >= 0 else {}
+        if f >= 0:
+            self.coef = _default_coef(float(self._data.stats.max_act[f]))
+
+    def select(self, feature: int) -> dict:
+        """Select ``feature`` (as a click in the list does); returns its payload."""
+        self.selected = int(feature)
+        return self.feature
+
+    def stop(self) -> None:
+        """Stop the dataset pass before its next batch (results so far stay)."""
+        self._data.stop()
+
+    def wait(self, timeout: float | None = None) -> FeatureDashboard:
+        self._data.wait(timeout)
+        self._push(force=True)
+        return self
+
+    # -- requests -----------------------------------------------------------------------
+
+    @request_handler("select")
+    def _select(self, msg: dict, progress: Any) -> dict:
+        f = msg.get("feature")
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.d_sae:
+            raise ValueError(f"feature must be an int in 0..{self.d_sae - 1}, got {f!r}")
+        self.select(f)
+        return {"feature": f}
+
+    @request_handler("steer")
+    def _steer(self, msg: dict, progress: Any) -> dict:
+        if not self.can_steer:
+            raise ValueError("steering needs the model and the dictionary (and a causal language model)")
+        f = msg.get("feature", self.selected)
+        mode = msg.get("mode", "steer")
+        prompt = msg.get("prompt", self.prompt)
+        coef = msg.get("coef", self.coef)
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.d_sae:
+            raise ValueError(f"feature must be an int in 0..{self.d_sae - 1}, got {f!r}")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("prompt must be a non-empty string")
+        try:
+            coef = float(coef)
+        except (TypeError, ValueError):
+            raise ValueError(f"coef must be a number, got {coef!r}") from None
+        r = steer(self._model, self._sae, f, prompt, mode=mode, coef=coef)
+        out = {"feature": f, "mode": mode, "coef": coef, "prompt": prompt, "kl": r.kl,
+               "before": r.topk("before", self.k), "after": r.topk("after", self.k)}
+        with self.hold_trait_notifications():
+            self.prompt = prompt
+            self.steer_result = out
+        return out
+
+    @request_handler("stop")
+    def _stop(self, msg: dict, progress: Any) -> dict:
+        running = self._data.running
+        self.stop()
+        return {"stopped": running}
+
+    # -- static export ------------------------------------------------------------------
+
+    def _static_extra(self, budget: int) -> dict:
+        return {"can_steer": False}
+
+    def _fallback_text(self) -> str:
+        return (
+            f"FeatureDashboard · {self.model_name} · {self.site} layer {self.layer} · {self.d_sae} features · "
+            f"{self.n_texts_done}/{self.n_texts} texts"
+        )
+
+
+def _default_coef(max_act: float) -> float:
+    """Steering strength offered by the view: twice the feature's largest activation seen (a
+    push beyond its natural range), or 1 when it never fired."""
+    return round(2.0 * max_act, 3) if max_act > 0 else 1.0
