@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import zoo
 from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
+from .core.attribution import AttributionResult, Target, attribute
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
 from .core.cot import CoTResult, CoTTrace, cot_faithfulness, generate_trace, two_hop_traces
 from .core.features import FeatureData, LinearDictionary, feature_pass, logit_effects
@@ -28,6 +29,7 @@ from .core.patching import (
     activation_patching,
     attribution_patching,
 )
+from .core.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from .core.path_patching import PathPatchingResult, path_patching
 from .core.probes import ProbeDataset, ProbeResult, probe
 from .core.steering import (
@@ -49,9 +51,11 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widgets.attention_patterns import AttentionPatterns
+    from .widgets.attribution import TokenSaliency
     from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
+    from .widgets.patchscope import Patchscope
     from .widgets.probe_accuracy import ProbeAccuracy
     from .widgets.steering import Steering
     from .widgets.token_activations import TokenActivations
@@ -64,6 +68,8 @@ _WIDGETS = {
     "AttentionPatterns": "attention_patterns",
     "Steering": "steering",
     "FeatureDashboard": "feature_dashboard",
+    "Patchscope": "patchscope",
+    "TokenSaliency": "attribution",
 }
 
 
@@ -80,7 +86,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AttentionPatterns",
+    "AttributionResult",
     "CoTResult",
+    "Patchscope",
+    "PatchscopeResult",
+    "Target",
+    "TokenSaliency",
+    "attribute",
+    "inspection_prompt",
+    "patchscope",
     "FeatureDashboard",
     "FeatureData",
     "FeatureSteerResult",

@@ -1,0 +1,40 @@
+"""Token saliency: the TokenActivations view showing an attribution result (no recompute)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.activations import TokenActivationsResult
+from .token_activations import TokenActivations
+
+
+class TokenSaliency(TokenActivations):
+    """``TokenActivations`` coloured by per-token attributions (``AttributionResult.widget()``).
+
+    The values are fixed by the attribution run, so the site/layer selectors hold only the
+    result's own entry and changing them recomputes nothing.
+    """
+
+    def __init__(self, result: TokenActivationsResult, **kwargs: Any) -> None:
+        super().__init__(result=result, unit=result.direction, unit_label=result.direction_label, **kwargs)
+        self._updating = True
+        try:
+            self.sites = [result.site]
+            self.n_layers = 1
+        finally:
+            self._updating = False
+
+    @classmethod
+    def from_result(cls, result: TokenActivationsResult, **kwargs: Any) -> TokenSaliency:
+        return cls(result, **kwargs)
+
+    # Not an observer: the values come from the attribution, not from a site of the model.
+    def _on_layer_site(self, change: dict) -> None:
+        return None
+
+    def load(self, site: str | None = None, layer: int | None = None, progress: Any = None) -> None:
+        if (site or self.site) != self._result.site or (layer if layer is not None else self.layer) != 0:
+            raise ValueError(
+                "this saliency view shows one attribution result; run attribute() again for "
+                "another target or method"
+            )
