@@ -14,7 +14,9 @@ from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.attribution import AttributionResult, Target, attribute
 from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
+from .core.concepts import CCSResult, ContrastDataset, InterchangeResult, ccs, fit_ccs, interchange
 from .core.cot import CoTResult, CoTTrace, cot_faithfulness, generate_trace, two_hop_traces
+from .core.erasure import ErasureResult, erase, fit_leace
 from .core.features import FeatureData, LinearDictionary, feature_pass, logit_effects
 from .core.features import SteerResult as FeatureSteerResult
 from .core.features import steer as steer_feature
@@ -87,7 +89,16 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AttentionPatterns",
     "AttributionResult",
+    "CCSResult",
     "CoTResult",
+    "ContrastDataset",
+    "ErasureResult",
+    "InterchangeResult",
+    "ccs",
+    "erase",
+    "fit_ccs",
+    "fit_leace",
+    "interchange",
     "Patchscope",
     "PatchscopeResult",
     "Target",

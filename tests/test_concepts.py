@@ -1,0 +1,168 @@
+"""Interchange interventions (probe direction, DAS, full vector) and CCS: the causal tests a
+probe cannot give, with zoo:tiny's planted sentiment and truth as ground truth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mi_widgets.core.concepts import (
+    ContrastDataset,
+    ccs,
+    edited_run,
+    fit_ccs,
+    hooked_logits,
+    interchange,
+)
+from mi_widgets.core.probes import ProbeDataset
+
+# token 6 of every zoo review ("<bos> The food was awful and the staff ...") is " the": unrelated
+# to the verdict
+UNRELATED = 6
+
+
+@pytest.fixture(scope="module")
+def sentiment():
+    return ProbeDataset.from_zoo("sentiment", n=200, n_ood=0)
+
+
+def test_edit_paths_agree(tiny):
+    ids = torch.cat([tiny.to_tokens("The food was awful and the staff were rude. Overall the review is")] * 2)
+    plain = tiny.hf(ids).logits[:, -1]
+    lg, _ = edited_run(tiny, ids, "resid_post", 1, None)
+    assert torch.allclose(lg, plain, atol=1e-4)
+
+    def fn(h):
+        h = h.clone()
+        h[:, -1] = h[:, -1] * 0.5
+        return h
+
+    a, _ = edited_run(tiny, ids, "resid_post", 1, fn)
+    with torch.no_grad():
+        b = hooked_logits(tiny, ids, "resid_post", 1, fn)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, plain, atol=1e-2)
+
+
+def test_interchange_where_sentiment_is_read(tiny, sentiment):
+    # zoo:tiny moves the review's sentiment into the last token (" is") in block 0; swapping the
+    # class-mean-difference direction there makes the model give the source review's verdict
+    r = interchange(tiny, sentiment, layers=[-1, 0, 3], n_pairs=60, progress=False)
+    assert r.rows[0]["base_accuracy"] >= 0.99
+    assert r.iia(0) >= 0.95 and r.iia(3) >= 0.95
+    assert r.iia("embed") <= 0.05  # the embedding of " is" holds no sentiment to swap
+    full = interchange(tiny, sentiment, layers=[0], kind="full", n_pairs=60, progress=False)
+    assert full.iia(0) >= 0.95
+
+
+def test_probe_direction_is_not_the_causal_direction(tiny, sentiment):
+    # a logistic probe at block 0 separates perfectly, but its weight vector is not the
+    # direction the model reads: swapping along it barely moves the verdict
+    mean_diff = interchange(tiny, sentiment, layers=[0], n_pairs=60, progress=False)
+    probe_dir = interchange(tiny, sentiment, layers=[0], directions="probe", n_pairs=60, progress=False)
+    assert mean_diff.iia(0) - probe_dir.iia(0) >= 0.5
+
+
+def test_interchange_at_unrelated_token_does_nothing(tiny, sentiment):
+    r = interchange(tiny, sentiment, layers=[-1, 0], kind="full", position=UNRELATED, n_pairs=60, progress=False)
+    assert r.iia("embed") <= 0.05 and r.iia(0) <= 0.05
+
+
+def test_das_learns_the_sentiment_subspace(tiny, sentiment):
+    r = interchange(tiny, sentiment, layers=[0], kind="das", das_dim=1, steps=25, batch_size=16, n_pairs=60, progress=False)
+    assert r.iia(0) >= 0.9
+    Q = r.rotations[0]
+    assert Q.shape == (1, tiny.d_model)
+    assert torch.allclose(Q @ Q.T, torch.eye(1), atol=1e-4)  # orthonormal basis
+    wrong = interchange(tiny, sentiment, layers=[-1], kind="das", position=UNRELATED, steps=10, batch_size=16, n_pairs=40, progress=False)
+    assert wrong.iia("embed") <= 0.05  # no subspace of an unrelated token's embedding carries it
+    df = r.to_pandas()
+    assert {"layer", "iia", "base_accuracy", "kind"} <= set(df.columns)
+
+
+def test_interchange_errors_before_any_forward(tiny, sentiment):
+    calls = []
+    h = tiny.hf.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="kind"):
+            interchange(tiny, sentiment, kind="magic", progress=False)
+        with pytest.raises(ValueError, match="out of range"):
+            interchange(tiny, sentiment, layers=[7], progress=False)
+        with pytest.raises(ValueError, match="das_dim"):
+            interchange(tiny, sentiment, kind="das", das_dim=0, progress=False)
+        with pytest.raises(ValueError, match="directions"):
+            interchange(tiny, sentiment, directions="pca", progress=False)
+        with pytest.raises(ValueError, match="binary"):
+            interchange(tiny, ProbeDataset.from_lists(["a b", "c d", "e f"] * 4, [0, 1, 2] * 4), progress=False)
+        with pytest.raises(ValueError, match="position"):
+            interchange(tiny, sentiment, position="first", progress=False)
+    finally:
+        h.remove()
+    assert calls == []
+
+
+def _planted_pairs(n=400, d=32, seed=0, signal=2.0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(d, generator=g)
+    u /= u.norm()
+    t = (torch.rand(n, generator=g) < 0.5).long()
+    base = torch.randn(n, d, generator=g) * 3  # item content, shared by both sides
+    s = (2 * t - 1).float()[:, None]
+    Xp = base + signal * s * u + torch.randn(n, d, generator=g) * 0.3 + 5.0  # side offset: normalised away
+    Xn = base - signal * s * u + torch.randn(n, d, generator=g) * 0.3 - 5.0
+    return Xp, Xn, t, u
+
+
+def test_ccs_recovers_a_planted_truth_direction():
+    Xp, Xn, t, u = _planted_pairs()
+    fit = fit_ccs(Xp[:300], Xn[:300], n_restarts=4, steps=300)
+    c = fit.credence(Xp[300:], Xn[300:])
+    acc = float(((c > 0.5).long() == t[300:]).double().mean())
+    assert max(acc, 1 - acc) >= 0.95  # up to CCS's sign ambiguity
+    cos = torch.nn.functional.cosine_similarity(fit.direction, u, dim=0)
+    assert abs(float(cos)) >= 0.8
+
+
+def test_ccs_finds_truth_on_zoo(tiny):
+    # ground_truth.json truth_probe: ~0.5 up to block 1, 0.92-0.93 after blocks 2-3; CCS on the
+    # true/false version of each claim (read at " is") finds the same, without labels (sign
+    # oriented with the training labels; the label-free max(acc, 1-acc) is reported alongside)
+    r = ccs(tiny, ContrastDataset.from_zoo("truth"), layers=[1, 2, 3], n_restarts=4, steps=300, progress=False)
+    assert r.accuracy(1) <= 0.65
+    assert r.accuracy(2) >= 0.85 and r.accuracy(3) >= 0.85
+    assert r.accuracy(3, up_to_sign=True) >= r.accuracy(3) - 1e-9
+    assert set(r.overlay) == {("resid_post", 1), ("resid_post", 2), ("resid_post", 3)}
+
+
+def test_ccs_answer_token_construction_has_nothing_to_find(tiny):
+    # Burns et al.'s construction (claim + " true" / " false", read at the answer) fails on
+    # zoo:tiny for a reason we can measure: even a supervised probe on x+ - x- is weak there
+    r = ccs(tiny, ProbeDataset.from_zoo("truth"), layers=[2], n_restarts=2, steps=100, progress=False)
+    assert r.to_pandas()["probe_accuracy"].iloc[0] <= 0.75
+
+
+def test_plots(tiny, sentiment):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    r = interchange(tiny, sentiment, layers=[0], kind="full", n_pairs=10, progress=False)
+    assert r.plot().axes[0].get_ylabel() == "interchange-intervention accuracy"
+
+
+def test_ccs_errors_before_any_forward(tiny):
+    calls = []
+    h = tiny.hf.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="ContrastDataset"):
+            ccs(tiny, ["a", "b"], progress=False)
+        with pytest.raises(ValueError, match="residual-width"):
+            ccs(tiny, ContrastDataset.from_zoo("truth"), site="attn_pattern", progress=False)
+        with pytest.raises(ValueError, match="out of range"):
+            ccs(tiny, ContrastDataset.from_zoo("truth"), layers=[8], progress=False)
+        with pytest.raises(ValueError, match="same shape"):
+            fit_ccs(torch.zeros(4, 3), torch.zeros(5, 3))
+        with pytest.raises(ValueError, match="pos has"):
+            ContrastDataset(["a"], ["b", "c"], [1])
+    finally:
+        h.remove()
+    assert calls == []
