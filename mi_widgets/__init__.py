@@ -52,6 +52,7 @@ from .core.steering import generate_stream as steer_stream
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .widgets.ablation import Ablation
     from .widgets.attention_patterns import AttentionPatterns
     from .widgets.attribution import TokenSaliency
     from .widgets.feature_dashboard import FeatureDashboard
@@ -72,6 +73,7 @@ _WIDGETS = {
     "FeatureDashboard": "feature_dashboard",
     "Patchscope": "patchscope",
     "TokenSaliency": "attribution",
+    "Ablation": "ablation",
 }
 
 
@@ -87,6 +89,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Ablation",
     "AttentionPatterns",
     "AttributionResult",
     "CCSResult",

@@ -81,6 +81,9 @@ _MAX_ROWS = 256
 _BAND_TOKENS = 100
 # ... and keeps the base run's keys/values for that, unless they would take more than this.
 _KV_BUDGET = 1 << 30
+# Packed per-position batches (all layers' rows in one batch per band) run each block once per
+# band, so they can use more, narrower bands.
+_MAX_PACKED_BANDS = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +303,8 @@ class AblationResult:
     ablated: torch.Tensor
     separately: bool = False
     model: Model | None = field(default=None, compare=False)
+    #: the reference prompts of a mean/resample ablation (``None``: the prompts themselves)
+    reference: list[str] | None = None
 
     @property
     def effect(self) -> torch.Tensor:
@@ -416,13 +421,18 @@ class AblationResult:
         return fig
 
     def widget(self, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "ablations have no interactive view yet; use .to_pandas() or .plot() "
-            "(activation_patching(..., site='head_out') gives the layers x heads grid widget)"
-        )
+        """The Ablation view: a layers x heads heatmap of the effect (heads ablated
+        separately) or bars per component; click one for the top next tokens with and
+        without it. ``kwargs``: ``k``, ``component``."""
+        from ..widgets.ablation import Ablation
+
+        return Ablation.from_result(self, **kwargs)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict:
-        return {"text/plain": repr(self), "text/html": self.to_pandas().to_html(index=False)}
+        try:
+            return self.widget()._repr_mimebundle_(include=include, exclude=exclude)
+        except ImportError:  # no anywidget: a table
+            return {"text/plain": repr(self), "text/html": self.to_pandas().to_html(index=False)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -855,6 +865,44 @@ class _DirectEngine:
         finally:
             for hd in handles:
                 hd.remove()
+
+    @torch.no_grad()
+    def forward_packed(
+        self, t: int, segs: list[tuple[int, torch.Tensor, torch.Tensor]], p0: int
+    ) -> torch.Tensor:
+        """Final residual stream at the last position for rows that start at different blocks:
+        ``segs`` = ``(block boundary i, already-written stream [N_i, T - p0, d], base rows
+        [N_i])``, sorted by ``i``; each segment joins the batch at block ``i`` (so block ``i``
+        runs once for all rows that have reached it, not once per start layer). With ``p0 > 0``,
+        positions before ``p0`` come from the base keys/values of each row. Output rows follow
+        ``segs`` order."""
+        n = self.model.n_layers
+        dev = self.model.device
+        pc = None
+        if p0:
+            pc = _PrefixCache(self._kv[t], segs[0][2].to(dev), p0)
+            args = [_swap_cache(a, kw, pc) for a, kw in self._suffix[(t, p0)]]  # type: ignore[union-attr]
+        else:
+            args = self._args[t]
+        h: torch.Tensor | None = None
+        rows: torch.Tensor | None = None
+        k = 0
+        for i in range(segs[0][0], n + 1):
+            while k < len(segs) and segs[k][0] == i:
+                _, hs, rs = segs[k]
+                h = hs if h is None else torch.cat([h, hs])
+                rows = rs if rows is None else torch.cat([rows, rs])
+                k += 1
+            if i == n or h is None:
+                continue
+            if pc is not None:
+                pc.rows = rows.to(dev)  # type: ignore[union-attr]
+            a, kw = args[i]
+            h = self.blocks[i](h, *a, **kw)
+            if isinstance(h, tuple):
+                h = h[0]
+        assert h is not None
+        return h[:, -1]
 
     def _hook(self, w: _Write, block_in: dict[int, torch.Tensor]) -> Any:
         model = self.model
@@ -1350,7 +1398,23 @@ def activation_patching(
     _, shape = spec.dims_shape()
     raw = torch.full((n_pairs, *shape), float("nan")) if on_update else torch.zeros(n_pairs, *shape)
     plan = []  # (t, layer index, row specs, first patched position)
+    # residual-stream writes with key/value reuse: one batch per position band holds the rows of
+    # every layer, each joining at its own block, so each block runs once per band (weights are
+    # read from memory once for all layers' rows, which is what small batches are bound by)
+    packed = banded and site in ("resid_pre", "resid_post")
     for t, idx in groups.items():
+        if packed:
+            specs = [
+                (g, None, pi)
+                for g in range(len(idx))
+                for pi in range(len(pos_l))  # type: ignore[arg-type]
+            ]
+            for p0, band in _packed_bands(specs, pos_l, t, len(layer_l)):
+                items = [(li, sp) for li in range(len(layer_l)) for sp in band]
+                per = _rows_per_batch(batch_size, t - p0)
+                for s in range(0, len(items), per):
+                    plan.append((t, -1, items[s : s + per], p0))
+            continue
         for li in range(len(layer_l)):
             specs = [
                 (g, hi, pi)
@@ -1368,7 +1432,8 @@ def activation_patching(
     # that dominates small batches) then runs once per _MAX_ROWS rows instead of per batch.
     pending: list[tuple[torch.Tensor, list, torch.Tensor, int]] = []
 
-    def record(logits: torch.Tensor, specs: list, pairs: torch.Tensor, li: int) -> None:
+    def record(logits: torch.Tensor, specs: list, pairs: torch.Tensor, li: int | list[int]) -> None:
+        lis = li if isinstance(li, list) else [li] * len(specs)
         vals = (
             m(
                 logits,
@@ -1378,9 +1443,9 @@ def activation_patching(
             .float()
             .cpu()
         )
-        for (_, hi, pi), v, p in zip(specs, vals.tolist(), pairs.tolist()):
+        for (_, hi, pi), v, p, lj in zip(specs, vals.tolist(), pairs.tolist(), lis):
             cell: tuple = (
-                (p, li) + ((hi,) if hi is not None else ()) + ((pi,) if pi is not None else ())
+                (p, lj) + ((hi,) if hi is not None else ()) + ((pi,) if pi is not None else ())
             )
             raw[cell] = v
 
@@ -1400,6 +1465,35 @@ def activation_patching(
     bar = _progress(len(plan), progress, f"patching {site}")
     try:
         for done, (t, li, specs, p0) in enumerate(plan, 1):
+            if li < 0:  # a packed batch: specs are (layer index, row spec)
+                if p0 and t not in kv_ready:
+                    kv_ready[t] = eng.prepare_prefix(base_c[t].tokens)  # type: ignore[union-attr]
+                use = bool(p0 and kv_ready[t] and eng.suffix_ok(base_c[t].tokens, p0))  # type: ignore[union-attr]
+                out, row_specs, pairs, lis = _packed_batch(
+                    eng,
+                    model,
+                    site,
+                    layer_l,
+                    specs,
+                    base_c[t],
+                    src_c[t],
+                    groups[t],
+                    pos_l,
+                    p0 if use else 0,
+                )
+                pending.append((out, row_specs, pairs, lis))
+                if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
+                    flush()
+                bar.update(1)
+                if on_update is not None:
+                    on_update(
+                        _result(
+                            model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize
+                        ),
+                        done,
+                        len(plan),
+                    )
+                continue
             layer = layer_l[li]
             g_rows = torch.tensor([s[0] for s in specs])
             pairs = torch.tensor(groups[t])[g_rows]
@@ -1427,7 +1521,9 @@ def activation_patching(
             bar.update(1)
             if on_update is not None:
                 on_update(
-                    _result(model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize),
+                    _result(
+                        model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize
+                    ),
                     done,
                     len(plan),
                 )
@@ -1650,6 +1746,65 @@ def _bands(specs: list, pos_l: list[int] | None, t: int) -> list[tuple[int, list
     for sp in specs:
         out.setdefault(pos_l[sp[2]] // width, []).append(sp)
     return [(min(pos_l[sp[2]] for sp in band), band) for _, band in sorted(out.items())]
+
+
+def _packed_bands(
+    specs: list, pos_l: list[int] | None, t: int, n_layers: int
+) -> list[tuple[int, list]]:
+    """Position bands for packed batches (every layer's rows in one batch per band): each band
+    costs one call per block, so there can be more, narrower bands than per-layer batches
+    allow -- one per ``_BAND_TOKENS`` tokens of the band's rows over all layers, at most
+    ``_MAX_PACKED_BANDS``."""
+    assert pos_l is not None
+    n_bands = max(1, min(_MAX_PACKED_BANDS, t, len(specs) * n_layers * t // _BAND_TOKENS))
+    width = max(1, -(-t // n_bands))
+    out: dict[int, list] = {}
+    for sp in specs:
+        out.setdefault(pos_l[sp[2]] // width, []).append(sp)
+    return [(min(pos_l[sp[2]] for sp in band), band) for _, band in sorted(out.items())]
+
+
+def _packed_batch(
+    eng: _DirectEngine,
+    model: Model,
+    site: str,
+    layer_l: list[int],
+    items: list,
+    bc: _Cache,
+    sc: _Cache,
+    group: list[int],
+    pos_l: list[int] | None,
+    p0: int,
+) -> tuple[torch.Tensor, list, torch.Tensor, list[int]]:
+    """Run one packed batch of residual-stream patches (``items``: (layer index, row spec));
+    returns final residuals at the last position and, per output row, its spec, pair and layer
+    index."""
+    by_layer: dict[int, list] = {}
+    for li, sp in items:
+        by_layer.setdefault(li, []).append(sp)
+    segs = []
+    row_specs: list = []
+    lis: list[int] = []
+    g_all: list[int] = []
+    order = sorted(by_layer, key=lambda li: _Write(site, layer_l[li], _replace(None, None)).start)
+    for li in order:
+        specs = by_layer[li]
+        layer = layer_l[li]
+        g_rows = torch.tensor([sp[0] for sp in specs])
+        g_dev = g_rows.to(model.device)
+        src = sc.sites[(site, layer)][g_dev]
+        mask = _patch_mask(src, specs, None, pos_l, site)
+        start = _Write(site, layer, _replace(None, src)).start
+        hidden = bc.stream[start][g_dev]
+        if p0:
+            src, hidden = src[:, p0:], hidden[:, p0:]
+            mask = mask[:, p0:] if mask is not None else None
+        segs.append((start, _replace(mask, src)(hidden), g_rows))
+        row_specs += specs
+        lis += [li] * len(specs)
+        g_all += [sp[0] for sp in specs]
+    out = eng.forward_packed(bc.tokens.shape[-1], segs, p0)
+    return out, row_specs, torch.tensor(group)[torch.tensor(g_all)], lis
 
 
 def _patch_mask(
@@ -1937,6 +2092,7 @@ def ablate(
         ablated=ablated if separately else ablated[0],
         separately=separately,
         model=model,
+        reference=ref_l,
     )
 
 
