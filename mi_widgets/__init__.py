@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import zoo
+from .core.activation_store import ActivationStore
 from .core.activations import TokenActivationsResult, token_activations
 from .core.attention import AttentionResult, HeadScores, attention, head_scores
 from .core.attribution import AttributionResult, Target, attribute
@@ -34,6 +35,22 @@ from .core.patching import (
 from .core.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from .core.path_patching import PathPatchingResult, path_patching
 from .core.probes import ProbeDataset, ProbeResult, probe
+from .core.sae import (
+    SAE,
+    Crosscoder,
+    SAEMetrics,
+    TrainingLog,
+    Transcoder,
+    encode_texts,
+    evaluate,
+    load_sae,
+    spliced_accuracy,
+    top_activations,
+    train_crosscoder,
+    train_sae,
+    train_transcoder,
+)
+from .core.sae import save as save_sae
 from .core.steering import (
     STEER_SITES,
     SteeringVector,
@@ -48,6 +65,8 @@ from .core.steering import SweepResult as SteeringSweepResult
 from .core.steering import from_probe as steering_from_probe
 from .core.steering import generate as steer_generate
 from .core.steering import generate_stream as steer_stream
+from .core.superposition import RecoveryCurve, ToyModel, ToyRecovery, recovery_curve, toy_recovery
+from .core.synthesis import SynthesisResult, synthesize
 
 __version__ = "0.1.0"
 
@@ -89,6 +108,28 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ActivationStore",
+    "Crosscoder",
+    "RecoveryCurve",
+    "SAE",
+    "SAEMetrics",
+    "SynthesisResult",
+    "ToyModel",
+    "ToyRecovery",
+    "TrainingLog",
+    "Transcoder",
+    "encode_texts",
+    "evaluate",
+    "load_sae",
+    "recovery_curve",
+    "save_sae",
+    "spliced_accuracy",
+    "synthesize",
+    "top_activations",
+    "toy_recovery",
+    "train_crosscoder",
+    "train_sae",
+    "train_transcoder",
     "Ablation",
     "AttentionPatterns",
     "AttributionResult",
