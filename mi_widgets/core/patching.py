@@ -616,10 +616,15 @@ class _PrefixCache:
     Nothing is stored, so memory stays at one layer's keys/values at a time."""
 
     def __init__(
-        self, kv: tuple[list[torch.Tensor], list[torch.Tensor]], rows: torch.Tensor, p0: int
+        self,
+        kv: tuple[list[torch.Tensor], list[torch.Tensor]],
+        rows: torch.Tensor,
+        p0: int,
+        mid: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         self.keys, self.values = kv
         self.rows, self.p0 = rows, p0
+        self.mid = mid  # keys/values of positions p0.. computed by the caller (one layer)
 
     def update(
         self,
@@ -631,10 +636,13 @@ class _PrefixCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.keys[layer_idx][self.rows, :, : self.p0].to(key_states.dtype)
         v = self.values[layer_idx][self.rows, :, : self.p0].to(value_states.dtype)
+        if self.mid is not None:
+            mk, mv = self.mid
+            return torch.cat([k, mk, key_states], dim=-2), torch.cat([v, mv, value_states], dim=-2)
         return torch.cat([k, key_states], dim=-2), torch.cat([v, value_states], dim=-2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.p0
+        return self.p0 + (self.mid[0].shape[-2] if self.mid is not None else 0)
 
 
 def _swap_cache(args: tuple, kwargs: dict, cache: _PrefixCache) -> tuple[tuple, dict]:
@@ -868,7 +876,11 @@ class _DirectEngine:
 
     @torch.no_grad()
     def forward_packed(
-        self, t: int, segs: list[tuple[int, torch.Tensor, torch.Tensor]], p0: int
+        self,
+        t: int,
+        segs: list[tuple[int, torch.Tensor, torch.Tensor]],
+        p0: int,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Final residual stream at the last position for rows that start at different blocks:
         ``segs`` = ``(block boundary i, already-written stream [N_i, T - p0, d], base rows
@@ -897,12 +909,59 @@ class _DirectEngine:
                 continue
             if pc is not None:
                 pc.rows = rows.to(dev)  # type: ignore[union-attr]
+            if i == n - 1 and last_only and h.shape[1] > 1:
+                return self._last_block(t, h, rows.to(dev), p0)  # type: ignore[union-attr]
             a, kw = args[i]
             h = self.blocks[i](h, *a, **kw)
             if isinstance(h, tuple):
                 h = h[0]
         assert h is not None
         return h[:, -1]
+
+    def last_block_ok(self, tokens: torch.Tensor) -> bool:
+        """Whether the last block can run its queries, attention output and MLP at the last
+        position only (GPT-2 blocks; keys/values of the other positions computed from the
+        block's own ``ln_1`` and ``c_attn``), checked once per model and length."""
+        t = tokens.shape[-1]
+        if getattr(self.model.hf.config, "model_type", "") != "gpt2" or t < 2:
+            return False
+        blk = self.blocks[self.model.n_layers - 1]
+        if not (hasattr(blk, "ln_1") and hasattr(getattr(blk, "attn", None), "c_attn")):
+            return False
+        if t not in self._kv or t not in self._args or not self.suffix_ok(tokens, t - 1):
+            return False
+        store = _PREPARED.setdefault(self.model.hf, {})
+        key = self._key("last", t)
+        if key not in store:
+            ok = False
+            try:
+                with torch.no_grad():
+                    n = self.model.n_layers
+                    h = torch.randn(2, t, self.model.d_model, device=self.model.device)
+                    h = h.to(next(self.model.hf.parameters()).dtype)
+                    rows = torch.zeros(2, dtype=torch.long, device=self.model.device)
+                    a, kw = self._args[t][n - 1]  # the full-length block arguments
+                    ref = blk(h, *a, **kw)
+                    ref = (ref[0] if isinstance(ref, tuple) else ref)[:, -1].float()
+                    got = self._last_block(t, h, rows, 0).float()
+                    ok = float((got - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
+            except Exception:  # noqa: BLE001 - any failure just disables the optimisation
+                ok = False
+            store[key] = ok
+        return bool(store[key])
+
+    def _last_block(self, t: int, h: torch.Tensor, rows: torch.Tensor, p0: int) -> torch.Tensor:
+        """The last block's output at the last position for ``h`` = positions ``p0..T-1``."""
+        blk = self.blocks[self.model.n_layers - 1]
+        att = blk.attn
+        kv = att.c_attn(blk.ln_1(h[:, :-1]))
+        _, km, vm = kv.split(kv.shape[-1] // 3, dim=2)
+        shape = (*km.shape[:-1], -1, att.head_dim)
+        mid = (km.view(shape).transpose(1, 2), vm.view(shape).transpose(1, 2))
+        pc = _PrefixCache(self._kv[t], rows, p0, mid)
+        a, kw = _swap_cache(*self._suffix[(t, t - 1)][-1], pc)  # type: ignore[index]
+        out = blk(h[:, -1:], *a, **kw)
+        return (out[0] if isinstance(out, tuple) else out)[:, -1]
 
     def _hook(self, w: _Write, block_in: dict[int, torch.Tensor]) -> Any:
         model = self.model
@@ -1466,9 +1525,10 @@ def activation_patching(
     try:
         for done, (t, li, specs, p0) in enumerate(plan, 1):
             if li < 0:  # a packed batch: specs are (layer index, row spec)
-                if p0 and t not in kv_ready:
+                if t not in kv_ready:
                     kv_ready[t] = eng.prepare_prefix(base_c[t].tokens)  # type: ignore[union-attr]
                 use = bool(p0 and kv_ready[t] and eng.suffix_ok(base_c[t].tokens, p0))  # type: ignore[union-attr]
+                last = bool(kv_ready[t] and eng.last_block_ok(base_c[t].tokens))  # type: ignore[union-attr]
                 out, row_specs, pairs, lis = _packed_batch(
                     eng,
                     model,
@@ -1480,6 +1540,7 @@ def activation_patching(
                     groups[t],
                     pos_l,
                     p0 if use else 0,
+                    last,
                 )
                 pending.append((out, row_specs, pairs, lis))
                 if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
@@ -1775,6 +1836,7 @@ def _packed_batch(
     group: list[int],
     pos_l: list[int] | None,
     p0: int,
+    last_only: bool = False,
 ) -> tuple[torch.Tensor, list, torch.Tensor, list[int]]:
     """Run one packed batch of residual-stream patches (``items``: (layer index, row spec));
     returns final residuals at the last position and, per output row, its spec, pair and layer
@@ -1803,7 +1865,7 @@ def _packed_batch(
         row_specs += specs
         lis += [li] * len(specs)
         g_all += [sp[0] for sp in specs]
-    out = eng.forward_packed(bc.tokens.shape[-1], segs, p0)
+    out = eng.forward_packed(bc.tokens.shape[-1], segs, p0, last_only)
     return out, row_specs, torch.tensor(group)[torch.tensor(g_all)], lis
 
 
