@@ -81,3 +81,9 @@ def display_token(tok: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def report(capsys: Any, line: str) -> None:
+    """Print a measurement from a test, past pytest's capture (`[e2e] ...` lines in the log)."""
+    with capsys.disabled():
+        print(f"\n[e2e] {line}", flush=True)

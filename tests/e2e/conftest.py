@@ -488,6 +488,15 @@ class Lab:
         self.page.evaluate("path => window.__mw.tagCells(path)", name)
         return book
 
+    def run_notebook(self, name: str, cells: list[str]) -> Notebook:
+        """Open ``name`` with ``cells`` and run them all; ``book.timings["open_and_run_s"]``
+        says how long that took (each test file reports it)."""
+        t0 = time.perf_counter()
+        book = self.open_notebook(name, cells)
+        book.run_all()
+        book.timings = {"open_and_run_s": time.perf_counter() - t0}
+        return book
+
     def screenshot(self, path: Path) -> None:
         self.page.screenshot(path=str(path), full_page=True)
 

@@ -14,6 +14,7 @@ import re
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -36,11 +37,7 @@ def nb(lab):
         "w = Ablation.from_result(r, k=5)\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("ablation.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("ablation.ipynb", [cell0])
 
 
 def view(nb):
@@ -48,10 +45,6 @@ def view(nb):
     root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
     return root
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def effect_of(root, layer: int, head: int) -> float:

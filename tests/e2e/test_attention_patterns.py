@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _browser import HOSTILE_TOKENS, display_token
+from _browser import HOSTILE_TOKENS, display_token, report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -34,11 +34,7 @@ def nb(lab):
         "w = AttentionPatterns(m, m.tokenizer.decode(ids[1:]))\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("attention_patterns.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("attention_patterns.ipynb", [cell0])
 
 
 def view(nb):
@@ -50,10 +46,6 @@ def view(nb):
 def has_class(name: str) -> re.Pattern:
     return re.compile(rf"(^|\s){name}(\s|$)")
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_sort_by_induction_click_head_hover_token(nb, capsys):

@@ -13,6 +13,7 @@ import re
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -39,16 +40,8 @@ def nb(lab, model_expr):
         "w = FeatureDashboard(m, sae, texts, explanations={0: 'city names'}, batch_size=8, k=5)\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("feature_dashboard.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("feature_dashboard.ipynb", [cell0])
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_select_feature_see_examples_press_steer(nb, capsys):

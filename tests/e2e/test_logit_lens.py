@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -29,11 +30,7 @@ def nb(lab, model_expr):
         "w = r.widget(tuned=tl)\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("logit_lens.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("logit_lens.ipynb", [cell0])
 
 
 def lens_root(nb):
@@ -41,10 +38,6 @@ def lens_root(nb):
     root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
     return root
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_hover_click_switch_and_target(nb, capsys):

@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -28,11 +29,7 @@ def nb(lab, model_expr):
         "w = r.widget()\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("patching_grid.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("patching_grid.ipynb", [cell0])
 
 
 def grid_root(nb):
@@ -40,10 +37,6 @@ def grid_root(nb):
     root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
     return root
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_click_cell_shows_patched_clean_corrupt_topk(nb, capsys):

@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from _browser import display_token
+from _browser import display_token, report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -31,11 +31,7 @@ def nb(lab, model_expr):
         'w = Patchscope(m, "The Eiffel Tower is in <b>x</b>", n_tokens=2)\n'
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("patchscope.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("patchscope.ipynb", [cell0])
 
 
 def root_of(nb):
@@ -43,10 +39,6 @@ def root_of(nb):
     root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
     return root
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_click_a_cell_decodes_as_in_python(nb, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -36,11 +37,7 @@ def nb(lab, model_expr):
         "w = r.widget(model=m)\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("probe_accuracy.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("probe_accuracy.ipynb", [cell0])
 
 
 def view_root(nb):
@@ -58,10 +55,6 @@ def confusion(root) -> list[list[int]]:
         out[int(c.get_attribute("data-true"))][int(c.get_attribute("data-pred"))] = int(c.text_content())
     return out
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_click_a_layer_shows_its_confusion_matrix_and_coloured_examples(nb, capsys):

@@ -11,6 +11,7 @@ import re
 import time
 
 import pytest
+from _browser import report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +33,7 @@ def nb(lab, model_expr):
         "w = Steering(m, 'The food was', {'sentiment': vec, 'random': rnd}, layer=0, coef=0.0, max_new_tokens=12)\n"
         "w"
     )
-    t0 = time.perf_counter()
-    book = lab.open_notebook("steering.ipynb", [cell0])
-    book.run_all()
-    book.timings = {"open_and_run_s": time.perf_counter() - t0}
-    return book
+    return lab.run_notebook("steering.ipynb", [cell0])
 
 
 def panel(nb):
@@ -44,10 +41,6 @@ def panel(nb):
     root.locator("button.mw-generate").wait_for(state="attached", timeout=CELL_S * 1000)
     return root
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 def test_generate_streams_both_columns_equal_to_python(nb, capsys):

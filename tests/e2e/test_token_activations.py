@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from _browser import HOSTILE_TOKENS, display_token
+from _browser import HOSTILE_TOKENS, display_token, report
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -52,10 +52,6 @@ def nb(lab, model_expr):
     book.timings = {"open_s": t1 - t0, "run_all_s": time.perf_counter() - t1}
     return book
 
-
-def report(capsys, line: str) -> None:
-    with capsys.disabled():
-        print(f"\n[e2e] {line}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
