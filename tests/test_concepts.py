@@ -149,6 +149,24 @@ def test_plots(tiny, sentiment):
     assert r.plot().axes[0].get_ylabel() == "interchange-intervention accuracy"
 
 
+def test_widget_draws_iia_on_the_probe_view(tiny, sentiment):
+    """InterchangeResult.widget(probe_result): the IIA curve as an overlay on the probe view,
+    at the layers both share; without a probe result, a clear error."""
+    from mi_widgets.core.probes import probe
+
+    pr = probe(tiny, sentiment, layers=[0, 3], seeds=(0,), progress=False)
+    r = interchange(tiny, sentiment, layers=[-1, 0], kind="full", n_pairs=20, progress=False)
+    w = r.widget(pr)
+    assert pr.overlays["IIA (full)"] == {("resid_pre", -1): r.iia("embed"), ("resid_post", 0): r.iia(0)}
+    names, kinds, _ = type(w)._curves(w.result)
+    assert kinds[names.index("IIA (full)")] == "overlay"
+    with pytest.raises(ValueError, match="ProbeResult"):
+        r.widget()
+    other = interchange(tiny, sentiment, layers=[1], kind="full", n_pairs=4, progress=False)
+    with pytest.raises(ValueError, match="none of this result's layers"):
+        other.widget(pr)
+
+
 def test_ccs_errors_before_any_forward(tiny):
     calls = []
     h = tiny.hf.register_forward_hook(lambda *a: calls.append(1))

@@ -179,6 +179,20 @@ def counterfactual_pairs(dataset: ProbeDataset, indices: Sequence[int], n: int, 
     return out
 
 
+
+def overlay_widget(probe_result: Any, name: str, overlay: dict[tuple[str, int], float], **kwargs: Any) -> Any:
+    """Draw ``overlay`` (per-layer accuracies) as curve ``name`` on ``probe_result``'s
+    ProbeAccuracy view (the layers it shares with the probe) and return the view."""
+    if probe_result is None:
+        raise ValueError("pass the ProbeResult of the same dataset, e.g. r.widget(mw.probe(model, dataset)): "
+                         "this result is drawn as a curve on its axes")
+    shared = {k: v for k, v in overlay.items() if k in probe_result.layers}
+    if not shared:
+        raise ValueError(f"none of this result's layers {sorted(overlay)} were probed in that ProbeResult "
+                         f"({probe_result.layers})")
+    probe_result.add_overlay(name, shared)
+    return probe_result.widget(**kwargs)
+
 @dataclass
 class InterchangeResult:
     """Interchange-intervention accuracy (IIA) per layer: the fraction of (base, source) pairs
@@ -207,6 +221,11 @@ class InterchangeResult:
     def overlay(self) -> dict[tuple[str, int], float]:
         """IIA per layer keyed like :attr:`ProbeResult.layers` (for ``add_overlay``)."""
         return {(("resid_pre", -1) if r["layer"] < 0 else (self.site, r["layer"])): r["iia"] for r in self.rows}
+
+    def widget(self, probe_result: Any = None, **kwargs: Any) -> Any:
+        """The ProbeAccuracy view of ``probe_result`` with this IIA curve on the same axes:
+        where the concept is readable versus where swapping it changes the answer."""
+        return overlay_widget(probe_result, f"IIA ({self.kind})", self.overlay, **kwargs)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{r['name']}: {r['iia']:.2f}" for r in self.rows)
@@ -573,6 +592,11 @@ class CCSResult:
     def overlay(self) -> dict[tuple[str, int], float]:
         """Oriented CCS test accuracy per layer, keyed for :meth:`ProbeResult.add_overlay`."""
         return {(("resid_pre", -1) if r["layer"] < 0 else (self.site, r["layer"])): r["accuracy"] for r in self.rows}
+
+    def widget(self, probe_result: Any = None, **kwargs: Any) -> Any:
+        """The ProbeAccuracy view of ``probe_result`` with the CCS accuracy curve on the same
+        axes (unsupervised CCS next to the supervised probe)."""
+        return overlay_widget(probe_result, "CCS", self.overlay, **kwargs)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{r['name']}: {r['accuracy']:.2f}" for r in self.rows)

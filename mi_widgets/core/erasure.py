@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .concepts import by_length, check_edit_site, edited_run, single_token
+from .concepts import by_length, check_edit_site, edited_run, overlay_widget, single_token
 from .model import Model
 from .probes import (
     ProbeDataset,
@@ -195,10 +195,7 @@ class ErasureResult:
         """The probe-accuracy view with the post-erasure curve drawn as an overlay (on
         ``probe_result`` if given, else on nothing but this result's own curves is available:
         pass the :class:`ProbeResult` of the same dataset)."""
-        if probe_result is None:
-            raise ValueError("pass the ProbeResult of the same dataset: r.widget(probe(model, dataset))")
-        probe_result.add_overlay(f"erased at {_layer_name(*self._key)}", {k: v for k, v in self.probe_after.items() if k in probe_result.layers})
-        return probe_result.widget(**kwargs)
+        return overlay_widget(probe_result, f"erased at {_layer_name(*self._key)}", self.probe_after, **kwargs)
 
 
 def _resolve_answers(model: Model, dataset: ProbeDataset, answers: Sequence[str] | None) -> tuple[tuple[str, str], tuple[int, int]]:
