@@ -288,9 +288,13 @@ def test_static_html(grid, result):
     assert "text/html" in data
 
 
-def test_ablation_result_repr_falls_back_to_text(tiny, metric):
+def test_ablation_result_displays_as_its_view(tiny, metric):
+    """An AblationResult shows the Ablation view in a notebook (its static copy included);
+    without the widget machinery it falls back to a text table."""
+    from mi_widgets.widgets.ablation import Ablation
+
     res = mw.ablate(tiny, CLEAN, metric, ["0.0"], progress=False)
+    assert isinstance(res.widget(), Ablation)
     bundle = res._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("AblationResult(") and "<table" in bundle["text/html"]
-    with pytest.raises(NotImplementedError, match="no interactive view"):
-        res.widget()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
