@@ -34,6 +34,11 @@ directions against plain torch hooks running full forwards):
    logits for every position). With per-position patching on a causal model, rows are grouped in
    bands of nearby positions and a band runs positions ``p0..T-1`` only, taking the earlier
    positions' keys and values from the base run (they are unchanged by a patch at ``p0`` or later).
+   For residual-stream sites (``resid_pre``/``resid_post``) per position, one batch per band holds
+   the rows of *every* layer, each joining at its own block, so each block runs once per band for
+   all layers (small CPU batches are bound by reading the weights); on GPT-2 the last block runs
+   its queries, attention output and MLP at the final position only (keys/values for the others);
+   and a ``logit_diff`` metric unembeds only its own vocabulary columns.
 3. Two engines do this. ``"direct"`` (local GPT-2, Llama-family and NeoX models) calls the blocks
    in torch with the arguments captured from one ordinary forward, and temporary hooks for writes
    inside a block; it checks once per model and sequence length that this reproduces the model's
@@ -83,7 +88,7 @@ _BAND_TOKENS = 100
 _KV_BUDGET = 1 << 30
 # Packed per-position batches (all layers' rows in one batch per band) run each block once per
 # band, so they can use more, narrower bands.
-_MAX_PACKED_BANDS = 8
+_MAX_PACKED_BANDS = 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,6 +615,43 @@ def _tail(model: Model, h_last: torch.Tensor) -> torch.Tensor:
     return _get(model.hf, _unembed_path(model))(h_last)
 
 
+def _narrow_tail(model: Model, m: Metric) -> tuple[Callable, Metric] | None:
+    """For a ``logit_diff`` metric and a plain linear unembedding: a tail computing only the
+    metric's vocabulary columns (final norm, then those rows of the unembedding) and the same
+    metric re-indexed into them, so patched rows never build vocabulary-sized logits."""
+    from .metrics import LogitDiff
+
+    if type(m) is not LogitDiff or m._ids is None:
+        return None
+    mod = _get(model.hf, _unembed_path(model))
+    if type(mod) is not torch.nn.Linear:
+        return None
+    a, b = m._ids
+    flat = [a] if isinstance(a, int) else list(a)
+    flat += [b] if isinstance(b, int) else list(b)
+    cols = sorted(set(flat))
+    if len(cols) * 4 > model.d_vocab:
+        return None
+    where = {c: j for j, c in enumerate(cols)}
+
+    def remap(x: int | list[int]) -> int | list[int]:
+        return where[x] if isinstance(x, int) else [where[i] for i in x]
+
+    idx = torch.tensor(cols, device=mod.weight.device)
+    w = mod.weight[idx]
+    bias = mod.bias[idx] if mod.bias is not None else None
+    norm = _get(model.hf, model.arch.final_norm) if model.arch.final_norm is not None else None
+
+    def tail(h: torch.Tensor) -> torch.Tensor:
+        if norm is not None:
+            h = norm(h)
+        return torch.nn.functional.linear(h, w, bias)
+
+    sub = LogitDiff(m.correct, m.wrong, _ids=(remap(a), remap(b)))
+    sub.name = m.name
+    return tail, sub
+
+
 class _PrefixCache:
     """Stands in for a transformers ``Cache`` in a block call: every layer's keys and values are
     the base run's for positions ``< p0`` (rows picked per batch row) followed by the new ones.
@@ -831,15 +873,20 @@ class _DirectEngine:
         writes: list[_Write],
         prefix: tuple[torch.Tensor, int] | None = None,
         tail: bool = True,
+        packed: list[tuple[int, torch.Tensor, torch.Tensor]] | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Final-position logits (``tail=False``: the final residual stream at the last position,
         for :func:`_tail` to turn into logits for many batches at once). With
         ``prefix=(rows, p0)``, ``hidden`` and every write cover positions ``p0..T-1`` only;
         earlier positions come from the base keys/values of ``rows`` (indices into the prepared
-        base batch)."""
+        base batch). ``packed``: residual-stream segments that join at different blocks (see
+        :meth:`forward_packed`; ``hidden``/``writes`` are then unused, ``tail`` must be False)."""
         model = self.model
         n = model.n_layers
         t = tokens.shape[-1]
+        if packed is not None:
+            return self.forward_packed(t, packed, prefix[1] if prefix else 0, last_only)
         if prefix is None:
             args = self._args[t]
         else:
@@ -910,7 +957,9 @@ class _DirectEngine:
             if pc is not None:
                 pc.rows = rows.to(dev)  # type: ignore[union-attr]
             if i == n - 1 and last_only and h.shape[1] > 1:
-                return self._last_block(t, h, rows.to(dev), p0)  # type: ignore[union-attr]
+                out = self._last_block(t, h, rows.to(dev), p0)  # type: ignore[union-attr]
+                # rows that join after the last block (resid_post of the last layer)
+                return torch.cat([out, *(hs[:, -1] for _, hs, _ in segs[k:])])
             a, kw = args[i]
             h = self.blocks[i](h, *a, **kw)
             if isinstance(h, tuple):
@@ -1491,10 +1540,16 @@ def activation_patching(
     # that dominates small batches) then runs once per _MAX_ROWS rows instead of per batch.
     pending: list[tuple[torch.Tensor, list, torch.Tensor, int]] = []
 
-    def record(logits: torch.Tensor, specs: list, pairs: torch.Tensor, li: int | list[int]) -> None:
+    def record(
+        logits: torch.Tensor,
+        specs: list,
+        pairs: torch.Tensor,
+        li: int | list[int],
+        metric: Metric | None = None,
+    ) -> None:
         lis = li if isinstance(li, list) else [li] * len(specs)
         vals = (
-            m(
+            (metric or m)(
                 logits,
                 pairs=pairs.to(logits.device),
                 clean_logits=clean_logits[pairs].to(logits.device),
@@ -1508,14 +1563,18 @@ def activation_patching(
             )
             raw[cell] = v
 
+    narrow = _narrow_tail(model, m)
+
     def flush() -> None:
         if not pending:
             return
+        hs = torch.cat([h for h, *_ in pending])
         with torch.no_grad():
-            logits = _tail(model, torch.cat([h for h, *_ in pending])).float()
+            # logit_diff: only its vocabulary columns
+            logits = (narrow[0](hs) if narrow is not None else _tail(model, hs)).float()
         k = 0
         for h, specs, pairs, li in pending:
-            record(logits[k : k + h.shape[0]], specs, pairs, li)
+            record(logits[k : k + h.shape[0]], specs, pairs, li, narrow[1] if narrow else None)
             k += h.shape[0]
         pending.clear()
 
@@ -1542,7 +1601,13 @@ def activation_patching(
                     p0 if use else 0,
                     last,
                 )
-                pending.append((out, row_specs, pairs, lis))
+                a = 0
+                while a < len(lis):  # one entry (and metric call) per layer, as unpacked
+                    b = a
+                    while b < len(lis) and lis[b] == lis[a]:
+                        b += 1
+                    pending.append((out[a:b], row_specs[a:b], pairs[a:b], lis[a]))
+                    a = b
                 if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
                     flush()
                 bar.update(1)
@@ -1865,7 +1930,16 @@ def _packed_batch(
         row_specs += specs
         lis += [li] * len(specs)
         g_all += [sp[0] for sp in specs]
-    out = eng.forward_packed(bc.tokens.shape[-1], segs, p0, last_only)
+    out = eng.forward(
+        bc.tokens,
+        segs[0][0],
+        segs[0][1],
+        [],
+        prefix=(torch.cat([r for *_, r in segs]), p0) if p0 else None,
+        tail=False,
+        packed=segs,
+        last_only=last_only,
+    )
     return out, row_specs, torch.tensor(group)[torch.tensor(g_all)], lis
 
 
