@@ -8,17 +8,17 @@
  * static copies: `panel_cache`).
  */
 
-import { diverging, fmt, legend, maxAbs } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
 import { CSS } from "./lib/ablation.css";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { diverging, fmt, legend, maxAbs } from "./lib/colour";
+import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
-import { decode, isWire } from "./lib/wire";
-
-interface TopkRow {
-  token: string;
-  prob: number;
-}
+import { errorBox, errorText, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
+import { topkList } from "./lib/topk";
+import { asTopk, ints, str, strs, type TopkRow } from "./lib/values";
+import { decodeTrait } from "./lib/wire";
 
 interface Panel {
   component: string;
@@ -40,17 +40,6 @@ interface Stats {
   perPrompt: number[];
 }
 
-const strs = (x: unknown): string[] => (Array.isArray(x) ? x.map((t) => (typeof t === "string" ? t : String(t))) : []);
-const ints = (x: unknown): number[] => (Array.isArray(x) ? x.map((t) => Math.trunc(Number(t))) : []);
-const str = (x: unknown, fallback = ""): string => (x == null ? fallback : String(x));
-
-function asTopk(x: unknown): TopkRow[] {
-  if (!Array.isArray(x)) return [];
-  return x
-    .filter((r) => r != null && typeof r === "object")
-    .map((r) => ({ token: str((r as TopkRow).token), prob: Number((r as TopkRow).prob) }));
-}
-
 function asPanel(x: unknown): Panel | null {
   if (x == null || typeof x !== "object" || !("component" in x)) return null;
   const p = x as Record<string, unknown>;
@@ -65,7 +54,6 @@ function asPanel(x: unknown): Panel | null {
   };
 }
 
-const showTok = (t: string): string => (t === "" ? "∅" : displayToken(t.replace(/\n/g, "↵")));
 const short = (s: string, n = 60): string => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
 function render({ model, el }: RenderProps): Cleanup {
@@ -74,10 +62,9 @@ function render({ model, el }: RenderProps): Cleanup {
   const promptSelect = h("select", "mw-prompt");
   promptSelect.setAttribute("aria-label", "prompt");
   const colourLegend = legend("diverging");
-  const statusEl = h("span", "mw-status");
-  const header = h("div", "mw-header", [title, h("label", "mw-control", ["prompt ", promptSelect]), colourLegend.el, statusEl]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const pill = statusPill({ role: false, live: false });
+  const header = h("div", "mw-header", [title, h("label", "mw-control", ["prompt ", promptSelect]), colourLegend.el, pill.el]);
+  const errBox = errorBox();
   const chart = h("div", "mw-chart");
   const panelTitle = h("div", "mw-panel-title");
   const panelPrompt = h("div", "mw-panel-prompt");
@@ -86,10 +73,8 @@ function render({ model, el }: RenderProps): Cleanup {
   const panelEl = h("div", "mw-panel", [panelTitle, panelPrompt, metrics, lists]);
   const ttLabel = h("div", "mw-tt-label");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttLabel, ttValue]);
-  tooltip.setAttribute("role", "tooltip");
-  tooltip.hidden = true;
-  const root = h("div", "mw-ablation", [style(CSS), header, errorEl, h("div", "mw-body", [chart, panelEl]), tooltip]);
+  const tip = tooltip([ttLabel, ttValue]);
+  const root = h("div", "mw-ablation", [style(CSS), header, errBox.el, h("div", "mw-body", [chart, panelEl]), tip.el]);
   el.appendChild(root);
 
   // ---------------------------------------------------------------- state
@@ -102,16 +87,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const components = () => strs(model.get("components"));
   const prompts = () => strs(model.get("prompts"));
 
-  function arr(name: string): { shape: number[]; data: Float32Array | Int32Array } | null {
-    const raw = model.get(name);
-    if (!isWire(raw)) return null;
-    try {
-      return decode(raw);
-    } catch (e) {
-      localError = `${name}: ${e instanceof Error ? e.message : String(e)}`;
-      return null;
-    }
-  }
+  const arr = (name: string) => decodeTrait(model.get(name), name, (msg) => (localError = msg));
 
   function computeStats(): void {
     const c = arr("clean");
@@ -239,14 +215,7 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderPrompts(): void {
     const ps = prompts();
     const want = ps.map((p, i) => `${i}: ${short(displayToken(p.replace(/\n/g, "↵")))}`);
-    if (Array.from(promptSelect.options, (o) => o.textContent).join("\n") !== want.join("\n")) {
-      clear(promptSelect);
-      want.forEach((t, i) => {
-        const o = h("option", null, t);
-        o.value = String(i);
-        promptSelect.appendChild(o);
-      });
-    }
+    setOptions(promptSelect, want.map((_, i) => String(i)), want);
     promptSelect.value = String(Number(model.get("selected_prompt")) || 0);
     promptSelect.disabled = ps.length < 2;
   }
@@ -265,30 +234,13 @@ function render({ model, el }: RenderProps): Cleanup {
     }
     setText(ttLabel, label);
     setText(ttValue, value);
-    tooltip.hidden = false;
-    const box = root.getBoundingClientRect();
-    const cb = t.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, cb.left - box.left)}px`;
-    tooltip.style.top = `${cb.bottom - box.top + 4}px`;
+    tip.showBelow(t, root);
   }
   function hideTooltip(): void {
-    tooltip.hidden = true;
+    tip.hide();
   }
 
   // ---------------------------------------------------------------- side panel
-  function topkList(run: string, heading: string, rows: TopkRow[] | null, note: string): HTMLElement {
-    const list = h("div", "mw-topk-list", [h("div", "mw-topk-head", heading)]);
-    list.dataset.run = run;
-    if (rows && rows.length) {
-      for (const r of rows) {
-        const row = h("div", "mw-topk-row", [h("span", "mw-tok", showTok(r.token)), h("span", "mw-prob", fmt(r.prob, 3))]);
-        row.title = `${escapeToken(r.token)} p = ${fmt(r.prob, 6)}`;
-        list.appendChild(row);
-      }
-    } else list.appendChild(h("div", "mw-note", note));
-    return list;
-  }
-
   function currentPanel(): { panel: Panel | null; note: string } {
     const sel = str(model.get("selected_component"));
     const p = Number(model.get("selected_prompt")) || 0;
@@ -364,7 +316,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       await request(model, "select", { component: comp, prompt: p }, { timeoutMs: 120_000 });
     } catch (e) {
-      if (s === seq) localError = e instanceof Error ? e.message : String(e);
+      if (s === seq) localError = errorText(e);
     }
     if (s === seq) pending = "";
     renderStatus();
@@ -373,11 +325,8 @@ function render({ model, el }: RenderProps): Cleanup {
 
   function renderStatus(): void {
     const status = pending ? "running" : str(model.get("status"), "ready");
-    statusEl.dataset.status = status;
-    setText(statusEl, isStatic() ? "static" : status);
-    const err = [str(model.get("error")), localError].filter(Boolean).join("\n");
-    setText(errorEl, err);
-    errorEl.hidden = !err;
+    pill.set(status, isStatic() ? "static" : status);
+    errBox.set(str(model.get("error")), localError);
     const n = components().length;
     setText(title, `${str(model.get("model_name"))} · ${str(model.get("kind"))} ablation · ${str(model.get("metric_name"))} · ${n} component${n === 1 ? "" : "s"}${model.get("separately") === false ? " together" : ""}`);
   }
@@ -446,20 +395,13 @@ function render({ model, el }: RenderProps): Cleanup {
       if (!isStatic()) model.save_changes();
     }
   };
-  chart.addEventListener("click", onClick);
-  chart.addEventListener("mouseover", onOver);
-  chart.addEventListener("mouseout", onOut);
-  chart.addEventListener("keydown", onKey);
-  promptSelect.addEventListener("change", onPrompt);
+  const { dom, listen, dispose } = listeners(model);
+  dom(chart, "click", onClick);
+  dom(chart, "mouseover", onOver);
+  dom(chart, "mouseout", onOut);
+  dom(chart, "keydown", onKey);
+  dom(promptSelect, "change", onPrompt);
 
-  const handlers: [string, Callback][] = [];
-  const listen = (names: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["clean", "ablated", "components", "view", "grid_layers", "n_heads", "grid_index"], () => {
     build();
     renderPanel();
@@ -483,12 +425,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     seq++;
-    for (const [event, cb] of handlers) model.off(event, cb);
-    chart.removeEventListener("click", onClick);
-    chart.removeEventListener("mouseover", onOver);
-    chart.removeEventListener("mouseout", onOut);
-    chart.removeEventListener("keydown", onKey);
-    promptSelect.removeEventListener("change", onPrompt);
+    dispose();
     root.remove();
   };
 }

@@ -9,11 +9,14 @@
  * it (orange underline). Token text only ever goes in through textContent.
  */
 
+import { CSS } from "./lib/attention_patterns.css";
 import { css, fmt, type RGB } from "./lib/colour";
 import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
-import { CSS } from "./lib/attention_patterns.css";
+import { errorBox, errorText, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
 import { decode, isWire, type WireArray } from "./lib/wire";
 
 /** Attention colour (0 → white, 1 → this blue) and the "attends to the hovered token" colour. */
@@ -121,12 +124,9 @@ function render({ model, el }: RenderProps): Cleanup {
     sortSelect.appendChild(opt);
   }
   const scoreNote = h("span", "mw-score-note");
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  statusEl.setAttribute("aria-live", "polite");
-  const header = h("div", "mw-header", [title, h("label", "mw-control", ["sort", sortSelect]), scoreNote, statusEl]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const pill = statusPill();
+  const header = h("div", "mw-header", [title, h("label", "mw-control", ["sort", sortSelect]), scoreNote, pill.el]);
+  const errBox = errorBox();
   const headsEl = h("div", "mw-heads");
   headsEl.setAttribute("aria-label", "attention heads; click one to see its full pattern");
   const detailTitle = h("div", "mw-detail-title");
@@ -155,10 +155,8 @@ function render({ model, el }: RenderProps): Cleanup {
   const detailEl = h("div", "mw-detail", [detailTitle, detailNote, patternEl, legendEl, stripEl]);
   const ttLabel = h("div", "mw-tt-label");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttLabel, ttValue]);
-  tooltip.setAttribute("role", "tooltip");
-  tooltip.hidden = true;
-  const root = h("div", "mw-attention-patterns", [style(CSS), header, errorEl, headsEl, detailEl, tooltip]);
+  const tip = tooltip([ttLabel, ttValue]);
+  const root = h("div", "mw-attention-patterns", [style(CSS), header, errBox.el, headsEl, detailEl, tip.el]);
   el.appendChild(root);
 
   // ---------------------------------------------------------------- state
@@ -183,7 +181,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       return decode(raw).data;
     } catch (e) {
-      localError = e instanceof Error ? e.message : String(e);
+      localError = errorText(e);
       return null;
     }
   }
@@ -299,7 +297,7 @@ function render({ model, el }: RenderProps): Cleanup {
       if (asStr(model.get("selected_head")) === sel) showPattern(p);
     } catch (e) {
       if (ctrl.signal.aborted) return;
-      localError = `Could not load head ${sel}: ${e instanceof Error ? e.message : String(e)}`;
+      localError = `Could not load head ${sel}: ${errorText(e)}`;
     } finally {
       if (pending === ctrl) {
         pending = null;
@@ -447,14 +445,11 @@ function render({ model, el }: RenderProps): Cleanup {
     const tk = k < tokens.length ? tokens[k] : "";
     setText(ttLabel, `${q} ${escapeToken(tq)} → ${k} ${escapeToken(tk)}`);
     setText(ttValue, `attention ${fmt(p.data[q * p.t + k])}`);
-    tooltip.hidden = false;
-    const rr = root.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, x - rr.left + 12)}px`;
-    tooltip.style.top = `${y - rr.top + 12}px`;
+    tip.showAt(x, y, root);
   }
 
   function hideTooltip(): void {
-    tooltip.hidden = true;
+    tip.hide();
   }
 
   function posOf(target: EventTarget | null, selector: string, within: HTMLElement): number {
@@ -469,10 +464,8 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderStatus(): void {
     const loading = pending !== null;
     const err = localError || asStr(model.get("error"));
-    statusEl.dataset.status = loading ? "loading" : err ? "error" : "ready";
-    setText(statusEl, loading ? `loading head ${loadingKey}…` : err ? "error" : isStatic() ? "static" : "ready");
-    setText(errorEl, err);
-    errorEl.hidden = err === "";
+    pill.set(loading ? "loading" : err ? "error" : "ready", loading ? `loading head ${loadingKey}…` : err ? "error" : isStatic() ? "static" : "ready");
+    errBox.set(err);
     root.setAttribute("aria-busy", String(loading));
   }
 
@@ -522,26 +515,19 @@ function render({ model, el }: RenderProps): Cleanup {
   };
   const onPatternLeave = () => setHover(-1);
 
-  headsEl.addEventListener("click", onHeadsClick);
-  sortSelect.addEventListener("change", onSort);
-  stripEl.addEventListener("mouseover", onStripOver);
-  stripEl.addEventListener("mouseout", onStripOut);
-  keyLabels.addEventListener("mouseover", onLabelOver);
-  queryLabels.addEventListener("mouseover", onLabelOver);
-  keyLabels.addEventListener("mouseleave", onPatternLeave);
-  queryLabels.addEventListener("mouseleave", onPatternLeave);
-  canvas.addEventListener("mousemove", onCanvasMove);
-  canvas.addEventListener("mouseleave", onCanvasLeave);
+  const { dom, listen, dispose } = listeners(model);
+  dom(headsEl, "click", onHeadsClick);
+  dom(sortSelect, "change", onSort);
+  dom(stripEl, "mouseover", onStripOver);
+  dom(stripEl, "mouseout", onStripOut);
+  dom(keyLabels, "mouseover", onLabelOver);
+  dom(queryLabels, "mouseover", onLabelOver);
+  dom(keyLabels, "mouseleave", onPatternLeave);
+  dom(queryLabels, "mouseleave", onPatternLeave);
+  dom(canvas, "mousemove", onCanvasMove);
+  dom(canvas, "mouseleave", onCanvasLeave);
 
   // ---------------------------------------------------------------- model events
-  const handlers: [string, Callback][] = [];
-  const listen = (names: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["tokens"], () => {
     buildStrip();
     cache.clear();
@@ -570,17 +556,7 @@ function render({ model, el }: RenderProps): Cleanup {
   return () => {
     pending?.abort();
     pending = null;
-    for (const [event, cb] of handlers) model.off(event, cb);
-    headsEl.removeEventListener("click", onHeadsClick);
-    sortSelect.removeEventListener("change", onSort);
-    stripEl.removeEventListener("mouseover", onStripOver);
-    stripEl.removeEventListener("mouseout", onStripOut);
-    keyLabels.removeEventListener("mouseover", onLabelOver);
-    queryLabels.removeEventListener("mouseover", onLabelOver);
-    keyLabels.removeEventListener("mouseleave", onPatternLeave);
-    queryLabels.removeEventListener("mouseleave", onPatternLeave);
-    canvas.removeEventListener("mousemove", onCanvasMove);
-    canvas.removeEventListener("mouseleave", onCanvasLeave);
+    dispose();
     root.remove();
   };
 }

@@ -12,8 +12,12 @@
 import { css, divergingRGB, fmt, textColour } from "./lib/colour";
 import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
 import { CSS } from "./lib/feature_dashboard.css";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
+import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
+import { str } from "./lib/values";
 import { decode, isWire } from "./lib/wire";
 
 /** Rows drawn in the list at once (the rest are reached by search). */
@@ -50,7 +54,6 @@ const num = (x: unknown, d = 0): number => {
   const n = typeof x === "number" ? x : Number(x);
   return Number.isFinite(n) ? n : d;
 };
-const str = (x: unknown): string => (x == null ? "" : String(x));
 const arr = <T>(x: unknown): T[] => (Array.isArray(x) ? (x as T[]) : []);
 
 function wireData(x: unknown): ArrayLike<number> | null {
@@ -76,15 +79,12 @@ function tokenSpan(tok: string): HTMLElement {
 
 function render({ model, el }: RenderProps): Cleanup {
   const title = h("span", "mw-title");
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  const progressFill = h("span");
-  const progressEl = h("span", "mw-progress", [progressFill]);
+  const pill = statusPill({ live: false });
+  const bar = progressBar();
   const stopBtn = h("button", "mw-stop", "stop");
   stopBtn.type = "button";
   stopBtn.title = "stop the dataset pass (results so far stay)";
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const errBox = errorBox();
   const search = h("input", "mw-search");
   search.type = "search";
   search.placeholder = "feature # or explanation";
@@ -102,8 +102,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const pane = h("div", "mw-feature-main");
   const ttToken = h("div", "mw-tt-token");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttToken, ttValue]);
-  tooltip.hidden = true;
+  const tip = tooltip([ttToken, ttValue], { role: false });
   // steer controls live outside `pane`'s redraws so that typing is never interrupted
   const promptIn = h("input", "mw-prompt");
   promptIn.setAttribute("aria-label", "prompt");
@@ -126,8 +125,8 @@ function render({ model, el }: RenderProps): Cleanup {
   ]);
   const root = h("div", "mw-feature-dashboard", [
     style(CSS),
-    h("div", "mw-header", [title, h("span", "mw-status-wrap", [progressEl, statusEl, stopBtn])]),
-    errorEl,
+    h("div", "mw-header", [title, h("span", "mw-status-wrap", [bar.el, pill.el, stopBtn])]),
+    errBox.el,
     h("div", "mw-body", [
       h("div", "mw-list-pane", [
         h("div", "mw-list-controls", [search, sortSel]),
@@ -137,7 +136,7 @@ function render({ model, el }: RenderProps): Cleanup {
       ]),
       h("div", "mw-feature-pane", [pane, steerBox]),
     ]),
-    tooltip,
+    tip.el,
   ]);
   el.appendChild(root);
 
@@ -156,17 +155,15 @@ function render({ model, el }: RenderProps): Cleanup {
     const done = num(model.get("n_texts_done"));
     const total = num(model.get("n_texts"));
     const running = st === "running";
-    statusEl.dataset.status = st;
-    setText(
-      statusEl,
+    pill.set(
+      st,
       running ? `running ${done}/${total} texts` : isStatic() ? `static · ${done}/${total} texts` : `${st} · ${done}/${total} texts · ${num(model.get("n_tokens"))} tokens`,
     );
-    progressEl.hidden = !running;
-    progressFill.style.width = `${Math.round(Math.min(1, num(model.get("progress"))) * 100)}%`;
+    bar.show(running);
+    bar.set(num(model.get("progress")));
     stopBtn.hidden = !running || isStatic();
     const msgs = [localError, str(model.get("error"))].filter(Boolean);
-    setText(errorEl, msgs.join("\n"));
-    errorEl.hidden = msgs.length === 0;
+    errBox.set(...msgs);
   }
 
   // ------------------------------------------------------------------ list
@@ -329,7 +326,7 @@ function render({ model, el }: RenderProps): Cleanup {
       const { response } = await request<Record<string, unknown>>(model, "steer", { feature, mode, prompt: promptIn.value, coef: Number.isFinite(coef) ? coef : 0 });
       if (model.get("steer_result") !== response) model.set("steer_result", response);
     } catch (e) {
-      localError = e instanceof Error ? e.message : String(e);
+      localError = errorText(e);
     } finally {
       busy = false;
       renderSteer();
@@ -347,18 +344,14 @@ function render({ model, el }: RenderProps): Cleanup {
   };
   const onOver = (ev: Event) => {
     const span = (ev.target as Element | null)?.closest?.(".mw-example .mw-token") as HTMLElement | null;
-    if (!span) return void (tooltip.hidden = true);
+    if (!span) return tip.hide();
     const row = span.parentElement as HTMLElement;
     const idx = Array.from(row.querySelectorAll(".mw-token")).indexOf(span);
     setText(ttToken, escapeToken(span.textContent ?? ""));
     setText(ttValue, `activation ${fmt(Number(span.dataset.act), 4)} · text ${row.dataset.text}, token ${idx}`);
-    tooltip.hidden = false;
-    const r = span.getBoundingClientRect();
-    const rr = root.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, r.left - rr.left)}px`;
-    tooltip.style.top = `${r.bottom - rr.top + 4}px`;
+    tip.showBelow(span, root);
   };
-  const onOut = () => void (tooltip.hidden = true);
+  const onOut = () => tip.hide();
   const onSteer = () => void runSteer("steer");
   const onAblate = () => void runSteer("ablate");
   const onStop = () => void request(model, "stop", {}).catch(() => undefined);
@@ -373,32 +366,29 @@ function render({ model, el }: RenderProps): Cleanup {
       model.save_changes();
     }
   };
-  listEl.addEventListener("click", onList);
-  pane.addEventListener("mouseover", onOver);
-  pane.addEventListener("mouseleave", onOut);
-  search.addEventListener("input", renderList);
-  sortSel.addEventListener("change", renderList);
-  steerBtn.addEventListener("click", onSteer);
-  ablateBtn.addEventListener("click", onAblate);
-  stopBtn.addEventListener("click", onStop);
-  promptIn.addEventListener("change", onPrompt);
-  coefIn.addEventListener("change", onCoef);
+  const { dom, listen, dispose } = listeners(model);
+  dom(listEl, "click", onList);
+  dom(pane, "mouseover", onOver);
+  dom(pane, "mouseleave", onOut);
+  dom(search, "input", renderList);
+  dom(sortSel, "change", renderList);
+  dom(steerBtn, "click", onSteer);
+  dom(ablateBtn, "click", onAblate);
+  dom(stopBtn, "click", onStop);
+  dom(promptIn, "change", onPrompt);
+  dom(coefIn, "change", onCoef);
 
-  const handlers: [string, Callback][] = [
-    ["change:status change:progress change:n_texts_done change:error change:n_tokens", renderHeader],
-    ["change:frequency change:max_act change:explanations change:selected change:d_sae", renderList],
-    ["change:feature change:selected", renderFeature],
-    ["change:steer_result change:prompt change:coef change:selected change:can_steer", renderSteer],
-  ];
-  for (const [ev, cb] of handlers) for (const e of ev.split(" ")) model.on(e, cb);
+  listen(["status", "progress", "n_texts_done", "error", "n_tokens"], renderHeader);
+  listen(["frequency", "max_act", "explanations", "selected", "d_sae"], renderList);
+  listen(["feature", "selected"], renderFeature);
+  listen(["steer_result", "prompt", "coef", "selected", "can_steer"], renderSteer);
   renderHeader();
   renderList();
   renderFeature();
   renderSteer();
 
   return () => {
-    for (const [ev, cb] of handlers) for (const e of ev.split(" ")) model.off(e, cb);
-    listEl.removeEventListener("click", onList);
+    dispose();
     el.removeChild(root);
   };
 }

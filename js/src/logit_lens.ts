@@ -10,20 +10,21 @@
  */
 
 import { fmt, legend, sequential, sequentialRGB, SEQ, textColour } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
+import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
 import { CSS } from "./lib/logit_lens.css";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
-import { decode, isWire } from "./lib/wire";
+import { errorBox, errorText, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
+import { showTok, str, strs } from "./lib/values";
+import { decodeTrait } from "./lib/wire";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel, so new lenses and targets cannot be computed here.";
 const SVG = "http://www.w3.org/2000/svg";
 const PAYLOAD = ["top_ids", "top_probs", "kl", "final_prob", "vocab", "target_prob"];
 
-const strs = (x: unknown): string[] => (Array.isArray(x) ? x.map((t) => (typeof t === "string" ? t : String(t))) : []);
-const str = (x: unknown, fallback = ""): string => (x == null ? fallback : String(x));
 /** A token in a cell or label: visible escapes, newline as "↵", empty as "∅" (textContent only). */
-const showTok = (t: string): string => (t === "" ? "∅" : displayToken(t.replace(/\n/g, "↵")));
 
 function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>): SVGElementTagNameMap[K] {
   const el = document.createElementNS(SVG, tag);
@@ -44,16 +45,15 @@ function render({ model, el }: RenderProps): Cleanup {
   const targetBtn = h("button", "mw-target-set", "track");
   targetBtn.type = "button";
   const colourLegend = legend("sequential", SEQ);
-  const statusEl = h("span", "mw-status");
+  const pill = statusPill({ role: false, live: false });
   const header = h("div", "mw-header", [
     title,
     h("label", "mw-control", ["lens ", lensSelect]),
     h("label", "mw-control", ["target ", targetInput, targetBtn]),
     colourLegend.el,
-    statusEl,
+    pill.el,
   ]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const errBox = errorBox();
   const gridEl = h("div", "mw-grid");
   gridEl.setAttribute("role", "grid");
   const panelTitle = h("div", "mw-target-title");
@@ -62,15 +62,13 @@ function render({ model, el }: RenderProps): Cleanup {
   const panel = h("div", "mw-target-panel", [panelTitle, lineWrap, table]);
   const ttLabel = h("div", "mw-tt-label");
   const ttRows = h("div", "mw-tt-rows");
-  const tooltip = h("div", "mw-tooltip", [ttLabel, ttRows]);
-  tooltip.setAttribute("role", "tooltip");
-  tooltip.hidden = true;
+  const tip = tooltip([ttLabel, ttRows]);
   const root = h("div", "mw-logit-lens", [
     style(CSS),
     header,
-    errorEl,
+    errBox.el,
     h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
-    tooltip,
+    tip.el,
   ]);
   el.appendChild(root);
 
@@ -102,16 +100,7 @@ function render({ model, el }: RenderProps): Cleanup {
     return Number.isInteger(p) && p >= 0 && p < T ? p : -1;
   };
 
-  function dec(name: string): { shape: number[]; data: Float32Array | Int32Array } | null {
-    const raw = model.get(name);
-    if (!isWire(raw)) return null;
-    try {
-      return decode(raw);
-    } catch (e) {
-      localError = `${name}: ${e instanceof Error ? e.message : String(e)}`;
-      return null;
-    }
-  }
+  const dec = (name: string) => decodeTrait(model.get(name), name, (msg) => (localError = msg));
 
   // ---------------------------------------------------------------- grid
   function build(): void {
@@ -214,15 +203,11 @@ function render({ model, el }: RenderProps): Cleanup {
       const row = h("div", "mw-tt-row", [h("span", "mw-tok", showTok(tokOf(ids[i * K + j]))), h("span", "mw-prob", fmt(probs[i * K + j], 3))]);
       ttRows.appendChild(row);
     }
-    tooltip.hidden = false;
-    const box = root.getBoundingClientRect();
-    const cb = cellEl.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, cb.left - box.left)}px`;
-    tooltip.style.top = `${cb.bottom - box.top + 4}px`;
+    tip.showBelow(cellEl, root);
   }
 
   function hideTooltip(): void {
-    tooltip.hidden = true;
+    tip.hide();
   }
 
   // ---------------------------------------------------------------- target line
@@ -299,14 +284,7 @@ function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- controls and status
   function renderControls(): void {
     const lenses = strs(model.get("lenses"));
-    if (Array.from(lensSelect.options, (o) => o.value).join("\n") !== lenses.join("\n")) {
-      clear(lensSelect);
-      for (const l of lenses) {
-        const o = h("option", null, l);
-        o.value = l;
-        lensSelect.appendChild(o);
-      }
-    }
+    setOptions(lensSelect, lenses);
     const lens = str(model.get("lens"), "logit");
     lensSelect.value = lens;
     const noKernel = isStatic() || model.get("can_compute") === false;
@@ -323,12 +301,9 @@ function render({ model, el }: RenderProps): Cleanup {
 
   function renderStatus(): void {
     const status = busy ? "loading" : str(model.get("status"), "ready");
-    statusEl.dataset.status = status;
-    setText(statusEl, isStatic() ? "static" : status);
+    pill.set(status, isStatic() ? "static" : status);
     root.classList.toggle("mw-busy", status === "loading");
-    const err = [str(model.get("error")), localError].filter(Boolean).join("\n");
-    setText(errorEl, err);
-    errorEl.hidden = !err;
+    errBox.set(str(model.get("error")), localError);
     renderControls();
   }
 
@@ -339,7 +314,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       await request(model, name, msg, { timeoutMs: 120_000 });
     } catch (e) {
-      localError = e instanceof Error ? e.message : String(e);
+      localError = errorText(e);
     }
     busy = false;
     renderStatus();
@@ -407,22 +382,15 @@ function render({ model, el }: RenderProps): Cleanup {
     }
   };
 
-  gridEl.addEventListener("click", onClick);
-  gridEl.addEventListener("mouseover", onOver);
-  gridEl.addEventListener("mouseout", onOut);
-  gridEl.addEventListener("keydown", onKey);
-  lensSelect.addEventListener("change", onLens);
-  targetBtn.addEventListener("click", onTarget);
-  targetInput.addEventListener("keydown", onTargetKey);
+  const { dom, listen, dispose } = listeners(model);
+  dom(gridEl, "click", onClick);
+  dom(gridEl, "mouseover", onOver);
+  dom(gridEl, "mouseout", onOut);
+  dom(gridEl, "keydown", onKey);
+  dom(lensSelect, "change", onLens);
+  dom(targetBtn, "click", onTarget);
+  dom(targetInput, "keydown", onTargetKey);
 
-  const handlers: [string, Callback][] = [];
-  const listen = (names_: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names_) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["top_ids", "top_probs", "kl", "final_prob", "target_prob", "vocab", "tokens", "layer_names"], () => {
     build();
     renderPanel();
@@ -444,14 +412,7 @@ function render({ model, el }: RenderProps): Cleanup {
   renderStatus();
 
   return () => {
-    for (const [event, cb] of handlers) model.off(event, cb);
-    gridEl.removeEventListener("click", onClick);
-    gridEl.removeEventListener("mouseover", onOver);
-    gridEl.removeEventListener("mouseout", onOut);
-    gridEl.removeEventListener("keydown", onKey);
-    lensSelect.removeEventListener("change", onLens);
-    targetBtn.removeEventListener("click", onTarget);
-    targetInput.removeEventListener("keydown", onTargetKey);
+    dispose();
     root.remove();
   };
 }

@@ -9,18 +9,18 @@
  */
 
 import { diverging, fmt, legend, maxAbs } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
-import { request } from "./lib/rpc";
+import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patching_grid.css";
-import { decode, isWire } from "./lib/wire";
+import { request } from "./lib/rpc";
+import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
+import { topkList } from "./lib/topk";
+import { asTopk, ints, showTok, str, strs, type TopkRow } from "./lib/values";
+import { decodeTrait } from "./lib/wire";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel, so sweeps cannot run here.";
-
-interface TopkRow {
-  token: string;
-  prob: number;
-}
 
 interface Cell {
   row: number;
@@ -29,20 +29,6 @@ interface Cell {
   head: number | null;
   position: number | null;
 }
-
-const strs = (x: unknown): string[] => (Array.isArray(x) ? x.map((t) => (typeof t === "string" ? t : String(t))) : []);
-const ints = (x: unknown): number[] => (Array.isArray(x) ? x.map((t) => Math.trunc(Number(t))) : []);
-const str = (x: unknown, fallback = ""): string => (x == null ? fallback : String(x));
-
-function asTopk(x: unknown): TopkRow[] {
-  if (!Array.isArray(x)) return [];
-  return x
-    .filter((r) => r != null && typeof r === "object")
-    .map((r) => ({ token: str((r as TopkRow).token), prob: Number((r as TopkRow).prob) }));
-}
-
-/** A token as an axis label: visible escapes, newline as "↵" (always set via textContent). */
-const showTok = (t: string): string => (t === "" ? "∅" : displayToken(t.replace(/\n/g, "↵")));
 
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
@@ -59,21 +45,17 @@ function render({ model, el }: RenderProps): Cleanup {
   const cancelBtn = h("button", "mw-cancel", "cancel");
   cancelBtn.type = "button";
   const colourLegend = legend("diverging");
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  statusEl.setAttribute("aria-live", "polite");
-  const progressFill = h("span");
-  const progressEl = h("span", "mw-progress", [progressFill]);
+  const pill = statusPill();
+  const bar = progressBar();
   const header = h("div", "mw-header", [
     title,
     h("label", "mw-control", ["site", siteSelect]),
     h("label", "mw-control", ["mode", modeSelect]),
     cancelBtn,
     colourLegend.el,
-    h("span", "mw-status-wrap", [progressEl, statusEl]),
+    h("span", "mw-status-wrap", [bar.el, pill.el]),
   ]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const errBox = errorBox();
   const gridEl = h("div", "mw-grid");
   gridEl.setAttribute("role", "grid");
   const panelTitle = h("div", "mw-cell-title", "click a cell for its top-k next tokens");
@@ -81,15 +63,13 @@ function render({ model, el }: RenderProps): Cleanup {
   const panel = h("div", "mw-cell-panel", [panelTitle, lists]);
   const ttLabel = h("div", "mw-tt-label");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttLabel, ttValue]);
-  tooltip.setAttribute("role", "tooltip");
-  tooltip.hidden = true;
+  const tip = tooltip([ttLabel, ttValue]);
   const root = h("div", "mw-patching-grid", [
     style(CSS),
     header,
-    errorEl,
+    errBox.el,
     h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
-    tooltip,
+    tip.el,
   ]);
   el.appendChild(root);
 
@@ -112,16 +92,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const heads = () => ints(model.get("heads"));
   const positions = () => ints(model.get("positions"));
 
-  function decodeTrait(name: string): { shape: number[]; data: Float32Array | Int32Array } | null {
-    const raw = model.get(name);
-    if (!isWire(raw)) return null;
-    try {
-      return decode(raw);
-    } catch (e) {
-      localError = `${name}: ${e instanceof Error ? e.message : String(e)}`;
-      return null;
-    }
-  }
+  const dec = (name: string) => decodeTrait(model.get(name), name, (msg) => (localError = msg));
 
   /** Grid row/col → model layer/head/position. */
   function cellAt(r: number, c: number): Cell {
@@ -167,13 +138,13 @@ function render({ model, el }: RenderProps): Cleanup {
 
   // ---------------------------------------------------------------- grid
   function build(): void {
-    const v = decodeTrait("values");
+    const v = dec("values");
     const shape = v ? v.shape : [0, 0];
     const r = shape[0] ?? 0;
     const c = shape.length > 1 ? shape[1] : 1;
     const key = JSON.stringify([r, c, dims(), layers(), heads(), positions(), model.get("clean_tokens"), model.get("corrupt_tokens")]);
     values = v ? v.data : null;
-    const f = decodeTrait("filled");
+    const f = dec("filled");
     filled = f && f.data.length === r * c ? f.data : null;
     if (key !== layoutKey) {
       layoutKey = key;
@@ -241,34 +212,14 @@ function render({ model, el }: RenderProps): Cleanup {
     const i = r * cols + c;
     setText(ttLabel, cellLabel(cellAt(r, c)));
     setText(ttValue, values && isFilled(i) ? fmt(values[i], 4) : "not computed yet");
-    tooltip.hidden = false;
-    const box = root.getBoundingClientRect();
-    const cb = cellEl.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, cb.left - box.left)}px`;
-    tooltip.style.top = `${cb.bottom - box.top + 4}px`;
+    tip.showBelow(cellEl, root);
   }
 
   function hideTooltip(): void {
-    tooltip.hidden = true;
+    tip.hide();
   }
 
   // ---------------------------------------------------------------- side panel
-  function topkList(run: string, heading: string, rowsIn: TopkRow[] | null, note: string): HTMLElement {
-    const list = h("div", "mw-topk-list", [h("div", "mw-topk-head", heading)]);
-    list.dataset.run = run;
-    if (rowsIn && rowsIn.length) {
-      for (const r of rowsIn) {
-        const row = h("div", "mw-topk-row", [
-          h("span", "mw-tok", showTok(r.token)),
-          h("span", "mw-prob", fmt(r.prob, 3)),
-        ]);
-        row.title = `${escapeToken(r.token)} p = ${fmt(r.prob, 6)}`;
-        list.appendChild(row);
-      }
-    } else list.appendChild(h("div", "mw-note", note || "no data"));
-    return list;
-  }
-
   function renderPanel(): void {
     clear(lists);
     if (!selected) {
@@ -312,7 +263,7 @@ function render({ model, el }: RenderProps): Cleanup {
       patchedNote = "";
     } catch (e) {
       if (seq !== cellSeq) return;
-      patchedNote = e instanceof Error ? e.message : String(e);
+      patchedNote = errorText(e);
     }
     renderPanel();
   }
@@ -321,14 +272,7 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderControls(): void {
     const sites = strs(model.get("sites"));
     const site = str(model.get("site"));
-    if (Array.from(siteSelect.options, (o) => o.value).join("\n") !== sites.join("\n")) {
-      clear(siteSelect);
-      for (const s of sites) {
-        const o = h("option", null, s);
-        o.value = s;
-        siteSelect.appendChild(o);
-      }
-    }
+    setOptions(siteSelect, sites);
     siteSelect.value = site;
     modeSelect.value = str(model.get("mode"), "exact");
     const running = model.get("status") === "running";
@@ -346,14 +290,11 @@ function render({ model, el }: RenderProps): Cleanup {
     const p = Number(model.get("progress"));
     const nf = Number(model.get("n_filled"));
     const nc = Number(model.get("n_cells"));
-    statusEl.dataset.status = status;
-    setText(statusEl, status === "running" ? `running ${nf}/${nc}` : isStatic() ? "static" : status);
-    progressEl.hidden = status !== "running";
-    progressFill.style.width = `${Math.round(100 * (Number.isFinite(p) ? Math.min(1, Math.max(0, p)) : 0))}%`;
+    pill.set(status, status === "running" ? `running ${nf}/${nc}` : isStatic() ? "static" : status);
+    bar.show(status === "running");
+    bar.set(p);
     root.classList.toggle("mw-busy", status === "running");
-    const err = [str(model.get("error")), localError].filter(Boolean).join("\n");
-    setText(errorEl, err);
-    errorEl.hidden = !err;
+    errBox.set(str(model.get("error")), localError);
     renderControls();
   }
 
@@ -362,7 +303,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       await request(model, "sweep", { site: siteSelect.value, mode: modeSelect.value });
     } catch (e) {
-      localError = e instanceof Error ? e.message : String(e);
+      localError = errorText(e);
       renderControls();
     }
     renderStatus();
@@ -410,22 +351,15 @@ function render({ model, el }: RenderProps): Cleanup {
   const onChange = () => void sweep();
   const onCancel = () => void request(model, "cancel", {}).catch(() => undefined);
 
-  gridEl.addEventListener("click", onClick);
-  gridEl.addEventListener("mouseover", onOver);
-  gridEl.addEventListener("mouseout", onOut);
-  gridEl.addEventListener("keydown", onKey);
-  siteSelect.addEventListener("change", onChange);
-  modeSelect.addEventListener("change", onChange);
-  cancelBtn.addEventListener("click", onCancel);
+  const { dom, listen, dispose } = listeners(model);
+  dom(gridEl, "click", onClick);
+  dom(gridEl, "mouseover", onOver);
+  dom(gridEl, "mouseout", onOut);
+  dom(gridEl, "keydown", onKey);
+  dom(siteSelect, "change", onChange);
+  dom(modeSelect, "change", onChange);
+  dom(cancelBtn, "click", onCancel);
 
-  const handlers: [string, Callback][] = [];
-  const listen = (names: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["values", "filled", "dims", "layers", "heads", "positions", "clean_tokens", "corrupt_tokens"], () => {
     const before = layoutKey;
     build();
@@ -446,14 +380,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     cellSeq++;
-    for (const [event, cb] of handlers) model.off(event, cb);
-    gridEl.removeEventListener("click", onClick);
-    gridEl.removeEventListener("mouseover", onOver);
-    gridEl.removeEventListener("mouseout", onOut);
-    gridEl.removeEventListener("keydown", onKey);
-    siteSelect.removeEventListener("change", onChange);
-    modeSelect.removeEventListener("change", onChange);
-    cancelBtn.removeEventListener("click", onCancel);
+    dispose();
     root.remove();
   };
 }

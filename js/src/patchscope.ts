@@ -9,19 +9,20 @@
  */
 
 import { displayToken, h, setText, clear, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
-import { request } from "./lib/rpc";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patchscope.css";
+import { request } from "./lib/rpc";
+import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
+import { str, strs } from "./lib/values";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel; only precomputed cells can be shown.";
 
-const strs = (x: unknown): string[] => (Array.isArray(x) ? x.map((t) => (typeof t === "string" ? t : String(t))) : []);
 const nums = (x: unknown): number[] => (Array.isArray(x) ? x.map((t) => Number(t)) : []);
 const int = (x: unknown, fallback: number): number => {
   const n = Math.trunc(Number(x));
   return Number.isFinite(n) ? n : fallback;
 };
-const str = (x: unknown, fallback = ""): string => (x == null ? fallback : String(x));
 
 /** Text shown literally: visible escapes for control characters, newline as "↵". */
 export const showText = (t: string): string => displayToken(t.replace(/\n/g, "↵"));
@@ -41,14 +42,10 @@ function cachedCell(cache: unknown, key: string): Cached | null {
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title", "Patchscope");
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  statusEl.setAttribute("aria-live", "polite");
-  const progressFill = h("span");
-  const progressEl = h("span", "mw-progress", [progressFill]);
-  const header = h("div", "mw-header", [title, h("span", "mw-status-wrap", [progressEl, statusEl])]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const pill = statusPill();
+  const bar = progressBar();
+  const header = h("div", "mw-header", [title, h("span", "mw-status-wrap", [bar.el, pill.el])]);
+  const errBox = errorBox();
   const targetEl = h("div", "mw-target");
   const gridEl = h("div", "mw-grid");
   gridEl.setAttribute("role", "grid");
@@ -59,7 +56,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const root = h("div", "mw-patchscope", [
     style(CSS),
     header,
-    errorEl,
+    errBox.el,
     targetEl,
     h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
   ]);
@@ -180,15 +177,12 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderStatus(): void {
     const status = str(model.get("status"), "ready");
     const p = Number(model.get("progress"));
-    statusEl.dataset.status = status;
-    setText(statusEl, status === "loading" ? `decoding ${Math.round(100 * (Number.isFinite(p) ? p : 0))}%` : isStatic() ? "static" : status);
-    progressEl.hidden = status !== "loading";
-    progressFill.style.width = `${Math.round(100 * (Number.isFinite(p) ? Math.min(1, Math.max(0, p)) : 0))}%`;
+    pill.set(status, status === "loading" ? `decoding ${Math.round(100 * (Number.isFinite(p) ? p : 0))}%` : isStatic() ? "static" : status);
+    bar.show(status === "loading");
+    bar.set(p);
     root.classList.toggle("mw-busy", status === "loading");
     root.title = isStatic() ? STATIC_TITLE : "";
-    const err = [str(model.get("error")), localError].filter(Boolean).join("\n");
-    setText(errorEl, err);
-    errorEl.hidden = !err;
+    errBox.set(str(model.get("error")), localError);
   }
 
   async function select(layer: number, position: number): Promise<void> {
@@ -209,11 +203,11 @@ function render({ model, el }: RenderProps): Cleanup {
       await request(model, "decode", { layer, position }, {
         onProgress: (done, total) => {
           if (my !== seq) return;
-          progressFill.style.width = `${Math.round((100 * done) / Math.max(1, total))}%`;
+          bar.set(done / Math.max(1, total));
         },
       });
     } catch (e) {
-      if (my === seq) localError = e instanceof Error ? e.message : String(e);
+      if (my === seq) localError = errorText(e);
     }
     if (my === seq) {
       renderStatus();
@@ -245,17 +239,10 @@ function render({ model, el }: RenderProps): Cleanup {
       cells[l * cols + p]?.focus();
     }
   };
-  gridEl.addEventListener("click", onClick);
-  gridEl.addEventListener("keydown", onKey);
+  const { dom, listen, dispose } = listeners(model);
+  dom(gridEl, "click", onClick);
+  dom(gridEl, "keydown", onKey);
 
-  const handlers: [string, Callback][] = [];
-  const listen = (names: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["source_tokens", "n_layers"], () => {
     build();
     paintCells();
@@ -278,9 +265,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     seq++;
-    for (const [event, cb] of handlers) model.off(event, cb);
-    gridEl.removeEventListener("click", onClick);
-    gridEl.removeEventListener("keydown", onKey);
+    dispose();
     root.remove();
   };
 }

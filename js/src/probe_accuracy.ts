@@ -7,10 +7,13 @@
  */
 
 import { css, divergingRGB, fmt, legend, maxAbs, textColour } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/probe_accuracy.css";
 import { request } from "./lib/rpc";
+import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
+import { tooltip } from "./lib/tooltip";
 import { decode, isWire } from "./lib/wire";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -113,18 +116,15 @@ function render({ model, el }: RenderProps): Cleanup {
     o.value = v;
     bandSelect.appendChild(o);
   }
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  const progressFill = h("span");
-  const progressEl = h("span", "mw-progress", [progressFill]);
+  const pill = statusPill({ live: false });
+  const bar = progressBar();
   const header = h("div", "mw-header", [
     title,
     siteControl,
     h("label", "mw-control", ["band over seeds", bandSelect]),
-    h("span", "mw-status-wrap", [progressEl, statusEl]),
+    h("span", "mw-status-wrap", [bar.el, pill.el]),
   ]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const errBox = errorBox();
   const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, "mw-plot");
   plot.setAttribute("aria-label", "probe accuracy per layer; click a layer for its confusion matrix and examples");
   const legendEl = h("div", "mw-legend");
@@ -132,14 +132,13 @@ function render({ model, el }: RenderProps): Cleanup {
   panelEl.setAttribute("aria-live", "polite");
   const ttLabel = h("div", "mw-tt-label");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttLabel, ttValue]);
-  tooltip.hidden = true;
+  const tip = tooltip([ttLabel, ttValue], { role: false });
   const root = h("div", "mw-probe-accuracy", [
     style(CSS),
     header,
-    errorEl,
+    errBox.el,
     h("div", "mw-body", [h("div", "mw-plot-wrap", [plot, legendEl]), panelEl]),
-    tooltip,
+    tip.el,
   ]);
   el.appendChild(root);
 
@@ -165,7 +164,7 @@ function render({ model, el }: RenderProps): Cleanup {
       const d = decode(raw);
       return { data: d.data, nc: d.shape[0] ?? 0, nl: d.shape[1] ?? 0 };
     } catch (e) {
-      localError = `stats: ${e instanceof Error ? e.message : String(e)}`;
+      localError = `stats: ${errorText(e)}`;
       return null;
     }
   }
@@ -287,14 +286,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const sites = strList(model.get("sites"));
     const site = asStr(model.get("site"));
     siteControl.hidden = sites.length <= 1;
-    if (siteSelect.options.length !== sites.length || sites.some((s, j) => siteSelect.options[j].value !== s)) {
-      clear(siteSelect);
-      for (const s of sites) {
-        const o = h("option", null, s);
-        o.value = s;
-        siteSelect.appendChild(o);
-      }
-    }
+    setOptions(siteSelect, sites);
     siteSelect.value = site;
     bandSelect.value = asStr(model.get("band"), "minmax");
   }
@@ -303,11 +295,7 @@ function render({ model, el }: RenderProps): Cleanup {
   function showTooltip(target: Element, label: string, value: string): void {
     setText(ttLabel, label);
     setText(ttValue, value);
-    tooltip.hidden = false;
-    const r = target.getBoundingClientRect();
-    const rr = root.getBoundingClientRect();
-    tooltip.style.left = `${Math.max(0, r.left - rr.left + 8)}px`;
-    tooltip.style.top = `${r.bottom - rr.top + 4}px`;
+    tip.showBelow(target, root, { dx: 8 });
   }
 
   function pointTooltip(pt: Element): void {
@@ -339,7 +327,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       conf = decode(p.confusion as never).data;
     } catch (e) {
-      panelEl.appendChild(h("div", "mw-error", `confusion: ${e instanceof Error ? e.message : String(e)}`));
+      panelEl.appendChild(h("div", "mw-error", `confusion: ${errorText(e)}`));
     }
     const K = classes.length;
     const table = h("table", "mw-confusion");
@@ -392,7 +380,7 @@ function render({ model, el }: RenderProps): Cleanup {
       try {
         values = decode(p.values).data;
       } catch (e) {
-        panelEl.appendChild(h("div", "mw-error", `values: ${e instanceof Error ? e.message : String(e)}`));
+        panelEl.appendChild(h("div", "mw-error", `values: ${errorText(e)}`));
       }
     }
     const offset = asNum(p.offset, 0);
@@ -445,14 +433,12 @@ function render({ model, el }: RenderProps): Cleanup {
     const loading = pending !== null || st === "loading";
     const p = Math.min(1, Math.max(localProgress, st === "loading" ? asNum(model.get("progress"), 0) : 0));
     const failed = !loading && (st === "error" || localError !== "");
-    statusEl.dataset.status = loading ? "loading" : failed ? "error" : "ready";
-    setText(statusEl, loading ? (p > 0 ? `loading ${Math.round(p * 100)}%` : "loading…") : failed ? "error" : isStatic() ? "static" : "ready");
-    progressEl.hidden = !loading;
-    progressFill.style.width = `${Math.round(p * 100)}%`;
+    pill.set(loading ? "loading" : failed ? "error" : "ready", loading ? (p > 0 ? `loading ${Math.round(p * 100)}%` : "loading…") : failed ? "error" : isStatic() ? "static" : "ready");
+    bar.show(loading);
+    bar.set(p);
     root.setAttribute("aria-busy", String(loading));
     const msgs = [localError, asStr(model.get("error"))].filter((m, i, a) => m && a.indexOf(m) === i);
-    setText(errorEl, msgs.join("\n"));
-    errorEl.hidden = msgs.length === 0;
+    errBox.set(...msgs);
   }
 
   // ---------------------------------------------------------------- selection
@@ -494,7 +480,7 @@ function render({ model, el }: RenderProps): Cleanup {
       });
     } catch (e) {
       if (ctrl.signal.aborted) return;
-      localError = `Could not load ${key.name}: ${e instanceof Error ? e.message : String(e)}`;
+      localError = `Could not load ${key.name}: ${errorText(e)}`;
     } finally {
       if (pending === ctrl) {
         pending = null;
@@ -530,7 +516,7 @@ function render({ model, el }: RenderProps): Cleanup {
     }
   };
   const onPlotOut = () => {
-    tooltip.hidden = true;
+    tip.hide();
   };
   const onLegendClick = (e: MouseEvent) => {
     const b = e.target instanceof Element ? (e.target.closest(".mw-curve-toggle") as HTMLElement | null) : null;
@@ -567,25 +553,18 @@ function render({ model, el }: RenderProps): Cleanup {
     model.set("band", bandSelect.value);
     model.save_changes();
   };
-  plot.addEventListener("click", onPlotClick);
-  plot.addEventListener("keydown", onPlotKey);
-  plot.addEventListener("mouseover", onPlotOver);
-  plot.addEventListener("mouseout", onPlotOut);
-  legendEl.addEventListener("click", onLegendClick);
-  panelEl.addEventListener("mouseover", onPanelOver);
-  panelEl.addEventListener("mouseout", onPlotOut);
-  panelEl.addEventListener("change", onPanelChange);
-  siteSelect.addEventListener("change", onSite);
-  bandSelect.addEventListener("change", onBand);
+  const { dom, listen, dispose } = listeners(model);
+  dom(plot, "click", onPlotClick);
+  dom(plot, "keydown", onPlotKey);
+  dom(plot, "mouseover", onPlotOver);
+  dom(plot, "mouseout", onPlotOut);
+  dom(legendEl, "click", onLegendClick);
+  dom(panelEl, "mouseover", onPanelOver);
+  dom(panelEl, "mouseout", onPlotOut);
+  dom(panelEl, "change", onPanelChange);
+  dom(siteSelect, "change", onSite);
+  dom(bandSelect, "change", onBand);
 
-  const handlers: [string, Callback][] = [];
-  const listen = (names_: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const n of names_) {
-      model.on(`change:${n}`, cb);
-      handlers.push([`change:${n}`, cb]);
-    }
-  };
   listen(["layers", "stats", "curve_names", "curve_kinds", "hidden_curves", "band", "site", "selected_layer", "selected_site"], () => {
     renderHeader();
     renderPlot();
@@ -608,17 +587,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     pending?.abort();
-    for (const [ev, cb] of handlers) model.off(ev, cb);
-    plot.removeEventListener("click", onPlotClick);
-    plot.removeEventListener("keydown", onPlotKey);
-    plot.removeEventListener("mouseover", onPlotOver);
-    plot.removeEventListener("mouseout", onPlotOut);
-    legendEl.removeEventListener("click", onLegendClick);
-    panelEl.removeEventListener("mouseover", onPanelOver);
-    panelEl.removeEventListener("mouseout", onPlotOut);
-    panelEl.removeEventListener("change", onPanelChange);
-    siteSelect.removeEventListener("change", onSite);
-    bandSelect.removeEventListener("change", onBand);
+    dispose();
     root.remove();
   };
 }

@@ -9,18 +9,19 @@
  */
 
 import { fmt } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
+import { errorBox, errorText, statusPill } from "./lib/status";
 import { CSS } from "./lib/steering.css";
+import { str, strs } from "./lib/values";
 import { decode, isWire } from "./lib/wire";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel, so nothing can be generated here.";
 const SVG = "http://www.w3.org/2000/svg";
 
-const strs = (x: unknown): string[] => (Array.isArray(x) ? x.map((t) => (typeof t === "string" ? t : String(t))) : []);
 const num = (x: unknown, fallback = 0): number => (typeof x === "number" && Number.isFinite(x) ? x : fallback);
-const str = (x: unknown): string => (x == null ? "" : String(x));
 /** A coefficient as typed: at most 3 decimals, no trailing zeros. */
 const coefText = (x: number): string => String(Math.round(x * 1000) / 1000);
 
@@ -71,11 +72,8 @@ function render({ model, el }: RenderProps): Cleanup {
   metricB.setAttribute("aria-label", "metric minus token");
   const sweepBtn = h("button", "mw-sweep", "sweep");
   sweepBtn.type = "button";
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  statusEl.setAttribute("aria-live", "polite");
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const pill = statusPill();
+  const errBox = errorBox();
 
   const column = (run: string, label: string) => {
     const head = h("div", "mw-column-head", label);
@@ -99,13 +97,13 @@ function render({ model, el }: RenderProps): Cleanup {
       h("label", "mw-control", ["tokens", maxTokens]),
       genBtn,
       cancelBtn,
-      statusEl,
+      pill.el,
     ]),
     h("div", "mw-controls", [
       h("label", "mw-control", ["sweep metric", metricA, "−", metricB]),
       sweepBtn,
     ]),
-    errorEl,
+    errBox.el,
     h("div", "mw-columns", [base.col, steered.col]),
     plotWrap,
   ]);
@@ -116,26 +114,13 @@ function render({ model, el }: RenderProps): Cleanup {
   const running = () => model.get("status") === "running";
 
   // ---------------------------------------------------------------- controls
-  function options(select: HTMLSelectElement, values: string[], labels?: string[]): void {
-    const key = values.join("\u0000");
-    if (select.dataset.key !== key) {
-      clear(select);
-      values.forEach((v, i) => {
-        const o = h("option", null, labels ? labels[i] : v);
-        o.value = v;
-        select.appendChild(o);
-      });
-      select.dataset.key = key;
-    }
-  }
-
   function renderControls(): void {
-    options(vectorSelect, strs(model.get("vector_names")));
+    setOptions(vectorSelect, strs(model.get("vector_names")));
     vectorSelect.value = str(model.get("vector"));
-    options(siteSelect, strs(model.get("sites")));
+    setOptions(siteSelect, strs(model.get("sites")));
     siteSelect.value = str(model.get("site"));
     const n = Math.max(1, num(model.get("n_layers"), 1));
-    options(layerSelect, Array.from({ length: n }, (_, i) => String(i)));
+    setOptions(layerSelect, Array.from({ length: n }, (_, i) => String(i)));
     layerSelect.value = String(num(model.get("layer")));
     const lo = num(model.get("coef_min"), -10);
     const hi = num(model.get("coef_max"), 10);
@@ -161,13 +146,10 @@ function render({ model, el }: RenderProps): Cleanup {
 
   function renderStatus(): void {
     const status = str(model.get("status")) || "ready";
-    statusEl.dataset.status = status;
     const n = strs(model.get("steered_tokens")).length;
     const total = num(model.get("max_new_tokens"), 0);
-    setText(statusEl, isStatic() ? "static" : status === "running" ? `generating ${n}/${total}` : status);
-    const err = localError || str(model.get("error"));
-    setText(errorEl, err);
-    errorEl.hidden = !err;
+    pill.set(status, isStatic() ? "static" : status === "running" ? `generating ${n}/${total}` : status);
+    errBox.set(localError || str(model.get("error")));
     renderControls();
   }
 
@@ -209,7 +191,7 @@ function render({ model, el }: RenderProps): Cleanup {
       xs = decode(cw).data;
       ys = decode(vw).data;
     } catch (e) {
-      localError = `sweep: ${e instanceof Error ? e.message : String(e)}`;
+      localError = `sweep: ${errorText(e)}`;
       return;
     }
     const n = Math.min(xs.length, ys.length);
@@ -273,7 +255,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       await request(model, name, settings(), { timeoutMs: 120_000 });
     } catch (e) {
-      localError = e instanceof Error ? e.message : String(e);
+      localError = errorText(e);
     }
     renderStatus();
   }
@@ -287,19 +269,13 @@ function render({ model, el }: RenderProps): Cleanup {
     model.set("coef", Number(coefInput.value));
     model.save_changes();
   };
-  genBtn.addEventListener("click", onGenerate);
-  sweepBtn.addEventListener("click", onSweep);
-  cancelBtn.addEventListener("click", onCancel);
-  coefInput.addEventListener("input", onCoefInput);
-  coefInput.addEventListener("change", onCoefChange);
+  const { dom, listen, dispose } = listeners(model);
+  dom(genBtn, "click", onGenerate);
+  dom(sweepBtn, "click", onSweep);
+  dom(cancelBtn, "click", onCancel);
+  dom(coefInput, "input", onCoefInput);
+  dom(coefInput, "change", onCoefChange);
 
-  const subs: [string, Callback][] = [];
-  const listen = (names: string[], cb: Callback) => {
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      subs.push([`change:${name}`, cb]);
-    }
-  };
   listen(["baseline_tokens", "steered_tokens", "baseline_done", "steered_done", "gen_prompt", "gen_coef"], renderColumns);
   listen(["status", "error", "progress", "static"], renderColumns);
   listen(["vector", "vector_names", "site", "sites", "layer", "n_layers", "coef", "coef_min", "coef_max", "prompt", "max_new_tokens", "metric_a", "metric_b"], renderControls);
@@ -309,12 +285,7 @@ function render({ model, el }: RenderProps): Cleanup {
   renderPlot();
 
   return () => {
-    for (const [ev, cb] of subs) model.off(ev, cb);
-    genBtn.removeEventListener("click", onGenerate);
-    sweepBtn.removeEventListener("click", onSweep);
-    cancelBtn.removeEventListener("click", onCancel);
-    coefInput.removeEventListener("input", onCoefInput);
-    coefInput.removeEventListener("change", onCoefChange);
+    dispose();
     root.remove();
   };
 }

@@ -6,10 +6,13 @@
  */
 
 import { css, divergingRGB, fmt, legend, maxAbs, NEG, POS, textColour } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
-import type { Callback, Cleanup, RenderProps } from "./lib/model";
+import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { listeners } from "./lib/listeners";
+import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
+import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
 import { CSS } from "./lib/token_activations.css";
+import { tooltip } from "./lib/tooltip";
 import { decode, isWire } from "./lib/wire";
 
 const STATIC_TITLE =
@@ -56,20 +59,16 @@ function render({ model, el }: RenderProps): Cleanup {
   const layerSelect = h("select", "mw-layer");
   layerSelect.setAttribute("aria-label", "layer");
   const colourLegend = legend("diverging");
-  const statusEl = h("span", "mw-status");
-  statusEl.setAttribute("role", "status");
-  statusEl.setAttribute("aria-live", "polite");
-  const progressFill = h("span");
-  const progressEl = h("span", "mw-progress", [progressFill]);
+  const pill = statusPill();
+  const bar = progressBar();
   const header = h("div", "mw-header", [
     unitLabel,
     h("label", "mw-control", ["site", siteSelect]),
     h("label", "mw-control", ["layer", layerSelect]),
     colourLegend.el,
-    h("span", "mw-status-wrap", [progressEl, statusEl]),
+    h("span", "mw-status-wrap", [bar.el, pill.el]),
   ]);
-  const errorEl = h("div", "mw-error");
-  errorEl.setAttribute("role", "alert");
+  const errBox = errorBox();
   const textsEl = h("div", "mw-texts");
   textsEl.tabIndex = 0;
   textsEl.setAttribute("aria-label", "tokens; click or use the arrow keys to select one");
@@ -78,15 +77,13 @@ function render({ model, el }: RenderProps): Cleanup {
   const ttToken = h("div", "mw-tt-token");
   const ttMeta = h("div", "mw-tt-meta");
   const ttValue = h("div", "mw-tt-value");
-  const tooltip = h("div", "mw-tooltip", [ttToken, ttMeta, ttValue]);
-  tooltip.setAttribute("role", "tooltip");
-  tooltip.hidden = true;
+  const tip = tooltip([ttToken, ttMeta, ttValue]);
   const root = h("div", "mw-token-activations", [
     style(CSS),
     header,
-    errorEl,
+    errBox.el,
     h("div", "mw-body", [textsEl, topkEl]),
-    tooltip,
+    tip.el,
   ]);
   el.appendChild(root);
 
@@ -124,7 +121,7 @@ function render({ model, el }: RenderProps): Cleanup {
     try {
       return decode(raw).data;
     } catch (e) {
-      decodeErrors.set(name, `${name}: ${e instanceof Error ? e.message : String(e)}`);
+      decodeErrors.set(name, `${name}: ${errorText(e)}`);
       return null;
     }
   }
@@ -329,20 +326,12 @@ function render({ model, el }: RenderProps): Cleanup {
     setText(ttMeta, `token ${i} · text ${textOf[i]}, position ${posOf[i]}`);
     const v = values && i < values.length ? values[i] : NaN;
     setText(ttValue, `${currentLabel()}: ${values && i < values.length ? fmt(v) : "no value"}`);
-    tooltip.hidden = false;
-    const span = spans[i];
-    const r = span.getBoundingClientRect();
-    const rr = root.getBoundingClientRect();
-    const width = tooltip.offsetWidth;
-    let left = r.left - rr.left;
-    if (rr.width > 0 && left + width > rr.width) left = Math.max(0, rr.width - width);
-    tooltip.style.left = `${Math.max(0, left)}px`;
-    tooltip.style.top = `${r.bottom - rr.top + 4}px`;
+    tip.showBelow(spans[i], root, { fit: true });
   }
 
   function hideTooltip(): void {
     hoverIndex = -1;
-    tooltip.hidden = true;
+    tip.hide();
   }
 
   function tokenIndexOf(target: EventTarget | null): number {
@@ -360,13 +349,12 @@ function render({ model, el }: RenderProps): Cleanup {
     const modelProgress = st === "loading" ? Number(model.get("progress")) || 0 : 0;
     const p = Math.min(1, Math.max(0, Math.max(localProgress, modelProgress)));
     const failed = !loading && (st === "error" || localError !== "");
-    statusEl.dataset.status = loading ? "loading" : failed ? "error" : "ready";
-    setText(
-      statusEl,
+    pill.set(
+      loading ? "loading" : failed ? "error" : "ready",
       loading ? (p > 0 ? `loading ${Math.round(p * 100)}%` : "loading…") : failed ? "error" : isStatic() ? "static" : "ready",
     );
-    progressEl.hidden = !loading;
-    progressFill.style.width = `${Math.round(p * 100)}%`;
+    bar.show(loading);
+    bar.set(p);
     root.classList.toggle("mw-busy", loading);
     root.setAttribute("aria-busy", String(loading));
   }
@@ -377,20 +365,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const modelError = asStr(model.get("error"));
     if (modelError && modelError !== localError) msgs.push(modelError);
     for (const m of decodeErrors.values()) msgs.push(m);
-    setText(errorEl, msgs.join("\n"));
-    errorEl.hidden = msgs.length === 0;
-  }
-
-  function setOptions(select: HTMLSelectElement, options: string[], labels?: string[]): void {
-    const same =
-      select.options.length === options.length && options.every((o, j) => select.options[j].value === o);
-    if (same) return;
-    clear(select);
-    options.forEach((o, j) => {
-      const opt = h("option", null, labels ? labels[j] : o);
-      opt.value = o;
-      select.appendChild(opt);
-    });
+    errBox.set(...msgs);
   }
 
   function renderSelectors(): void {
@@ -434,7 +409,7 @@ function render({ model, el }: RenderProps): Cleanup {
       });
     } catch (e) {
       if (ctrl.signal.aborted) return; // superseded by a newer request, or the view was closed
-      localError = `Could not load ${site}, layer ${layer}: ${e instanceof Error ? e.message : String(e)}`;
+      localError = `Could not load ${site}, layer ${layer}: ${errorText(e)}`;
     } finally {
       if (pending === ctrl) {
         pending = null;
@@ -485,24 +460,17 @@ function render({ model, el }: RenderProps): Cleanup {
   };
   const onSelectChange = () => void fetchView();
 
-  textsEl.addEventListener("click", onTextsClick);
-  textsEl.addEventListener("mouseover", onTextsOver);
-  textsEl.addEventListener("mouseout", onTextsOut);
-  textsEl.addEventListener("keydown", onTextsKey);
-  textsEl.addEventListener("scroll", hideTooltip, { passive: true });
-  topkEl.addEventListener("click", onTopkClick);
-  siteSelect.addEventListener("change", onSelectChange);
-  layerSelect.addEventListener("change", onSelectChange);
+  const { dom, listen, dispose } = listeners(model);
+  dom(textsEl, "click", onTextsClick);
+  dom(textsEl, "mouseover", onTextsOver);
+  dom(textsEl, "mouseout", onTextsOut);
+  dom(textsEl, "keydown", onTextsKey);
+  dom(textsEl, "scroll", hideTooltip, { passive: true });
+  dom(topkEl, "click", onTopkClick);
+  dom(siteSelect, "change", onSelectChange);
+  dom(layerSelect, "change", onSelectChange);
 
   // ---------------------------------------------------------------- model events
-  const handlers: [string, Callback][] = [];
-  const listen = (names: string[], fn: () => void) => {
-    const cb: Callback = () => fn();
-    for (const name of names) {
-      model.on(`change:${name}`, cb);
-      handlers.push([`change:${name}`, cb]);
-    }
-  };
   listen(["texts"], buildTexts);
   listen(["values"], loadValues);
   listen(["topk_indices", "topk_values"], loadTopk);
@@ -549,15 +517,7 @@ function render({ model, el }: RenderProps): Cleanup {
   return () => {
     pending?.abort();
     pending = null;
-    for (const [event, cb] of handlers) model.off(event, cb);
-    textsEl.removeEventListener("click", onTextsClick);
-    textsEl.removeEventListener("mouseover", onTextsOver);
-    textsEl.removeEventListener("mouseout", onTextsOut);
-    textsEl.removeEventListener("keydown", onTextsKey);
-    textsEl.removeEventListener("scroll", hideTooltip);
-    topkEl.removeEventListener("click", onTopkClick);
-    siteSelect.removeEventListener("change", onSelectChange);
-    layerSelect.removeEventListener("change", onSelectChange);
+    dispose();
     root.remove();
   };
 }

@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/ablation";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, i32 } from "./helpers";
+import { click, f32, flush, hover, i32, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil", "a\nb"];
 const topk = (toks: string[]) => toks.map((token, i) => ({ token, id: i, prob: 0.5 / (i + 1), logit: 1 }));
@@ -50,46 +50,13 @@ function barState(extra: Record<string, unknown> = {}): Record<string, unknown> 
   });
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  const root = el.querySelector<HTMLElement>(".mw-ablation")!;
-  return { root };
+  return mountView(render, model, ".mw-ablation");
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
 const toks = (root: HTMLElement, run: string) =>
   Array.from(root.querySelectorAll(`.mw-topk-list[data-run="${run}"] .mw-topk-row .mw-tok`)).map((e) => e.textContent);
-const flush = () => new Promise((r) => setTimeout(r, 0));
 const metricValue = (root: HTMLElement, kind: string) => Number((root.querySelector(`.mw-metric[data-kind="${kind}"]`) as HTMLElement).dataset.value);
-
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply };
-}
 
 describe("Ablation: heads heatmap", () => {
   it("draws layers × heads coloured by mean effect, diverging at the largest |effect|", () => {
@@ -230,7 +197,7 @@ describe("Ablation: live kernel", () => {
 
   it("Enter on a focused cell selects it; cleanup removes the view", () => {
     const { model, sent } = liveModel(headState());
-    const { root } = mount(model);
+    const { root, el, cleanup } = mount(model);
     const c = root.querySelector<HTMLElement>('.mw-cell[data-component="2"]')!;
     c.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
     expect(sent[0]).toMatchObject({ name: "select", msg: { component: "1.0" } });
@@ -240,9 +207,7 @@ describe("Ablation: live kernel", () => {
     expect(root.querySelector(".mw-tt-label")!.textContent).toBe("1.1");
     (document.activeElement as HTMLElement).dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowUp", bubbles: true }));
     expect(document.activeElement).toBe(root.querySelector('.mw-cell[data-component="1"]'));
-    const m = mounted.pop()!;
-    m.cleanup();
-    expect(m.el.querySelector(".mw-ablation")).toBeNull();
-    m.el.remove();
+    cleanup();
+    expect(el.querySelector(".mw-ablation")).toBeNull();
   });
 });

@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget, { headOrder, parseHead } from "../src/attention_patterns";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, wireB64 } from "./helpers";
+import { click, f32, flush, hover, liveModel, mountView, texts, wireB64 } from "./helpers";
 
 const TOKENS = ["<|endoftext|>", "<script>window.__pwned=1</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
 const T = TOKENS.length;
@@ -46,50 +46,15 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  const root = el.querySelector<HTMLElement>(".mw-attention-patterns")!;
+  const { root } = mountView(render, model, ".mw-attention-patterns");
   const order = () => Array.from(root.querySelectorAll<HTMLElement>(".mw-head")).map((e) => e.querySelector(".mw-head-label")!.textContent);
   const head = (l: number, h: number) => root.querySelector<HTMLElement>(`.mw-head[data-layer="${l}"][data-head="${h}"]`)!;
   const strip = (i: number) => root.querySelector<HTMLElement>(`.mw-strip .mw-token[data-pos="${i}"]`)!;
   return { root, order, head, strip };
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
-const flush = () => new Promise((r) => setTimeout(r, 0));
-const texts = (root: HTMLElement, sel: string) => Array.from(root.querySelectorAll(sel)).map((e) => e.textContent);
 const SHOWN = ["<|endoftext|>", "<script>window.__pwned=1</script>", "<img src=x onerror=alert(1)>", "a↵b", "\u202Eevil", " in"];
-
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  let saves = 0;
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  m.save_changes = () => void saves++;
-  const reply = (msg: Record<string, unknown>, buffers: DataView[] = []) => {
-    for (const cb of Array.from(listeners)) cb(msg, buffers);
-  };
-  return { model: m, sent, reply, saves: () => saves };
-}
 
 describe("helpers", () => {
   it("headOrder sorts by score descending, NaN last, ties in layer order; parseHead reads L.H", () => {

@@ -1,8 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/feature_dashboard";
-import type { Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, i32 } from "./helpers";
+import { click, f32, flush, i32, liveModel, mountView } from "./helpers";
 
 const { render } = widget;
 
@@ -59,42 +59,11 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-/** A live-kernel model: send() goes to the test, which plays Python. */
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply };
-}
-
-const flush = () => new Promise((r) => setTimeout(r, 0));
-let el: HTMLElement;
-let cleanup: (() => void) | undefined;
-beforeEach(() => {
-  el = document.createElement("div");
-  document.body.appendChild(el);
-});
-afterEach(() => {
-  cleanup?.();
-  cleanup = undefined;
-  el.remove();
-});
-
-function mount(model: Parameters<typeof render>[0]["model"]) {
-  cleanup = render({ model, el });
-  const root = el.querySelector(".mw-feature-dashboard") as HTMLElement;
+function mount(model: AnyModel) {
+  const { root } = mountView(render, model, ".mw-feature-dashboard");
   const rows = () => Array.from(root.querySelectorAll<HTMLElement>(".mw-feature-row[data-feature]")).map((r) => Number(r.dataset.feature));
   return { root, rows };
 }
-const click = (t: Element) => t.dispatchEvent(new MouseEvent("click", { bubbles: true }));
 
 describe("FeatureDashboard: list", () => {
   it("sorts by max activation, frequency or index, and searches index and explanation text", () => {

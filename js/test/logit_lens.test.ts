@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/logit_lens";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { i32, wireB64 } from "./helpers";
+import { click, flush, hover, i32, liveModel, mountView, texts, wireB64 } from "./helpers";
 
 /** float → IEEE binary16 bits (round to nearest; enough for test values). */
 function toHalf(v: number): number {
@@ -78,30 +78,12 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  const root = el.querySelector<HTMLElement>(".mw-logit-lens")!;
+  const { root } = mountView(render, model, ".mw-logit-lens");
   const cell = (r: number, p: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-pos="${p}"]`)!;
   return { root, cell };
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
-const texts = (root: HTMLElement, sel: string) => Array.from(root.querySelectorAll(sel)).map((e) => e.textContent);
-const flush = () => new Promise((r) => setTimeout(r, 0));
 
 describe("LogitLens: static model", () => {
   it("grid of top-1 tokens shaded by probability, hostile tokens literal", () => {
@@ -179,22 +161,6 @@ describe("LogitLens: static model", () => {
     expect(root.querySelector(".mw-title")!.textContent).toBe("zoo:tiny · tuned lens");
   });
 });
-
-/** A live-kernel model: send() goes to the test, which plays Python. */
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply };
-}
 
 describe("LogitLens: live kernel", () => {
   it("lens switch requests 'lens'; new arrays repaint the grid", async () => {

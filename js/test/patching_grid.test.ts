@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/patching_grid";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, wireB64 } from "./helpers";
+import { click, f32, flush, hover, liveModel, mountView, wireB64 } from "./helpers";
 
 const HOSTILE_CLEAN = ["<|endoftext|>", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
 const HOSTILE_CORRUPT = ["<|endoftext|>", "&amp;", "<img src=x onerror=alert(1)>", "a\nb", "\u0000", " in"];
@@ -44,31 +44,14 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  const root = el.querySelector<HTMLElement>(".mw-patching-grid")!;
+  const { root } = mountView(render, model, ".mw-patching-grid");
   const cell = (r: number, c: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-col="${c}"]`)!;
   return { root, cell };
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
 const rowsOf = (root: HTMLElement, run: string) =>
   Array.from(root.querySelectorAll(`.mw-topk-list[data-run="${run}"] .mw-topk-row .mw-tok`)).map((e) => e.textContent);
-const flush = () => new Promise((r) => setTimeout(r, 0));
 
 describe("PatchingGrid: static model", () => {
   it("renders the grid with token labels, clean/corrupt where they differ, shown literally", () => {
@@ -144,22 +127,6 @@ describe("PatchingGrid: static model", () => {
     expect(root.querySelector(".mw-tt-label")!.textContent).toBe("layer 1, head 1");
   });
 });
-
-/** A live-kernel model: send() goes to the test, which plays Python. */
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply };
-}
 
 describe("PatchingGrid: live kernel", () => {
   it("click a cell requests 'cell' {layer, position} and shows the patched top-k", async () => {

@@ -1,8 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/patchscope";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
+import { click, flush, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<|endoftext|>", "<script>window.__pwned=1</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
 
@@ -32,29 +33,13 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  const root = el.querySelector<HTMLElement>(".mw-patchscope")!;
+  const { root } = mountView(render, model, ".mw-patchscope");
   const cell = (l: number, p: number) => root.querySelector<HTMLElement>(`.mw-cell[data-layer="${l}"][data-position="${p}"]`)!;
   return { root, cell };
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
 const texts = (root: HTMLElement) => Array.from(root.querySelectorAll(".mw-decoded-row .mw-text")).map((e) => e.textContent);
-const flush = () => new Promise((r) => setTimeout(r, 0));
 
 describe("Patchscope: static model", () => {
   it("renders the layers × positions grid with source tokens shown literally", () => {
@@ -92,21 +77,6 @@ describe("Patchscope: static model", () => {
     expect(root.querySelectorAll(".mw-cell.mw-selected")).toHaveLength(1);
   });
 });
-
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply };
-}
 
 describe("Patchscope: live kernel", () => {
   it("click requests 'decode' {layer, position}; progress and the decoded texts are shown", async () => {

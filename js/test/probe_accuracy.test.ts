@@ -1,10 +1,10 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/probe_accuracy";
 const { render } = widget;
 import { divergingRGB, css } from "../src/lib/colour";
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, i32 } from "./helpers";
+import { click, f32, flush, hover, i32, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil", "a\nb", "", "\u0000"];
 const LAYERS = [
@@ -78,46 +78,12 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  return el.querySelector<HTMLElement>(".mw-probe-accuracy")!;
+  return mountView(render, model, ".mw-probe-accuracy").root;
 }
 
-const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
-const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
-const flush = () => new Promise((r) => setTimeout(r, 0));
 const confusion = (root: HTMLElement) =>
   Array.from(root.querySelectorAll<HTMLElement>(".mw-conf-cell")).map((td) => [td.dataset.true, td.dataset.pred, td.textContent]);
-
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  let saves = 0;
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  m.save_changes = () => void saves++;
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply, saves: () => saves };
-}
 
 describe("ProbeAccuracy: plot", () => {
   it("draws one line and band per visible curve, points per layer, and x labels", () => {

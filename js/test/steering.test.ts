@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/steering";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32 } from "./helpers";
+import { f32, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil", "\u0000", "a\nb", ""];
 
@@ -40,43 +40,24 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let mounted: { cleanup: () => void; el: HTMLElement }[] = [];
-afterEach(() => {
-  for (const m of mounted) {
-    m.cleanup();
-    m.el.remove();
-  }
-  mounted = [];
-  delete (window as unknown as Record<string, unknown>).__pwned;
-});
-
 function mount(model: AnyModel) {
-  const el = document.createElement("div");
-  document.body.appendChild(el);
-  const cleanup = render({ model, el });
-  mounted.push({ cleanup, el });
-  return el.querySelector<HTMLElement>(".mw-steering")!;
+  return mountView(render, model, ".mw-steering").root;
 }
 
 const col = (root: HTMLElement, run: string) =>
   Array.from(root.querySelectorAll(`.mw-column[data-run="${run}"] .mw-token`)).map((e) => e.textContent);
 
 /** A live-kernel model: records sent requests; `set` fires change events like anywidget. */
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
+/** A live kernel that answers every request at once with `{ started: true }`. */
+function startedModel(state: Record<string, unknown>) {
+  const live = liveModel(state);
   const sent: { name: string; msg: Record<string, unknown> }[] = [];
-  const listeners: Callback[] = [];
-  const on = m.on.bind(m);
-  m.on = (ev: string, cb: Callback) => {
-    if (ev === "msg:custom") listeners.push(cb);
-    else on(ev, cb);
-  };
-  m.send = (content: unknown) => {
+  live.model.send = (content: unknown) => {
     const c = content as { id: string; name: string; msg: Record<string, unknown> };
     sent.push({ name: c.name, msg: c.msg });
-    for (const cb of listeners.slice()) cb({ kind: "mw-response", id: c.id, ok: true, response: { started: true } });
+    live.reply({ kind: "mw-response", id: c.id, ok: true, response: { started: true } });
   };
-  return { m, sent };
+  return { m: live.model, sent };
 }
 
 describe("Steering view", () => {
@@ -107,7 +88,7 @@ describe("Steering view", () => {
   });
 
   it("appends streamed tokens without rebuilding the column", () => {
-    const { m } = liveModel(baseState({ steered_tokens: [], steered_done: false, status: "running" }));
+    const { m } = startedModel(baseState({ steered_tokens: [], steered_done: false, status: "running" }));
     const root = mount(m);
     expect(col(root, "steered")).toEqual([]);
     m.set("steered_tokens", [" a"]);
@@ -126,7 +107,7 @@ describe("Steering view", () => {
   });
 
   it("generate and sweep send the controls' settings; the slider saves coef", () => {
-    const { m, sent } = liveModel(baseState());
+    const { m, sent } = startedModel(baseState());
     const root = mount(m);
     const slider = root.querySelector<HTMLInputElement>("input.mw-coef")!;
     slider.value = "4";

@@ -1,9 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import widget from "../src/token_activations";
 const { render } = widget;
-import type { AnyModel, Callback } from "../src/lib/model";
+import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { f32, i32 } from "./helpers";
+import { click, f32, flush, i32, liveModel, mountView } from "./helpers";
 
 const HOSTILE = [
   "<script>alert(1)</script>",
@@ -61,28 +61,10 @@ function baseState(extra: Record<string, unknown> = {}): Record<string, unknown>
   };
 }
 
-let el: HTMLElement;
-let cleanup: (() => void) | undefined;
-
-beforeEach(() => {
-  el = document.createElement("div");
-  document.body.appendChild(el);
-});
-afterEach(() => {
-  cleanup?.();
-  cleanup = undefined;
-  el.remove();
-});
-
 function mount(model: AnyModel) {
-  cleanup = render({ model, el });
-  const root = el.querySelector(".mw-token-activations") as HTMLElement;
-  const tokens = () => Array.from(root.querySelectorAll<HTMLElement>(".mw-token"));
-  return { root, tokens };
-}
-
-function click(target: Element) {
-  target.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+  const mounted = mountView(render, model, ".mw-token-activations");
+  const tokens = () => Array.from(mounted.root.querySelectorAll<HTMLElement>(".mw-token"));
+  return { ...mounted, tokens };
 }
 
 describe("TokenActivations: rendering", () => {
@@ -92,7 +74,7 @@ describe("TokenActivations: rendering", () => {
 
   it("shows hostile tokens literally and creates no markup from them", () => {
     const model = staticModel(baseState());
-    const { root, tokens } = mount(model);
+    const { root, tokens, el } = mount(model);
     const spans = tokens();
     expect(spans).toHaveLength(N);
     expect(spans.map((s) => s.dataset.index)).toEqual(Array.from({ length: N }, (_, i) => String(i)));
@@ -332,31 +314,13 @@ describe("TokenActivations: Python-side changes", () => {
 
   it("cleanup removes the model listeners and the DOM", () => {
     const model = staticModel(baseState());
-    mount(model);
-    cleanup!();
-    cleanup = undefined;
+    const { el, cleanup } = mount(model);
+    cleanup();
     expect(el.querySelector(".mw-token-activations")).toBeNull();
     expect(() => model.set("values", f32(new Array(N).fill(1)))).not.toThrow();
   });
 });
 
-/** A live-kernel model: send() goes to the test, which plays Python. */
-function liveModel(state: Record<string, unknown>) {
-  const m = staticModel({ ...state, static: false });
-  const listeners = new Set<Callback>();
-  const sent: Record<string, unknown>[] = [];
-  const on = m.on.bind(m);
-  const off = m.off.bind(m);
-  m.on = (ev, cb) => (ev === "msg:custom" ? void listeners.add(cb) : on(ev, cb));
-  m.off = (ev, cb) => (ev === "msg:custom" && cb ? void listeners.delete(cb) : off(ev, cb));
-  m.send = (content) => void sent.push(content as Record<string, unknown>);
-  const reply = (msg: Record<string, unknown>) => {
-    for (const cb of Array.from(listeners)) cb(msg, []);
-  };
-  return { model: m, sent, reply, listeners };
-}
-
-const flush = () => new Promise((r) => setTimeout(r, 0));
 
 describe("TokenActivations: live kernel", () => {
   it("changing the layer requests fetch {site, layer}, shows progress, then ready", async () => {

@@ -1,18 +1,10 @@
 /** Styles for the AttentionPatterns view, injected as a <style> element's textContent. */
 
-const CODE = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)";
+import { CODE, errorCss, preamble } from "./base.css";
+
 const R = ".mw-attention-patterns";
 
-export const CSS = `
-${R}{
-  --mw-fg:var(--jp-ui-font-color1,#1f2328);--mw-fg2:var(--jp-ui-font-color2,#59636e);
-  --mw-bg:var(--jp-layout-color1,#fff);--mw-bg2:var(--jp-layout-color2,#eef0f3);
-  --mw-border:var(--jp-border-color2,#d0d7de);--mw-accent:var(--jp-brand-color1,#1a73e8);
-  --mw-err:var(--jp-error-color1,#c62828);
-  position:relative;color:var(--mw-fg);line-height:1.4;font-size:13px;
-  font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);
-}
-${R} [hidden]{display:none!important}
+export const CSS = `${preamble(R)}
 ${R} .mw-header{display:flex;flex-wrap:wrap;align-items:center;gap:6px 14px;margin:0 0 6px}
 ${R} .mw-title{font-weight:600}
 ${R} .mw-control{display:inline-flex;align-items:center;gap:4px;color:var(--mw-fg2);font-size:12px}
@@ -22,8 +14,7 @@ ${R} .mw-score-note{font-size:11px;color:var(--mw-fg2)}
 ${R} .mw-status{font-size:11px;padding:1px 7px;border-radius:9px;background:var(--mw-bg2);color:var(--mw-fg2);margin-left:auto}
 ${R} .mw-status[data-status=loading]{color:var(--mw-accent)}
 ${R} .mw-status[data-status=error]{color:#fff;background:var(--mw-err)}
-${R} .mw-error{color:var(--mw-err);border:1px solid currentColor;border-radius:4px;padding:4px 8px;margin:0 0 6px;
-  font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+${errorCss(R)}
 ${R} .mw-heads{display:flex;flex-wrap:wrap;gap:6px;margin:0 0 8px;max-height:340px;overflow:auto}
 ${R} .mw-head{display:flex;flex-direction:column;align-items:center;gap:1px;padding:3px;margin:0;font:inherit;
   font-size:11px;color:var(--mw-fg);background:var(--mw-bg);border:1px solid var(--mw-border);border-radius:4px;cursor:pointer}

@@ -81,3 +81,19 @@ export function escapeToken(tok: string): string {
   }
   return `"${out}"`;
 }
+
+/**
+ * Give `select` the options `values` (shown as `labels`, by default the values themselves),
+ * leaving it untouched when it already has them (so that an open dropdown is not rebuilt).
+ */
+export function setOptions(select: HTMLSelectElement, values: string[], labels: string[] = values): void {
+  const opts = select.options;
+  const label = (i: number) => labels[i] ?? "";
+  if (opts.length === values.length && values.every((v, i) => opts[i].value === v && opts[i].textContent === label(i))) return;
+  clear(select);
+  values.forEach((v, i) => {
+    const o = h("option", null, label(i));
+    o.value = v;
+    select.appendChild(o);
+  });
+}

@@ -1,18 +1,10 @@
 /** Styles for the PatchingGrid view, injected as a <style> element's textContent. */
 
-const CODE = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)";
+import { CODE, errorCss, preamble, statusCss, topkCss } from "./base.css";
+
 const R = ".mw-patching-grid";
 
-export const CSS = `
-${R}{
-  --mw-fg:var(--jp-ui-font-color1,#1f2328);--mw-fg2:var(--jp-ui-font-color2,#59636e);
-  --mw-bg:var(--jp-layout-color1,#fff);--mw-bg2:var(--jp-layout-color2,#eef0f3);
-  --mw-border:var(--jp-border-color2,#d0d7de);--mw-accent:var(--jp-brand-color1,#1a73e8);
-  --mw-err:var(--jp-error-color1,#c62828);
-  position:relative;color:var(--mw-fg);line-height:1.4;font-size:13px;
-  font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);
-}
-${R} [hidden]{display:none!important}
+export const CSS = `${preamble(R)}
 ${R} .mw-header{display:flex;flex-wrap:wrap;align-items:center;gap:6px 14px;margin:0 0 6px}
 ${R} .mw-title{font-weight:600;unicode-bidi:isolate}
 ${R} .mw-control{display:inline-flex;align-items:center;gap:4px;color:var(--mw-fg2);font-size:12px}
@@ -21,14 +13,8 @@ ${R} select,${R} button{font:inherit;font-size:12px;color:var(--mw-fg);backgroun
 ${R} select:disabled,${R} button:disabled{opacity:.6;cursor:not-allowed}
 ${R} .mw-legend{display:inline-flex;align-items:center;gap:4px;font-size:11px;color:var(--mw-fg2);font-variant-numeric:tabular-nums}
 ${R} .mw-legend-bar{display:inline-block;width:96px;height:10px;border-radius:2px;border:1px solid var(--mw-border)}
-${R} .mw-status-wrap{display:inline-flex;align-items:center;gap:6px;margin-left:auto}
-${R} .mw-status{font-size:11px;padding:1px 7px;border-radius:9px;background:var(--mw-bg2);color:var(--mw-fg2)}
-${R} .mw-status[data-status=running]{color:var(--mw-accent)}
-${R} .mw-status[data-status=error]{color:#fff;background:var(--mw-err)}
-${R} .mw-progress{display:inline-block;width:64px;height:4px;border-radius:2px;background:var(--mw-bg2);overflow:hidden}
-${R} .mw-progress>span{display:block;height:100%;width:0;background:var(--mw-accent);transition:width .15s}
-${R} .mw-error{color:var(--mw-err);border:1px solid currentColor;border-radius:4px;padding:4px 8px;margin:0 0 6px;
-  font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+${statusCss(R, "running")}
+${errorCss(R)}
 ${R} .mw-body{display:flex;flex-wrap:wrap;align-items:flex-start;gap:12px}
 ${R} .mw-grid-wrap{overflow:auto;max-width:100%;max-height:36em}
 ${R} .mw-grid{display:grid;gap:1px;font-size:11px}
@@ -43,13 +29,7 @@ ${R} .mw-cell.mw-selected{box-shadow:inset 0 0 0 2px var(--mw-accent)}
 ${R}.mw-busy .mw-grid{opacity:.8}
 ${R} .mw-cell-panel{flex:1 1 300px;min-width:240px;border:1px solid var(--mw-border);border-radius:4px;padding:6px 8px}
 ${R} .mw-cell-title{font-weight:600;margin:0 0 4px;overflow-wrap:anywhere;unicode-bidi:isolate}
-${R} .mw-lists{display:flex;gap:10px;flex-wrap:wrap}
-${R} .mw-topk-list{flex:1 1 90px;min-width:90px}
-${R} .mw-topk-head{font-size:11px;color:var(--mw-fg2);margin:0 0 2px}
-${R} .mw-topk-row{display:flex;justify-content:space-between;gap:6px;font-size:12px}
-${R} .mw-tok{font-family:${CODE};white-space:pre;overflow:hidden;text-overflow:ellipsis;unicode-bidi:isolate}
-${R} .mw-prob{font-variant-numeric:tabular-nums;color:var(--mw-fg2)}
-${R} .mw-note{font-size:11px;color:var(--mw-fg2)}
+${topkCss(R, "flex:1 1 90px;min-width:90px")}
 ${R} .mw-tooltip{position:absolute;z-index:10;pointer-events:none;background:var(--mw-bg);border:1px solid var(--mw-border);
   border-radius:4px;padding:4px 8px;box-shadow:0 2px 8px rgba(0,0,0,.15);font-size:12px;max-width:28em;overflow-wrap:anywhere}
 ${R} .mw-tt-value{font-variant-numeric:tabular-nums;font-weight:600}

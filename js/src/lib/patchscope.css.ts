@@ -1,28 +1,14 @@
 /** Styles for the Patchscope view, injected as a <style> element's textContent. */
 
-const CODE = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)";
+import { CODE, errorCss, preamble, statusCss } from "./base.css";
+
 const R = ".mw-patchscope";
 
-export const CSS = `
-${R}{
-  --mw-fg:var(--jp-ui-font-color1,#1f2328);--mw-fg2:var(--jp-ui-font-color2,#59636e);
-  --mw-bg:var(--jp-layout-color1,#fff);--mw-bg2:var(--jp-layout-color2,#eef0f3);
-  --mw-border:var(--jp-border-color2,#d0d7de);--mw-accent:var(--jp-brand-color1,#1a73e8);
-  --mw-err:var(--jp-error-color1,#c62828);--mw-done:rgba(46,160,67,.25);
-  position:relative;color:var(--mw-fg);line-height:1.4;font-size:13px;
-  font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);
-}
-${R} [hidden]{display:none!important}
+export const CSS = `${preamble(R, "--mw-done:rgba(46,160,67,.25);")}
 ${R} .mw-header{display:flex;flex-wrap:wrap;align-items:center;gap:6px 14px;margin:0 0 6px}
 ${R} .mw-title{font-weight:600}
-${R} .mw-status-wrap{display:inline-flex;align-items:center;gap:6px;margin-left:auto}
-${R} .mw-status{font-size:11px;padding:1px 7px;border-radius:9px;background:var(--mw-bg2);color:var(--mw-fg2)}
-${R} .mw-status[data-status=loading]{color:var(--mw-accent)}
-${R} .mw-status[data-status=error]{color:#fff;background:var(--mw-err)}
-${R} .mw-progress{display:inline-block;width:64px;height:4px;border-radius:2px;background:var(--mw-bg2);overflow:hidden}
-${R} .mw-progress>span{display:block;height:100%;width:0;background:var(--mw-accent);transition:width .15s}
-${R} .mw-error{color:var(--mw-err);border:1px solid currentColor;border-radius:4px;padding:4px 8px;margin:0 0 6px;
-  font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+${statusCss(R, "loading")}
+${errorCss(R)}
 ${R} .mw-target{font-size:12px;color:var(--mw-fg2);margin:0 0 6px;overflow-wrap:anywhere}
 ${R} .mw-tt{font-family:${CODE};white-space:pre-wrap;unicode-bidi:isolate}
 ${R} .mw-tt.mw-patched{outline:2px solid var(--mw-accent);border-radius:2px;color:var(--mw-fg)}

@@ -1,18 +1,10 @@
 /** Styles for the Steering view, injected as a <style> element's textContent. */
 
-const CODE = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)";
+import { CODE, errorCss, preamble } from "./base.css";
+
 const R = ".mw-steering";
 
-export const CSS = `
-${R}{
-  --mw-fg:var(--jp-ui-font-color1,#1f2328);--mw-fg2:var(--jp-ui-font-color2,#59636e);
-  --mw-bg:var(--jp-layout-color1,#fff);--mw-bg2:var(--jp-layout-color2,#eef0f3);
-  --mw-border:var(--jp-border-color2,#d0d7de);--mw-accent:var(--jp-brand-color1,#1a73e8);
-  --mw-err:var(--jp-error-color1,#c62828);--mw-pos:#1f6fb2;--mw-neg:#b2431f;
-  position:relative;color:var(--mw-fg);line-height:1.4;font-size:13px;
-  font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);
-}
-${R} [hidden]{display:none!important}
+export const CSS = `${preamble(R, "--mw-pos:#1f6fb2;--mw-neg:#b2431f;")}
 ${R} .mw-controls{display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px;margin:0 0 6px}
 ${R} .mw-control{display:inline-flex;align-items:center;gap:4px;color:var(--mw-fg2);font-size:12px}
 ${R} textarea.mw-prompt{display:block;width:100%;box-sizing:border-box;font-family:${CODE};font-size:12px;
@@ -28,8 +20,7 @@ ${R} select:disabled,${R} button:disabled,${R} input:disabled,${R} textarea:disa
 ${R} .mw-status{font-size:11px;padding:1px 7px;border-radius:9px;background:var(--mw-bg2);color:var(--mw-fg2);margin-left:auto}
 ${R} .mw-status[data-status=running]{color:var(--mw-accent)}
 ${R} .mw-status[data-status=error]{color:#fff;background:var(--mw-err)}
-${R} .mw-error{color:var(--mw-err);border:1px solid currentColor;border-radius:4px;padding:4px 8px;margin:0 0 6px;
-  font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+${errorCss(R)}
 ${R} .mw-columns{display:flex;flex-wrap:wrap;gap:10px}
 ${R} .mw-column{flex:1 1 260px;min-width:220px;border:1px solid var(--mw-border);border-radius:4px;padding:6px 8px}
 ${R} .mw-column-head{font-size:11px;color:var(--mw-fg2);margin:0 0 4px;font-weight:600}

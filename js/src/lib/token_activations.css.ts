@@ -1,17 +1,8 @@
 /** Styles for the TokenActivations view, injected as a <style> element's textContent. */
 
-const CODE = "var(--jp-code-font-family,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace)";
+import { CODE, errorCss, preamble, statusCss } from "./base.css";
 
-export const CSS = `
-.mw-token-activations{
-  --mw-fg:var(--jp-ui-font-color1,#1f2328);--mw-fg2:var(--jp-ui-font-color2,#59636e);
-  --mw-bg:var(--jp-layout-color1,#fff);--mw-bg0:var(--jp-layout-color0,#fff);
-  --mw-bg2:var(--jp-layout-color2,#eef0f3);--mw-border:var(--jp-border-color2,#d0d7de);
-  --mw-accent:var(--jp-brand-color1,#1a73e8);--mw-err:var(--jp-error-color1,#c62828);
-  position:relative;color:var(--mw-fg);line-height:1.4;font-size:13px;
-  font-family:var(--jp-ui-font-family,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);
-}
-.mw-token-activations [hidden]{display:none!important}
+export const CSS = `${preamble(".mw-token-activations")}
 .mw-token-activations .mw-header{display:flex;flex-wrap:wrap;align-items:center;gap:6px 14px;margin:0 0 6px}
 .mw-token-activations .mw-unit-label{font-weight:600;unicode-bidi:isolate}
 .mw-token-activations .mw-control{display:inline-flex;align-items:center;gap:4px;color:var(--mw-fg2);font-size:12px}
@@ -20,14 +11,8 @@ export const CSS = `
 .mw-token-activations select:disabled{opacity:.6;cursor:not-allowed}
 .mw-token-activations .mw-legend{display:inline-flex;align-items:center;gap:4px;font-size:11px;color:var(--mw-fg2);font-variant-numeric:tabular-nums}
 .mw-token-activations .mw-legend-bar{display:inline-block;width:96px;height:10px;border-radius:2px;border:1px solid var(--mw-border)}
-.mw-token-activations .mw-status-wrap{display:inline-flex;align-items:center;gap:6px;margin-left:auto}
-.mw-token-activations .mw-status{font-size:11px;padding:1px 7px;border-radius:9px;background:var(--mw-bg2);color:var(--mw-fg2)}
-.mw-token-activations .mw-status[data-status=loading]{color:var(--mw-accent)}
-.mw-token-activations .mw-status[data-status=error]{color:#fff;background:var(--mw-err)}
-.mw-token-activations .mw-progress{display:inline-block;width:64px;height:4px;border-radius:2px;background:var(--mw-bg2);overflow:hidden}
-.mw-token-activations .mw-progress>span{display:block;height:100%;width:0;background:var(--mw-accent);transition:width .15s}
-.mw-token-activations .mw-error{color:var(--mw-err);border:1px solid currentColor;border-radius:4px;padding:4px 8px;margin:0 0 6px;
-  font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+${statusCss(".mw-token-activations", "loading")}
+${errorCss(".mw-token-activations")}
 .mw-token-activations .mw-body{display:flex;flex-wrap:wrap;align-items:flex-start;gap:10px}
 .mw-token-activations .mw-texts{flex:1 1 420px;min-width:0;max-height:30em;overflow:auto;padding:6px 8px;
   border:1px solid var(--mw-border);border-radius:4px;font-family:${CODE};font-size:12.5px;outline:none}

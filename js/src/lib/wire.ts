@@ -126,3 +126,17 @@ export function decode(wire: WireArray): Decoded {
   for (let i = 0; i < n; i++) data[i] = read(i);
   return { shape, data };
 }
+
+/**
+ * Decode a model trait that should hold a wire array: null when it does not (not set yet), and
+ * null plus `onError("<name>: <why>")` when it cannot be decoded.
+ */
+export function decodeTrait(raw: unknown, name: string, onError: (message: string) => void): Decoded | null {
+  if (!isWire(raw)) return null;
+  try {
+    return decode(raw);
+  } catch (e) {
+    onError(`${name}: ${e instanceof Error ? e.message : String(e)}`);
+    return null;
+  }
+}
