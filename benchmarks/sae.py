@@ -100,7 +100,7 @@ def dashboard_pass(model, n_texts: int, batch_size: int = 32) -> dict:
     texts = default_texts(n_texts)
     sae = SAE(model.d_model, D_SAE, "topk", site="resid_pre", layer=1, k=K)
     t0 = time.perf_counter()
-    data = feature_pass(model, sae, texts, batch_size=batch_size, progress=lambda done, total: None)
+    data = feature_pass(model, sae, texts, batch_size=batch_size, progress=False)
     t_pass = time.perf_counter() - t0
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together, as the pass does
     n_tok = 0

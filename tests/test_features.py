@@ -375,7 +375,7 @@ def test_trained_sae_pass_equals_brute_force(tiny, texts):
     from mi_widgets.core.sae import train_sae
 
     sae = train_sae(tiny, "resid_post", 1, 64, tokens=4096, batch_size=512, progress=False)
-    d = feature_pass(tiny, sae, texts[:32], k=5, batch_size=8, progress=lambda a, b: None)
+    d = feature_pass(tiny, sae, texts[:32], k=5, batch_size=8, progress=False)  # bools work as elsewhere
     with torch.no_grad():
         A, where, _ = brute_acts(tiny, sae, texts[:32])
     assert d.stats.n_tokens == A.shape[0]

@@ -605,8 +605,8 @@ def feature_pass(
     activations to :class:`FeatureData` (see the module docstring).
 
     ``skip_bos``: the BOS token is left out of the statistics (it only appears in contexts).
-    ``progress(done_texts, total_texts)`` is called after each batch; without it a tqdm bar
-    shows. ``background=True`` runs in a thread and returns at once. Interrupting a foreground
+    ``progress``: a callable ``progress(done_texts, total_texts)`` called after each batch,
+    ``False`` for no bar, ``True``/``None`` (default) for a tqdm bar. ``background=True`` runs in a thread and returns at once. Interrupting a foreground
     pass (Ctrl-C) returns the results so far with ``complete=False`` (and a warning).
     """
     check_dictionary(model, sae)
@@ -633,9 +633,12 @@ def feature_pass(
     bos = model.tokenizer.bos_token_id
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else (bos or 0)
 
+    callback = progress if callable(progress) else None
+    show_bar = progress is None or progress is True
+
     def run() -> None:
         bar = None
-        if progress is None and not background:
+        if callback is None and show_bar and not background:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(texts), desc=f"features {sae.site} L{sae.layer}", unit="text", leave=False)
@@ -657,8 +660,8 @@ def feature_pass(
                 with data._lock:
                     stats.update(acts, ids, lens, torch.tensor(idx), counted)
                     data.n_texts_done += len(idx)
-                if progress is not None:
-                    progress(data.n_texts_done, len(texts))
+                if callback is not None:
+                    callback(data.n_texts_done, len(texts))
                 if bar is not None:
                     bar.update(len(idx))
                 for cb in list(data._listeners):
