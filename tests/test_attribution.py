@@ -310,3 +310,13 @@ def test_progress_reaches_the_total(tiny, method):
     assert len(seen) >= 2
     assert seen[-1][0] == seen[-1][1]
     assert all(a[0] < b[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_progress_takes_a_callable_or_false(tiny):
+    """progress=False is silent (as in every long call), a callable sees (done, total) grow to
+    the total, and neither changes the numbers."""
+    seen = []
+    a = attribute(tiny, "The Eiffel Tower is in", " Paris", progress=lambda d, t: seen.append((d, t)))
+    b = attribute(tiny, "The Eiffel Tower is in", " Paris", progress=False)
+    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    torch.testing.assert_close(a.values, b.values)

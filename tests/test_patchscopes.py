@@ -159,3 +159,11 @@ def test_bad_input_raises_before_any_forward(tiny, kwargs, match):
     finally:
         h.remove()
     assert calls == []
+
+
+def test_progress_takes_a_callable_or_false(tiny):
+    seen = []
+    a = patchscope(tiny, "The Eiffel Tower is in", source_layers=[1, 2], progress=lambda d, t: seen.append((d, t)))
+    b = patchscope(tiny, "The Eiffel Tower is in", source_layers=[1, 2], progress=False)
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert a.to_pandas().equals(b.to_pandas())

@@ -395,10 +395,12 @@ def _chunks(n: int, t: int, batch_size: int | None) -> list[slice]:
 
 
 class _Progress:
-    def __init__(self, total: int, progress: Callable | None, desc: str):
-        self.total, self.done, self.cb = total, 0, progress
+    def __init__(self, total: int, progress: Callable | bool | None, desc: str):
+        # a callable gets (done, total); False: silent; None/True: a tqdm bar for long runs
+        self.total, self.done = total, 0
+        self.cb = progress if callable(progress) else None
         self.bar = None
-        if progress is None and total >= 2048:
+        if (progress is None or progress is True) and total >= 2048:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="row", leave=False)

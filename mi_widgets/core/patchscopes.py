@@ -344,7 +344,7 @@ def patchscope(
             model, tgt_ids, tpos, chunk, n_tokens
         )
         done += len(chunk)
-        if progress is not None:
+        if callable(progress):  # False/None: nothing to call
             progress(done, total)
     n_t = 1 if same else len(tgt_layers or [])
     grid_ids = torch.full((len(src_layers), n_t, n_tokens), -1, dtype=torch.long)
