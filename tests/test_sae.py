@@ -329,3 +329,15 @@ def test_train_sae_end_to_end_streams_the_corpus(tiny):
     sae = S.train_sae(tiny, "mlp_out", 0, 64, "topk", k=4, tokens=2048, batch_size=256, progress=False)
     assert sae.log.tokens == 2048 and sae.site == "mlp_out" and sae.model_name == "zoo:tiny"
     assert sae.log.to_pandas()["l0"].iloc[-1] == 4
+
+
+def test_widget_opens_the_feature_dashboard_on_this_dictionary(tiny):
+    """SAE.widget(model, texts) is the FeatureDashboard over this SAE: its pass reads the SAE's
+    own site and layer and reports one row per latent."""
+    from mi_widgets.core.features import default_texts
+    from mi_widgets.widgets.feature_dashboard import FeatureDashboard
+
+    sae = S.SAE(tiny.d_model, 24, "topk", site="resid_pre", layer=1, k=4)
+    w = sae.widget(tiny, default_texts(8), background=False, progress=False)
+    assert isinstance(w, FeatureDashboard)
+    assert w.data.complete and len(w.data.to_pandas()) == 24
