@@ -112,7 +112,7 @@ def run_mi_widgets(
     model, clean: str, corrupt: str, a: int, b: int, layers: list[int], engine: str
 ) -> torch.Tensor:
     import mi_widgets.core.metrics as M
-    from mi_widgets.core.patching import activation_patching
+    from mi_widgets.core.interventions.patching import activation_patching
 
     res = activation_patching(
         model,

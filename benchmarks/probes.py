@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mi_widgets.core.probes import C_GRID, fit_with_validation  # noqa: E402
+from mi_widgets.core.concepts.probes import C_GRID, fit_with_validation  # noqa: E402
 
 N_LAYERS, D, N = 13, 768, 4000
 

@@ -1,6 +1,6 @@
 """Benchmark: SAE training throughput on CPU, mi_widgets' trainer against SAELens' trainer.
 
-Claim: ``mi_widgets.core.sae.fit`` trains the same TopK SAE (d_in 128, d_sae 1024, k 16, AuxK on
+Claim: ``mi_widgets.core.decomposition.sae.fit`` trains the same TopK SAE (d_in 128, d_sae 1024, k 16, AuxK on
 dead latents, Adam lr 3e-4, batch 1024, unit-norm decoder) at a throughput comparable to SAELens'
 ``SAETrainer`` with ``TopKTrainingSAE``, on the same cached activations (zoo:tiny ``resid_pre[1]``
 = ``blocks.1.hook_resid_pre`` over the embedded corpus). Both run on one thread, in separate
@@ -69,7 +69,7 @@ print(json.dumps({"seconds": dt, "tokens": n_steps * batch, "fve": float(fve), "
 
 
 def collect(model, n_tokens: int):
-    from mi_widgets.core.activation_store import ActivationStore, corpus_texts
+    from mi_widgets.core.decomposition.activation_store import ActivationStore, corpus_texts
 
     texts = corpus_texts()
     store = ActivationStore(model, "resid_pre", 1, texts, batch_size=BATCH, buffer_tokens=16 * BATCH, max_tokens=n_tokens, progress=False)
@@ -78,7 +78,7 @@ def collect(model, n_tokens: int):
     t_store = time.perf_counter() - t0
     n_texts = store.state_dict()["texts_read"] + 1
     # plain forward over (at least) the same texts, same batching, no reads
-    from mi_widgets.core.activation_store import tokenize_batch
+    from mi_widgets.core.decomposition.activation_store import tokenize_batch
 
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -93,9 +93,9 @@ def dashboard_pass(model, n_texts: int, batch_size: int = 32) -> dict:
     """The FeatureDashboard's dataset pass (``feature_pass``: encode inside the trace, keep
     per-feature counts, histograms, top-k and sampled examples) against a plain batched
     ``model.hf`` forward over the same texts, same batching; tokens/s of each."""
-    from mi_widgets.core.activation_store import tokenize_batch
-    from mi_widgets.core.features import default_texts, feature_pass
-    from mi_widgets.core.sae import SAE
+    from mi_widgets.core.decomposition.activation_store import tokenize_batch
+    from mi_widgets.core.decomposition.features import default_texts, feature_pass
+    from mi_widgets.core.decomposition.sae import SAE
 
     texts = default_texts(n_texts)
     sae = SAE(model.d_model, D_SAE, "topk", site="resid_pre", layer=1, k=K)
@@ -115,7 +115,7 @@ def dashboard_pass(model, n_texts: int, batch_size: int = 32) -> dict:
 
 
 def run_ours(acts: torch.Tensor) -> dict:
-    from mi_widgets.core.sae import SAE, fit
+    from mi_widgets.core.decomposition.sae import SAE, fit
 
     fit(SAE(acts.shape[1], 8, "topk", k=2), [acts[:64]] * 2, steps=2, progress=False)  # warm-up: torch.optim's first use imports torch._dynamo (seconds)
     torch.manual_seed(0)

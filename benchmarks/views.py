@@ -88,7 +88,7 @@ def unembed_once(hf, ids: torch.Tensor) -> float:
 def bench_lens(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     import mi_widgets as mw
-    from mi_widgets.core.lens import logit_lens
+    from mi_widgets.core.description.lens import logit_lens
 
     hf, tok = build_model()
     model = mw.wrap(hf, tok, "gpt2-small-shape (random)")
@@ -171,7 +171,7 @@ def attention_bytes(p: int = 256, layer: int = 0) -> dict:
 
     import mi_widgets as mw
     from mi_widgets import wire
-    from mi_widgets.core.attention import attention
+    from mi_widgets.core.description.attention import attention
     from mi_widgets.widgets.attention_patterns import AttentionPatterns
 
     torch.set_num_threads(1)

@@ -10,32 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import zoo
-from .core.activation_store import ActivationStore
-from .core.activations import TokenActivationsResult, token_activations
-from .core.attention import AttentionResult, HeadScores, attention, head_scores
-from .core.attribution import AttributionResult, Target, attribute
-from .core.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
-from .core.concepts import CCSResult, ContrastDataset, InterchangeResult, ccs, fit_ccs, interchange
-from .core.cot import CoTResult, CoTTrace, cot_faithfulness, generate_trace, two_hop_traces
-from .core.erasure import ErasureResult, erase, fit_leace
-from .core.features import FeatureData, LinearDictionary, feature_pass, logit_effects
-from .core.features import SteerResult as FeatureSteerResult
-from .core.features import steer as steer_feature
-from .core.lens import LensResult, TunedLens, logit_lens, train_tuned_lens, tuned_lens
-from .core.metrics import Metric, kl_to_clean, logit_diff, prob
-from .core.model import SITES, TOKEN_SITES, Model, load, wrap
-from .core.patching import (
-    PATCH_SITES,
-    AblationResult,
-    PatchingResult,
-    ablate,
-    activation_patching,
-    attribution_patching,
+from .core import _views
+from .core.concepts.ccs import CCSResult, ContrastDataset, ccs, fit_ccs
+from .core.concepts.erasure import ErasureResult, erase, fit_leace
+from .core.concepts.interchange import InterchangeResult, interchange
+from .core.concepts.probes import ProbeDataset, ProbeResult, probe
+from .core.decomposition.activation_store import ActivationStore
+from .core.decomposition.activations import TokenActivationsResult, token_activations
+from .core.decomposition.features import (
+    FeatureData,
+    FeatureSteerResult,
+    LinearDictionary,
+    feature_pass,
+    logit_effects,
+    steer_feature,
 )
-from .core.patchscopes import PatchscopeResult, inspection_prompt, patchscope
-from .core.path_patching import PathPatchingResult, path_patching
-from .core.probes import ProbeDataset, ProbeResult, probe
-from .core.sae import (
+from .core.decomposition.sae import (
     SAE,
     Crosscoder,
     SAEMetrics,
@@ -44,31 +34,65 @@ from .core.sae import (
     encode_texts,
     evaluate,
     load_sae,
+    save_sae,
     spliced_accuracy,
     top_activations,
     train_crosscoder,
     train_sae,
     train_transcoder,
 )
-from .core.sae import save as save_sae
-from .core.steering import (
+from .core.decomposition.superposition import (
+    RecoveryCurve,
+    ToyModel,
+    ToyRecovery,
+    recovery_curve,
+    toy_recovery,
+)
+from .core.decomposition.synthesis import SynthesisResult, synthesize
+from .core.description.attention import AttentionResult, HeadScores, attention, head_scores
+from .core.description.attribution import AttributionResult, Target, attribute
+from .core.description.cot import (
+    CoTResult,
+    CoTTrace,
+    cot_faithfulness,
+    generate_trace,
+    two_hop_traces,
+)
+from .core.description.lens import LensResult, TunedLens, logit_lens, train_tuned_lens, tuned_lens
+from .core.description.patchscopes import PatchscopeResult, inspection_prompt, patchscope
+from .core.description.steering import (
     STEER_SITES,
+    SteeredGeneration,
+    SteeringSweepResult,
     SteeringVector,
     SteerResult,
     as_steering_vector,
     steer,
+    steer_generate,
+    steer_stream,
+    steering_from_probe,
     steering_sweep,
     steering_vector,
 )
-from .core.steering import GenerationResult as SteeredGeneration
-from .core.steering import SweepResult as SteeringSweepResult
-from .core.steering import from_probe as steering_from_probe
-from .core.steering import generate as steer_generate
-from .core.steering import generate_stream as steer_stream
-from .core.superposition import RecoveryCurve, ToyModel, ToyRecovery, recovery_curve, toy_recovery
-from .core.synthesis import SynthesisResult, synthesize
+from .core.interventions.ablation import AblationResult, ablate
+from .core.interventions.attribution_patching import attribution_patching
+from .core.interventions.causal_tracing import CausalTracingResult, TracingResult, causal_tracing
+from .core.interventions.checks import PATCH_SITES
+from .core.interventions.patching import PatchingResult, activation_patching
+from .core.interventions.path_patching import PathPatchingResult, path_patching
+from .core.metrics import Metric, kl_to_clean, logit_diff, prob
+from .core.model import SITES, TOKEN_SITES, Model, load, wrap
 
 __version__ = "0.1.0"
+
+
+def _find_view(result: Any, *args: Any, **kwargs: Any) -> Any:
+    from .widgets.registry import view
+
+    return view(result, *args, **kwargs)
+
+
+_views.set_view_finder(_find_view)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widgets.ablation import Ablation
@@ -108,109 +132,109 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ActivationStore",
-    "Crosscoder",
-    "RecoveryCurve",
-    "SAE",
-    "SAEMetrics",
-    "SynthesisResult",
-    "ToyModel",
-    "ToyRecovery",
-    "TrainingLog",
-    "Transcoder",
-    "encode_texts",
-    "evaluate",
-    "load_sae",
-    "recovery_curve",
-    "save_sae",
-    "spliced_accuracy",
-    "synthesize",
-    "top_activations",
-    "toy_recovery",
-    "train_crosscoder",
-    "train_sae",
-    "train_transcoder",
+    "ablate",
     "Ablation",
+    "AblationResult",
+    "activation_patching",
+    "ActivationStore",
+    "as_steering_vector",
+    "attention",
     "AttentionPatterns",
-    "AttributionResult",
-    "CCSResult",
-    "CoTResult",
-    "ContrastDataset",
-    "ErasureResult",
-    "InterchangeResult",
-    "ccs",
-    "erase",
-    "fit_ccs",
-    "fit_leace",
-    "interchange",
-    "Patchscope",
-    "PatchscopeResult",
-    "Target",
-    "TokenSaliency",
+    "AttentionResult",
     "attribute",
-    "inspection_prompt",
-    "patchscope",
+    "attribution_patching",
+    "AttributionResult",
+    "causal_tracing",
+    "CausalTracingResult",
+    "ccs",
+    "CCSResult",
+    "ContrastDataset",
+    "cot_faithfulness",
+    "CoTResult",
+    "CoTTrace",
+    "Crosscoder",
+    "encode_texts",
+    "erase",
+    "ErasureResult",
+    "evaluate",
+    "feature_pass",
     "FeatureDashboard",
     "FeatureData",
     "FeatureSteerResult",
-    "LinearDictionary",
-    "feature_pass",
-    "logit_effects",
-    "steer_feature",
-    "CoTTrace",
-    "STEER_SITES",
-    "SteerResult",
-    "SteeredGeneration",
-    "Steering",
-    "SteeringSweepResult",
-    "SteeringVector",
-    "as_steering_vector",
-    "cot_faithfulness",
+    "fit_ccs",
+    "fit_leace",
     "generate_trace",
-    "steer",
-    "steer_generate",
-    "steer_stream",
-    "steering_from_probe",
-    "steering_sweep",
-    "steering_vector",
-    "two_hop_traces",
-    "AttentionResult",
+    "head_scores",
     "HeadScores",
+    "inspection_prompt",
+    "interchange",
+    "InterchangeResult",
+    "kl_to_clean",
     "LensResult",
+    "LinearDictionary",
+    "load",
+    "load_sae",
+    "logit_diff",
+    "logit_effects",
+    "logit_lens",
     "LogitLens",
-    "TunedLens",
-    "train_tuned_lens",
-    "tuned_lens",
-    "CausalTracingResult",
-    "PathPatchingResult",
-    "TracingResult",
-    "PATCH_SITES",
-    "AblationResult",
     "Metric",
+    "Model",
+    "PATCH_SITES",
     "PatchingGrid",
     "PatchingResult",
+    "Patchscope",
+    "patchscope",
+    "PatchscopeResult",
+    "path_patching",
+    "PathPatchingResult",
+    "prob",
+    "probe",
     "ProbeAccuracy",
     "ProbeDataset",
     "ProbeResult",
+    "recovery_curve",
+    "RecoveryCurve",
+    "SAE",
+    "SAEMetrics",
+    "save_sae",
     "SITES",
+    "spliced_accuracy",
+    "steer",
+    "steer_feature",
+    "steer_generate",
+    "STEER_SITES",
+    "steer_stream",
+    "SteeredGeneration",
+    "Steering",
+    "steering_from_probe",
+    "steering_sweep",
+    "steering_vector",
+    "SteeringSweepResult",
+    "SteeringVector",
+    "SteerResult",
+    "SynthesisResult",
+    "synthesize",
+    "Target",
+    "token_activations",
     "TOKEN_SITES",
-    "Model",
     "TokenActivations",
     "TokenActivationsResult",
-    "ablate",
-    "activation_patching",
-    "attention",
-    "attribution_patching",
-    "head_scores",
-    "logit_lens",
-    "causal_tracing",
-    "path_patching",
-    "kl_to_clean",
-    "load",
-    "logit_diff",
-    "probe",
-    "prob",
-    "token_activations",
+    "TokenSaliency",
+    "top_activations",
+    "toy_recovery",
+    "ToyModel",
+    "ToyRecovery",
+    "TracingResult",
+    "train_crosscoder",
+    "train_sae",
+    "train_transcoder",
+    "train_tuned_lens",
+    "TrainingLog",
+    "Transcoder",
+    "tuned_lens",
+    "TunedLens",
+    "two_hop_traces",
     "wrap",
     "zoo",
 ]

@@ -13,7 +13,7 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.patching import AblationResult, ablate
+from ..core.interventions.ablation import AblationResult, ablate
 from ._base import MIWidget, bundle, request_handler
 
 _HEAD = re.compile(r"^(\d+)\.(\d+)$")
@@ -26,7 +26,7 @@ class UnsupportedResult(ImportError, TypeError):
 
 
 def component_spec(label: str) -> Any:
-    """What :func:`~mi_widgets.core.patching.ablate` accepts for a component label of an
+    """What :func:`~mi_widgets.core.interventions.patching.ablate` accepts for a component label of an
     :class:`AblationResult`: ``"L.H"``, ``"mlp.L"``, ``"<site>.L"`` as they are, and
     ``"<site>.L[u,v]"`` (units) as ``(site, L, [u, v])``."""
     m = _UNITS.match(label)
@@ -41,7 +41,7 @@ def _parse_head(label: str) -> tuple[int, int] | None:
 
 
 class Ablation(MIWidget):
-    """Interactive view of an :class:`~mi_widgets.core.patching.AblationResult`.
+    """Interactive view of an :class:`~mi_widgets.core.interventions.patching.AblationResult`.
 
     Heads ablated separately: a layers × heads heatmap of the mean effect (ablated − clean),
     diverging colours centred at 0. Anything else: horizontal bars sorted by |mean effect| with

@@ -11,7 +11,13 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.attention import SCORE_KINDS, AttentionResult, HeadScores, attention, head_scores
+from ..core.description.attention import (
+    SCORE_KINDS,
+    AttentionResult,
+    HeadScores,
+    attention,
+    head_scores,
+)
 from ..core.model import Model
 from ._base import MIWidget, bundle, request_handler
 
@@ -37,18 +43,18 @@ def thumbnails(patterns: torch.Tensor, size: int) -> torch.Tensor:
 class AttentionPatterns(MIWidget):
     """Attention patterns of one text: all heads as thumbnails, one head in full.
 
-    ``AttentionPatterns(model, text)`` runs :func:`mi_widgets.core.attention.attention`
+    ``AttentionPatterns(model, text)`` runs :func:`mi_widgets.core.description.attention.attention`
     (``AttentionPatterns.from_result(result)`` / ``result.widget()`` reuse a result).
 
     Head scores for sorting (``sort_by``: ``"layer"`` or one of ``previous_token``,
     ``duplicate_token``, ``induction``, ``bos``):
 
     - ``scores="text"`` (default): scored on the displayed text itself
-      (:func:`~mi_widgets.core.attention.score_patterns`). Induction and duplicate-token scores
+      (:func:`~mi_widgets.core.description.attention.score_patterns`). Induction and duplicate-token scores
       only exist where a token repeats in the text (NaN otherwise, sorted last).
-    - ``scores="probe"``: :func:`~mi_widgets.core.attention.head_scores` on ``n`` seeded random
+    - ``scores="probe"``: :func:`~mi_widgets.core.description.attention.head_scores` on ``n`` seeded random
       repeated sequences (BOS + A + A), the standard way to find induction heads on any text;
-      needs the model. A :class:`~mi_widgets.core.attention.HeadScores` may be passed instead.
+      needs the model. A :class:`~mi_widgets.core.description.attention.HeadScores` may be passed instead.
 
     What reaches the browser first: the tokens, the scores, and uint8 thumbnails of every head
     (``thumb_size``² each, block-max pooled, one scale). A head's full ``[T, T]`` pattern is

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.activations import TokenActivationsResult
+from ..core.decomposition.activations import TokenActivationsResult
 from .token_activations import TokenActivations
 
 

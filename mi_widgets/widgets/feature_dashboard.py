@@ -10,13 +10,13 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.features import (
+from ..core.decomposition.features import (
     FeatureData,
     FeatureExample,
     FeatureInfo,
     check_dictionary,
     feature_pass,
-    steer,
+    steer_feature,
 )
 from ..core.model import Model
 from ._base import MIWidget, bundle, request_handler
@@ -62,7 +62,7 @@ class FeatureDashboard(MIWidget):
     prompt before and after.
 
     ``FeatureDashboard(model, sae, texts=None, explanations=None, prompt=..., **pass_kwargs)``
-    starts :func:`~mi_widgets.core.features.feature_pass` in a background thread; the list fills
+    starts :func:`~mi_widgets.core.decomposition.features.feature_pass` in a background thread; the list fills
     as batches finish (``status="running"``, ``progress``), and ``stop()`` ends it early.
     ``FeatureDashboard.from_result(data)`` shows a finished pass.
     """
@@ -226,7 +226,7 @@ class FeatureDashboard(MIWidget):
             coef = float(coef)
         except (TypeError, ValueError):
             raise ValueError(f"coef must be a number, got {coef!r}") from None
-        r = steer(self._model, self._sae, f, prompt, mode=mode, coef=coef)
+        r = steer_feature(self._model, self._sae, f, prompt, mode=mode, coef=coef)
         out = {"feature": f, "mode": mode, "coef": coef, "prompt": prompt, "kl": r.kl,
                "before": r.topk("before", self.k), "after": r.topk("after", self.k)}
         with self.hold_trait_notifications():

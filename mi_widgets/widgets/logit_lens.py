@@ -13,14 +13,14 @@ from typing import Any
 import traitlets
 
 from .. import wire
-from ..core.lens import LENS_SITES, LensResult, TunedLens, _target_id, logit_lens
+from ..core.description.lens import LENS_SITES, LensResult, TunedLens, _target_id, logit_lens
 from ._base import MIWidget, bundle, request_handler
 
 LENSES = ("logit", "tuned")
 
 
 class LogitLens(MIWidget):
-    """Interactive view of a :class:`~mi_widgets.core.lens.LensResult`.
+    """Interactive view of a :class:`~mi_widgets.core.description.lens.LensResult`.
 
     Grid: one row per lens row (``"embed"``, ``"resid_post 0"``, ...), one column per token;
     each cell shows the row's top-1 prediction at that position, shaded by its probability.

@@ -14,8 +14,10 @@ import traitlets
 
 from .. import wire
 from ..core import metrics as _metrics
+from ..core.interventions.attribution_patching import attribution_patching
+from ..core.interventions.checks import PATCH_SITES
+from ..core.interventions.patching import PatchingResult, activation_patching
 from ..core.metrics import Metric, as_metric
-from ..core.patching import PATCH_SITES, PatchingResult, activation_patching, attribution_patching
 from ._base import MIWidget, bundle, request_handler
 
 MODES = ("exact", "attribution")
@@ -52,7 +54,7 @@ def _metric_from_name(name: str) -> Metric | None:
 
 
 class PatchingGrid(MIWidget):
-    """Heatmap of a :class:`~mi_widgets.core.patching.PatchingResult` (layers × positions or
+    """Heatmap of a :class:`~mi_widgets.core.interventions.patching.PatchingResult` (layers × positions or
     heads), diverging colours centred at 0. Hover a cell for its value; click it for the patched
     run's top-k next tokens next to the clean and corrupt runs' (one patched forward, run in
     Python on request). The site selector and the exact/attribution toggle re-run the sweep in a

@@ -1,7 +1,7 @@
 """Patchscope: click a (layer, position) of a source prompt, read what the state decodes to.
 
 See docs/widget_protocol.md ("Patchscope", section in the report of this view) and
-``mi_widgets.core.patchscopes`` for the method.
+``mi_widgets.core.description.patchscopes`` for the method.
 
 Traits (snake_case, same names in TS):
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import traitlets
 
+from ..core.description.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from ..core.model import Model
-from ..core.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from ._base import MIWidget, bundle, request_handler
 
 

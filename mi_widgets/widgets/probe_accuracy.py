@@ -14,9 +14,9 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.activations import token_activations
+from ..core.concepts.probes import ProbeResult
+from ..core.decomposition.activations import token_activations
 from ..core.model import Model
-from ..core.probes import ProbeResult
 from ._base import MIWidget, bundle, request_handler
 
 #: the probe's own curves, in legend order; ``validation`` starts hidden
@@ -32,7 +32,7 @@ def _name(site: str, layer: int) -> str:
 
 
 class ProbeAccuracy(MIWidget):
-    """Accuracy per layer of a :class:`~mi_widgets.core.probes.ProbeResult`.
+    """Accuracy per layer of a :class:`~mi_widgets.core.concepts.probes.ProbeResult`.
 
     Lines for train / validation / test / OOD / control / baseline (mean over seeds, with a
     min–max or ±sd band) and the result's overlay curves (``result.add_overlay``: accuracy after

@@ -14,18 +14,18 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.metrics import logit_diff, prob
-from ..core.model import Model
-from ..core.steering import (
+from ..core.description.steering import (
     STEER_SITES,
-    GenerationResult,
+    SteeredGeneration,
+    SteeringSweepResult,
     SteeringVector,
-    SweepResult,
     _gen_args,
     _stream,
     as_steering_vector,
     steering_sweep,
 )
+from ..core.metrics import logit_diff, prob
+from ..core.model import Model
 from ._base import MIWidget, bundle, request_handler
 
 
@@ -38,7 +38,7 @@ class Steering(MIWidget):
     when ``metric_b`` is empty) of the prompt's next-token logits against the coefficient.
 
     ``Steering(model, prompt, {"sentiment": vec, ...}, layer=0, coef=4.0)``; vectors are
-    :class:`~mi_widgets.core.steering.SteeringVector` objects or any 1-D ``d_model`` tensors.
+    :class:`~mi_widgets.core.description.steering.SteeringVector` objects or any 1-D ``d_model`` tensors.
 
     Traits: ``prompt``, ``vector``, ``vector_names``, ``site``, ``sites``, ``layer``,
     ``n_layers``, ``coef``, ``coef_min``/``coef_max`` (slider range), ``max_new_tokens``,
@@ -129,8 +129,8 @@ class Steering(MIWidget):
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        self._result: GenerationResult | None = None
-        self._sweep: SweepResult | None = None
+        self._result: SteeredGeneration | None = None
+        self._sweep: SteeringSweepResult | None = None
         super().__init__(**kwargs)
         with self.hold_trait_notifications():
             self.vector_names = list(self._vectors)
@@ -169,12 +169,12 @@ class Steering(MIWidget):
         return dict(self._vectors)
 
     @property
-    def result(self) -> GenerationResult | None:
+    def result(self) -> SteeredGeneration | None:
         """The last finished (or cancelled) generation."""
         return self._result
 
     @property
-    def sweep_result(self) -> SweepResult | None:
+    def sweep_result(self) -> SteeringSweepResult | None:
         return self._sweep
 
     def _merged(self, msg: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,7 +210,7 @@ class Steering(MIWidget):
             for k, v in upd.items():
                 setattr(self, k, v)
 
-    def generate(self, *, background: bool = False, **settings: Any) -> GenerationResult | None:
+    def generate(self, *, background: bool = False, **settings: Any) -> SteeredGeneration | None:
         """Generate baseline and steered continuations with the current settings (overridden by
         ``settings``: prompt, vector, layer, site, coef, max_new_tokens, do_sample, seed). With
         ``background=True`` it returns at once and tokens stream into the traits."""
@@ -281,7 +281,7 @@ class Steering(MIWidget):
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def sweep(self, coefs: Sequence[float] | None = None, **settings: Any) -> SweepResult:
+    def sweep(self, coefs: Sequence[float] | None = None, **settings: Any) -> SteeringSweepResult:
         """The metric against the coefficient on the current prompt (``coefs``: 21 evenly spaced
         values over the slider's range by default); shown in the view's plot."""
         if self._lock.locked():
@@ -300,14 +300,14 @@ class Steering(MIWidget):
         self.show_sweep(res)
         return res
 
-    def show_sweep(self, res: SweepResult) -> None:
+    def show_sweep(self, res: SteeringSweepResult) -> None:
         self._sweep = res
         with self.hold_trait_notifications():
             self.metric_name = res.metric_name
             self.sweep_coefs = wire.encode(torch.tensor(res.coefs), "float32")
             self.sweep_values = wire.encode(res.mean, "float32")
 
-    def show_generation(self, res: GenerationResult) -> None:
+    def show_generation(self, res: SteeredGeneration) -> None:
         self._result = res
         with self.hold_trait_notifications():
             self.gen_prompt, self.gen_coef = res.prompt, res.coef

@@ -8,7 +8,7 @@ import torch
 import traitlets
 
 from .. import wire
-from ..core.activations import TokenActivationsResult, token_activations
+from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
 from ._base import MIWidget, bundle, request_handler
 

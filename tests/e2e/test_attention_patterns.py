@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def nb(lab):
     cell0 = (
         "import mi_widgets as mw\n"
-        "from mi_widgets.core.attention import repeated_tokens\n"
+        "from mi_widgets.core.description.attention import repeated_tokens\n"
         "from mi_widgets.widgets.attention_patterns import AttentionPatterns\n"
         'm = mw.load("zoo:induction")\n'
         "ids = repeated_tokens(m, n=1, seq_len=15, seed=3)[0]\n"
@@ -113,7 +113,7 @@ def test_static_export_hostile_tokens(browser, tmp_path):
     hostile token labels shown literally, hover; other heads say they are not exported."""
     import torch
 
-    from mi_widgets.core.attention import AttentionResult, score_patterns
+    from mi_widgets.core.description.attention import AttentionResult, score_patterns
 
     toks = HOSTILE_TOKENS + [" end"]
     t = len(toks)

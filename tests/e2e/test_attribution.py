@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def nb(lab, model_expr):
     cell0 = (
         "import mi_widgets as mw\n"
-        "from mi_widgets.core.attribution import attribute\n"
+        "from mi_widgets.core.description.attribution import attribute\n"
         f"m = {model_expr}\n"
         'r = attribute(m, "The Eiffel Tower is in", " Paris", baseline=m.tokenizer.bos_token_id)\n'
         "w = r.widget()\n"

@@ -26,7 +26,7 @@ def nb(lab, model_expr):
     cell0 = (
         "import torch\n"
         "import mi_widgets as mw\n"
-        "from mi_widgets.core.features import LinearDictionary, default_texts\n"
+        "from mi_widgets.core.decomposition.features import LinearDictionary, default_texts\n"
         "from mi_widgets.widgets.feature_dashboard import FeatureDashboard\n"
         "from mi_widgets.zoo.corpus import CITIES\n"
         f"m = {model_expr}\n"

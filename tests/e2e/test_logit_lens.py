@@ -23,7 +23,7 @@ CELL_S = 120
 def nb(lab, model_expr):
     cell0 = (
         "import mi_widgets as mw\n"
-        "from mi_widgets.core.lens import logit_lens, train_tuned_lens, tuned_lens\n"
+        "from mi_widgets.core.description.lens import logit_lens, train_tuned_lens, tuned_lens\n"
         f"m = {model_expr}\n"
         "tl = train_tuned_lens(m, steps=40, n_texts=48, batch_tokens=128, progress=False)\n"
         'r = logit_lens(m, "The Eiffel Tower is in", k=5)\n'
@@ -100,7 +100,7 @@ def test_static_export_with_hostile_tokens(lab, tmp_path):
     import torch
     from _browser import HOSTILE_TOKENS, display_token
 
-    from mi_widgets.core.lens import LensResult
+    from mi_widgets.core.description.lens import LensResult
 
     n = len(HOSTILE_TOKENS)
     probs = torch.linspace(0.1, 1.0, 2 * n).reshape(2, n, 1)

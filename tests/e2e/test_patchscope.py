@@ -26,7 +26,7 @@ def nb(lab, model_expr):
     cell0 = (
         "import mi_widgets as mw\n"
         "from mi_widgets.widgets.patchscope import Patchscope\n"
-        "from mi_widgets.core.patchscopes import patchscope\n"
+        "from mi_widgets.core.description.patchscopes import patchscope\n"
         f"m = {model_expr}\n"
         'w = Patchscope(m, "The Eiffel Tower is in <b>x</b>", n_tokens=2)\n'
         "w"

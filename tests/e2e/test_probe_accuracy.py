@@ -30,7 +30,7 @@ HAND_CONFUSION = (
 def nb(lab, model_expr):
     cell0 = (
         "import mi_widgets as mw\n"
-        "from mi_widgets.core.probes import ProbeDataset, probe\n"
+        "from mi_widgets.core.concepts.probes import ProbeDataset, probe\n"
         f"m = {model_expr}\n"
         'r = probe(m, ProbeDataset.from_zoo("sentiment", n=120, n_ood=40), seeds=(0, 1), progress=False)\n'
         'r.add_overlay("after erasure", {1: 0.5})\n'
@@ -122,7 +122,7 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
     path = tmp_path / "probe.html"
     t0 = time.perf_counter()
     nb.py(
-        "from mi_widgets.core.probes import ProbeResult\n"
+        "from mi_widgets.core.concepts.probes import ProbeResult\n"
         "_hostile = ['</script><script>window.__pwned=3</script>', '<img src=x onerror=\"window.__pwned=2\">']\n"
         "_texts = list(r.texts)\n"
         "for _j, _i in enumerate(r.test_index[:2]):\n"

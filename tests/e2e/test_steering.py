@@ -23,7 +23,7 @@ CELL_S = 120
 def nb(lab, model_expr):
     cell0 = (
         "import mi_widgets as mw, torch\n"
-        "from mi_widgets.core import steering as S\n"
+        "from mi_widgets.core.description import steering as S\n"
         "from mi_widgets.widgets.steering import Steering\n"
         "from mi_widgets.zoo import corpus\n"
         f"m = {model_expr}\n"
@@ -58,7 +58,7 @@ def test_generate_streams_both_columns_equal_to_python(nb, capsys):
     report(capsys, f"generate (12 tokens × 2 rows) → both columns filled in {time.perf_counter() - t0:.2f}s")
     ref = nb.py_json(
         "(lambda g: [g.baseline_tokens, g.steered_tokens])("
-        "S.generate(m, 'The food was', vec, layer=0, coef=-4.0, max_new_tokens=12))"
+        "S.steer_generate(m, 'The food was', vec, layer=0, coef=-4.0, max_new_tokens=12))"
     )
     base = root.locator('.mw-column[data-run="baseline"] .mw-token').all_text_contents()
     steered = root.locator('.mw-column[data-run="steered"] .mw-token').all_text_contents()
@@ -99,7 +99,7 @@ def test_cancel_during_a_long_generation(nb):
     # the model is left unsteered: a coefficient-0 generation equals the plain baseline
     clean = nb.py_json(
         "all(not h._forward_hooks and not h._forward_pre_hooks for h in m.hf.modules())"
-        " and (lambda g: g.steered_ids == g.baseline_ids)(S.generate(m, 'The food was', vec, layer=0, coef=0.0, max_new_tokens=8))"
+        " and (lambda g: g.steered_ids == g.baseline_ids)(S.steer_generate(m, 'The food was', vec, layer=0, coef=0.0, max_new_tokens=8))"
     )
     assert clean is True
 
@@ -120,7 +120,7 @@ def test_sweep_mode_plots_the_metric(nb):
 def test_static_export_shows_hostile_tokens_literally(nb, tmp_path):
     path = tmp_path / "steering.html"
     nb.py(
-        "_g = S.generate(m, 'The food was', vec, layer=0, coef=2.0, max_new_tokens=3)\n"
+        "_g = S.steer_generate(m, 'The food was', vec, layer=0, coef=2.0, max_new_tokens=3)\n"
         "_g.steered_tokens = ['<script>window.__pwned=1</script>', '<img src=x onerror=\"window.__pwned=2\">', '&amp;', '\\u202eevil']\n"
         "w.show_generation(_g)\n"
         "w.sweep(prompt='Overall the review is')\n"

@@ -1,0 +1,276 @@
+"""Token-level activations: what each unit of a site does at each token of some texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._views import DisplaysAsView
+from ..model import TOKEN_SITES, Model
+
+
+def unit_kind(site: str) -> str:
+    return {"mlp_post": "neuron", "head_out": "head"}.get(site, "dim")
+
+
+def check_texts(texts: str | list[str]) -> list[str]:
+    """Normalise ``texts`` to a non-empty list of non-empty strings, or raise ``ValueError``."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or len(texts) == 0:
+        raise ValueError("texts must be a string or a non-empty list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"texts[{i}] must be a str, got {type(t).__name__}")
+        if t == "":
+            raise ValueError(f"texts[{i}] is empty; give at least one character of text")
+    return list(texts)
+
+
+def check_token_site(model: Model, site: str, layer: int) -> None:
+    model.check_site(site, layer)
+    if site not in TOKEN_SITES:
+        raise ValueError(
+            f"site {site!r} has no per-token vector; TokenActivations takes one of {', '.join(TOKEN_SITES)}"
+        )
+
+
+@dataclass
+class TokenActivationsResult(DisplaysAsView):
+    """Activations of every unit of ``site`` at ``layer`` for every token of ``texts``.
+
+    ``acts`` is ``[N, n_units]`` float32 over the texts' tokens concatenated (``offsets[i]`` is
+    where text ``i`` starts). Units are MLP neurons for ``mlp_post``, residual dimensions for
+    the residual and sublayer-output sites, and heads for ``head_out`` (value: the L2 norm of
+    the head's write into the residual stream, in residual-stream units).
+    """
+
+    model_name: str
+    site: str
+    layer: int
+    texts: list[str]
+    str_tokens: list[list[str]]
+    token_ids: list[list[int]]
+    acts: torch.Tensor
+    direction: torch.Tensor | None = None
+    direction_label: str = ""
+    model: Model | None = field(default=None, repr=False, compare=False)
+    #: the sparse dictionary (SAE, transcoder) whose features are the units, or ``None``
+    dictionary: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def offsets(self) -> list[int]:
+        out, n = [], 0
+        for toks in self.str_tokens:
+            out.append(n)
+            n += len(toks)
+        return out
+
+    @property
+    def n_units(self) -> int:
+        return int(self.acts.shape[1])
+
+    @property
+    def unit_kind(self) -> str:
+        return "feature" if self.dictionary is not None else unit_kind(self.site)
+
+    def unit_values(self, unit: int | torch.Tensor) -> torch.Tensor:
+        """Values ``[N]`` of one unit (int) or of a direction (a ``[n_units]`` vector: the dot
+        product of each token's activation vector with it)."""
+        if isinstance(unit, torch.Tensor):
+            v = unit.detach().float().reshape(-1).cpu()
+            if v.shape[0] != self.n_units:
+                raise ValueError(
+                    f"direction has {v.shape[0]} entries but {self.site} has {self.n_units} units"
+                )
+            return self.acts @ v
+        if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < self.n_units:
+            raise ValueError(
+                f"unit must be an int in 0..{self.n_units - 1} for {self.site} at layer {self.layer}, got {unit!r}"
+            )
+        return self.acts[:, unit]
+
+    def topk(self, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k units by value at each token: ``(indices [N, k], values [N, k])``."""
+        k = min(k, self.n_units)
+        vals, idx = torch.topk(self.acts, k, dim=1)
+        return idx, vals
+
+    def top_tokens(self, unit: int | torch.Tensor, k: int = 10) -> list[tuple[int, int, str, float]]:
+        """The k tokens where ``unit`` is largest: ``(text, position, token, value)``."""
+        vals = self.unit_values(unit)
+        k = min(k, vals.shape[0])
+        top = torch.topk(vals, k)
+        where = [(ti, p) for ti, toks in enumerate(self.str_tokens) for p in range(len(toks))]
+        return [
+            (where[i][0], where[i][1], self.str_tokens[where[i][0]][where[i][1]], float(v))
+            for v, i in zip(top.values.tolist(), top.indices.tolist())
+        ]
+
+    def to_pandas(self, unit: int | torch.Tensor | None = None, k: int = 5) -> Any:
+        """Tidy table. With ``unit``: one row per token (text, position, token, value).
+        Without: one row per (token, rank) for the top-k units at each token."""
+        import pandas as pd
+
+        rows = []
+        flat = [(ti, p, tok) for ti, toks in enumerate(self.str_tokens) for p, tok in enumerate(toks)]
+        if unit is not None:
+            vals = self.unit_values(unit).tolist()
+            for (ti, p, tok), v in zip(flat, vals):
+                rows.append({"text": ti, "position": p, "token": tok, "value": v})
+            return pd.DataFrame(rows)
+        idx, vals = self.topk(k)
+        for n, (ti, p, tok) in enumerate(flat):
+            for r in range(idx.shape[1]):
+                rows.append(
+                    {
+                        "text": ti,
+                        "position": p,
+                        "token": tok,
+                        "rank": r,
+                        self.unit_kind: int(idx[n, r]),
+                        "value": float(vals[n, r]),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def plot(self, unit: int | torch.Tensor | None = None, ax: Any = None) -> Any:
+        """Matplotlib figure: tokens of the first text coloured by ``unit`` (default: the unit
+        with the largest activation anywhere)."""
+        import matplotlib.pyplot as plt
+        from matplotlib import colors
+
+        if unit is None:
+            unit = self.direction if self.direction is not None else int(self.acts.max(0).values.argmax())
+        vals = self.unit_values(unit)
+        toks = self.str_tokens[0]
+        v = vals[: len(toks)].numpy()
+        m = float(abs(v).max()) or 1.0
+        norm = colors.TwoSlopeNorm(vmin=-m, vcenter=0.0, vmax=m)
+        cmap = plt.get_cmap("RdBu_r")
+        per_row = 12
+        rows = (len(toks) + per_row - 1) // per_row
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(12, 0.45 * rows + 0.8))
+        else:
+            fig = ax.figure
+        ax.set_axis_off()
+        for i, tok in enumerate(toks):
+            r, c = divmod(i, per_row)
+            ax.text(
+                c / per_row, 1 - (r + 0.5) / rows, tok.replace("\n", "\\n"),
+                ha="left", va="center", fontsize=9, family="monospace",
+                bbox={"facecolor": cmap(norm(v[i])), "edgecolor": "none", "pad": 2},
+            )
+        label = self.direction_label if isinstance(unit, torch.Tensor) else f"{self.unit_kind} {unit}"
+        ax.set_title(f"{self.model_name} · {self.site} layer {self.layer} · {label}")
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, orientation="horizontal", fraction=0.05)
+        return fig
+
+    def to_circuitsvis(self, unit: int | torch.Tensor | None = None, units: list[int] | None = None) -> Any:
+        """The CircuitsVis counterpart of this view, for users who already use it (needs
+        ``pip install circuitsvis``): ``colored_tokens`` for one unit, or
+        ``colored_tokens_multi`` for a list of ``units``. Texts are concatenated."""
+        try:
+            import circuitsvis.tokens as cv
+        except ImportError:
+            raise ImportError("to_circuitsvis() needs CircuitsVis: pip install circuitsvis") from None
+        tokens = [t for toks in self.str_tokens for t in toks]
+        if units is not None:
+            values = torch.stack([self.unit_values(u) for u in units], dim=1)
+            return cv.colored_tokens_multi(tokens, values, labels=[f"{self.unit_kind} {u}" for u in units])
+        if unit is None:
+            unit = self.direction if self.direction is not None else int(self.acts.max(0).values.argmax())
+        return cv.colored_tokens(tokens, self.unit_values(unit).tolist())
+
+
+def token_activations(
+    model: Model,
+    texts: str | list[str],
+    site: str = "mlp_post",
+    layer: int = 0,
+    *,
+    direction: torch.Tensor | None = None,
+    direction_label: str = "direction",
+    dictionary: Any = None,
+    progress: Any = None,
+) -> TokenActivationsResult:
+    """Activations of ``site`` at ``layer`` for every token of ``texts`` (one nnsight trace per
+    text). ``progress(done, total)`` is called after each text (the widget uses it); without
+    it, 16 texts or more show a tqdm bar. Interrupting between texts leaves the model as it was
+    (nnsight removes its hooks when a trace exits).
+
+    ``dictionary``: a sparse dictionary (an SAE or transcoder: ``encode``, ``d_in``, ``d_sae``,
+    ``site``, ``layer``); the units are then its features, ``dictionary.encode`` of each token's
+    activation at the dictionary's own site and layer (``site``/``layer`` must match them)."""
+    texts = check_texts(texts)
+    if dictionary is not None:
+        for attr in ("encode", "site", "layer", "d_in", "d_sae"):
+            if not hasattr(dictionary, attr):
+                raise ValueError(f"dictionary must be an SAE-like object with .{attr}; got {type(dictionary).__name__}")
+        if (site, layer) != (dictionary.site, dictionary.layer):
+            raise ValueError(
+                f"the dictionary reads {dictionary.site} at layer {dictionary.layer}, not {site} at layer "
+                f"{layer}; pass site={dictionary.site!r}, layer={dictionary.layer} (or leave them to the dictionary)"
+            )
+    check_token_site(model, site, layer)
+    if dictionary is not None and model.site_width(site) != dictionary.d_in:
+        raise ValueError(
+            f"the dictionary expects {dictionary.d_in}-wide inputs but {site} of {model.name} is "
+            f"{model.site_width(site)} wide: it was trained on another model"
+        )
+    if direction is not None and dictionary is not None:
+        raise ValueError("give a direction or a dictionary, not both")
+    if direction is not None:
+        direction = torch.as_tensor(direction).detach().float().reshape(-1).cpu()
+        width = model.site_width(site)
+        if direction.shape[0] != width:
+            raise ValueError(
+                f"direction has {direction.shape[0]} entries but {site} has {width} units per token"
+            )
+    token_ids = [model.to_tokens(t) for t in texts]  # validates lengths before any forward
+    bar = None
+    if progress is None and len(texts) >= 16:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc=f"{site} L{layer}", unit="text", leave=False)
+    chunks = []
+    try:
+        for i, ids in enumerate(token_ids):
+            value = model.run(ids, [(site, layer)])[(site, layer)]
+            if site == "head_out":
+                value = value.norm(dim=-1)
+            if dictionary is not None:
+                with torch.no_grad():
+                    value = dictionary.encode(value.to(_param_device(dictionary, value))).float().cpu()
+            chunks.append(value)
+            if progress is not None:
+                progress(i + 1, len(texts))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return TokenActivationsResult(
+        model_name=model.name,
+        site=site,
+        layer=layer,
+        texts=texts,
+        str_tokens=[model.to_str_tokens(ids) for ids in token_ids],
+        token_ids=[ids[0].tolist() for ids in token_ids],
+        acts=torch.cat(chunks, dim=0),
+        direction=direction,
+        direction_label=direction_label,
+        model=model,
+        dictionary=dictionary,
+    )
+
+
+def _param_device(module: Any, like: torch.Tensor) -> torch.device:
+    params = getattr(module, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return like.device

@@ -1,0 +1,340 @@
+"""Loading models and one vocabulary of component names across architectures.
+
+``load()`` returns a :class:`Model`: an nnsight model plus the names a researcher uses
+(TransformerLens' vocabulary): ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``,
+``mlp_out``, ``mlp_post`` (neurons), ``head_out`` (each head's write into the residual
+stream) and ``attn_pattern``. Every view and method reads sites through :meth:`Model.run`, so
+nothing downstream branches on the model family.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .families import SITES, _arch_for, _get
+
+
+class Model:
+    """A transformer behind nnsight, with standard component names.
+
+    Attributes: ``nn`` (the nnsight model), ``hf`` (the torch module), ``tokenizer``,
+    ``name``, ``family``, ``n_layers``, ``n_heads``, ``d_model``, ``d_head``, ``d_mlp``,
+    ``d_vocab``, ``causal``.
+    """
+
+    def __init__(self, nn_model: Any, hf: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool = False):
+        self.nn = nn_model
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.name = name
+        self.remote = remote
+        self.arch = _arch_for(hf)
+        cfg = hf.config
+        self.family = self.arch.family
+        self.n_layers = int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer)
+        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+        self.d_model = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+        self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
+        inner = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
+        self.d_mlp = int(inner or 4 * self.d_model)
+        self.d_vocab = int(cfg.vocab_size)
+        self.causal = self.arch.family != "bert"
+        self.n_ctx = int(
+            getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 2048
+        )
+
+    # -- description -------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, family={self.family}, n_layers={self.n_layers}, "
+            f"n_heads={self.n_heads}, d_model={self.d_model}, d_mlp={self.d_mlp}, d_vocab={self.d_vocab})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.hf.parameters()).device
+        except StopIteration:  # pragma: no cover
+            return torch.device("cpu")
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Sites this model defines (``resid_mid`` is undefined for parallel-residual NeoX)."""
+        return tuple(s for s in SITES if s in self.arch.reads)
+
+    def site_width(self, site: str) -> int:
+        """Number of units a site has per token: neurons, dimensions or heads."""
+        self.check_site(site)
+        return {"mlp_post": self.d_mlp, "head_out": self.n_heads, "attn_pattern": self.n_heads}.get(
+            site, self.d_model
+        )
+
+    # -- validation (cheap, before any forward pass) ----------------------------------
+
+    def check_site(self, site: str, layer: int | None = None) -> None:
+        """Raise ``ValueError`` naming the problem if ``site`` or ``layer`` is not valid."""
+        if site not in SITES:
+            raise ValueError(
+                f"unknown site {site!r}; choose one of {', '.join(SITES)}"
+            )
+        if site not in self.arch.reads:
+            raise ValueError(
+                f"site {site!r} is not defined for {self.name} ({self.family}"
+                f"{', parallel residual' if self.family == 'neox' else ''}); choose one of {', '.join(self.sites)}"
+            )
+        if layer is not None:
+            self.check_layer(layer)
+
+    def check_layer(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise ValueError(f"layer must be an int in 0..{self.n_layers - 1}, got {layer!r}")
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(
+                f"layer {layer} is out of range: {self.name} has {self.n_layers} layers (0..{self.n_layers - 1})"
+            )
+        return layer
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def to_tokens(self, text: str, *, prepend_bos: bool | None = None) -> torch.Tensor:
+        """Token ids ``[1, T]`` as the model sees them (the tokenizer's special tokens, so the
+        zoo models get their BOS; ``prepend_bos=True`` forces a BOS where the tokenizer adds none)."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        if text == "":
+            raise ValueError("text is empty; give at least one character of text")
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if prepend_bos and bos is not None and (ids.shape[1] == 0 or ids[0, 0].item() != bos):
+            ids = torch.cat([torch.tensor([[bos]]), ids], dim=1)
+        if ids.shape[1] == 0:
+            raise ValueError(f"text {text!r} produced no tokens")
+        if ids.shape[1] > self.n_ctx:
+            raise ValueError(
+                f"text is {ids.shape[1]} tokens long but {self.name} takes at most {self.n_ctx}; shorten it"
+            )
+        return ids
+
+    def to_str_tokens(self, text: str | torch.Tensor, *, prepend_bos: bool | None = None) -> list[str]:
+        """The text's tokens as strings, one per position (decoded one token at a time)."""
+        ids = text if isinstance(text, torch.Tensor) else self.to_tokens(text, prepend_bos=prepend_bos)
+        return [self.tokenizer.decode([int(i)]) for i in ids.reshape(-1).tolist()]
+
+    def next_tokens(self, text: str, k: int = 5) -> list[tuple[str, float]]:
+        """The model's top-k next tokens after ``text`` with their probabilities (one plain
+        forward; only the last position is unembedded by the caller's view)."""
+        if not self.causal:
+            raise ValueError(f"{self.name} ({self.family}) is not a causal language model; it predicts no next token")
+        ids = self.to_tokens(text).to(self.device)
+        with torch.no_grad():
+            logits = self.hf(ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
+        probs = torch.softmax(logits, -1)
+        top = torch.topk(probs, min(k, probs.shape[0]))
+        return [(self.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
+    # -- running -----------------------------------------------------------------------
+
+    def _module(self, layer: int, rel: str) -> Any:
+        block = _get(self.nn, self.arch.layers, envoy=True)[layer]
+        return _get(block, rel, envoy=True)
+
+    def run(self, tokens: torch.Tensor, reads: list[tuple[str, int]]) -> dict[tuple[str, int], torch.Tensor]:
+        """One forward pass that returns the requested ``(site, layer)`` values for a single
+        sequence, on the CPU in float32, without the batch dimension:
+        ``[T, d]`` for vector sites, ``[T, n_heads, d_model]`` for ``head_out``,
+        ``[n_heads, T, T]`` for ``attn_pattern``.
+
+        Reads are issued in execution order, as nnsight requires; sites that share a module
+        (``attn_out`` and ``attn_pattern``) read it once.
+        """
+        for site, layer in reads:
+            self.check_site(site, layer)
+        if tokens.ndim != 2 or tokens.shape[0] != 1:
+            raise ValueError(f"tokens must have shape [1, T], got {list(tokens.shape)}")
+        keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
+        for site, layer in dict.fromkeys(reads):
+            r = self.arch.reads[site]
+            keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+        saved: dict[tuple[int, int, str, str], Any] = {}
+        with torch.no_grad(), self.nn.trace(tokens.to(self.device), remote=self.remote):
+            for key in sorted(keys):
+                layer, _, module, io = key
+                envoy = self._module(layer, module)
+                saved[key] = (envoy.input if io == "input" else envoy.output).save()
+        out: dict[tuple[str, int], torch.Tensor] = {}
+        for key, wanted in keys.items():
+            raw = saved[key]
+            for site, layer in wanted:
+                item = self.arch.reads[site].item
+                value = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+                if site == "attn_pattern" and value is None:
+                    raise RuntimeError(
+                        f"{self.name} returned no attention probabilities; load it with "
+                        "attn_implementation='eager' (mi_widgets.load does so by default)"
+                    )
+                value = value.detach()[0]
+                if site == "head_out":
+                    value = self._head_out(layer, value)
+                out[(site, layer)] = value.float().cpu()
+        return out
+
+    def _head_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """Per-head writes ``[T, n_heads, d_model]`` from the output projection's input z."""
+        proj = _get(self.hf, self.arch.layers)[layer]
+        proj = _get(proj, self.arch.o_proj)
+        w = proj.weight.detach()
+        w = w if self.arch.o_proj_kind == "conv1d" else w.T  # -> [n_heads*d_head, d_model]
+        t = z.shape[0]
+        zh = z.reshape(t, self.n_heads, self.d_head).to(w.dtype)
+        wh = w.reshape(self.n_heads, self.d_head, -1)
+        return torch.einsum("thd,hdm->thm", zh, wh)
+
+
+def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
+    """Return (display name, local dir or hub id)."""
+    if name_or_path is None:
+        from ... import zoo
+
+        return f"zoo:{zoo.DEFAULT}", str(zoo.path(zoo.DEFAULT))
+    name = str(name_or_path)
+    if name.startswith("zoo:"):
+        from ... import zoo
+
+        return name, str(zoo.path(name))
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise FileNotFoundError(
+                f"{p} exists but has no config.json; point load() at a Hugging Face model directory "
+                "(config.json + weights + tokenizer files)"
+            )
+        return name, str(p)
+    return name, name
+
+
+def load(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    remote: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str = "eager",
+    **kwargs: Any,
+) -> Model:
+    """Load a model and wrap it as a :class:`Model`.
+
+    ``name_or_path``: ``None`` for the embedded trained model (``"zoo:tiny"``), ``"zoo:<name>"``
+    for another zoo model, a local Hugging Face directory, or a Hub id (downloaded by
+    transformers; needs network). ``remote=True`` builds the model on the meta device and runs
+    every trace on NDIF through nnsight (``nnsight.CONFIG`` must hold your API key).
+    ``attn_implementation="eager"`` keeps attention probabilities readable. Extra keyword
+    arguments go to ``from_pretrained``.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoTokenizer,
+    )
+
+    display, source = _resolve(name_or_path)
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16', 'bfloat16'")
+        dtype = getattr(torch, dtype)
+    local = Path(source).exists()
+    try:
+        config = AutoConfig.from_pretrained(source, **({} if local else {"trust_remote_code": kwargs.get("trust_remote_code", False)}))
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ValueError(
+            f"could not load model {display!r}: it is not a zoo name (zoo:tiny, zoo:induction, zoo:ioi), "
+            f"not a local directory, and the Hugging Face Hub did not provide it"
+            f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no network, or a misspelt id?)'}. "
+            "Pass a local model directory, or check the id and your connection. "
+            f"Underlying error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    archs = list(getattr(config, "architectures", None) or [])
+    if getattr(config, "is_decoder", False) or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        auto, task = AutoModelForCausalLM, "text-generation"
+    elif any(a.endswith("ForMaskedLM") for a in archs):
+        auto, task = AutoModelForMaskedLM, "fill-mask"
+    else:
+        auto, task = AutoModel, "feature-extraction"
+
+    if remote:
+        # Weights stay on NDIF: nnsight builds the module tree on the meta device from the
+        # config, and every trace of this Model is sent with remote=True.
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        nn_model = TransformersModel(
+            source, task=task, tokenizer=tokenizer, attn_implementation=attn_implementation, **kwargs
+        )
+        return Model(nn_model, nn_model._module, nn_model.tokenizer, display, remote=True)
+
+    load_kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, **kwargs}
+    if dtype is not None:
+        load_kwargs["dtype"] = dtype
+    try:
+        with _quiet_progress(display.startswith("zoo:")):
+            hf = auto.from_pretrained(source, **load_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"model {display!r} has a config but its weights or tokenizer could not be loaded from {source}: "
+            f"{str(exc).splitlines()[0]}. Check that the directory holds model.safetensors (or "
+            "pytorch_model.bin) and tokenizer files."
+        ) from None
+    hf.eval()
+    if device is not None:
+        hf.to(device)
+    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display)
+
+
+class _quiet_progress:
+    """Hide transformers' weight-loading bar for the embedded models (they load in milliseconds)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.was_enabled = True
+
+    def __enter__(self) -> None:
+        if self.quiet:
+            from transformers.utils import logging as hf_logging
+
+            self.was_enabled = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.quiet and self.was_enabled:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
+
+
+def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None) -> Model:
+    """Wrap an already-loaded transformers model (e.g. a randomly initialised config)."""
+    if getattr(hf.config, "_attn_implementation", "eager") != "eager":
+        hf.config._attn_implementation = "eager"
+    task = "text-generation" if getattr(hf, "can_generate", lambda: False)() else (
+        "fill-mask" if type(hf).__name__.endswith("ForMaskedLM") else "feature-extraction"
+    )
+    hf.eval()
+    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__)
+
+
+def _nnsight(hf: torch.nn.Module, tokenizer: Any, task: str) -> Any:
+    import warnings
+
+    from nnsight.modeling.transformers import TransformersModel
+
+    with warnings.catch_warnings():
+        # BERT's `output` submodules are renamed E_output by nnsight, with a warning; _get knows.
+        warnings.filterwarnings("ignore", message=".*nnsight already serves.*")
+        return TransformersModel(hf, tokenizer=tokenizer, task=task)

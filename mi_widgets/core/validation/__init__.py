@@ -1,0 +1,2 @@
+"""Validation: descriptions turned into predictions (activation, ablation, replacement,
+counterexamples) with verdicts."""
