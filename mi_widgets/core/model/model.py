@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .families import SITES, _arch_for, _get
+from .remote import check_remote
 
 
 class Model:
@@ -26,7 +27,9 @@ class Model:
     ``d_vocab``, ``causal``.
     """
 
-    def __init__(self, nn_model: Any, hf: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool = False):
+    def __init__(
+        self, nn_model: Any, hf: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool | str = False
+    ):
         self.nn = nn_model
         self.hf = hf
         self.tokenizer = tokenizer
@@ -58,9 +61,11 @@ class Model:
     @property
     def device(self) -> torch.device:
         try:
-            return next(self.hf.parameters()).device
+            dev = next(self.hf.parameters()).device
         except StopIteration:  # pragma: no cover
             return torch.device("cpu")
+        # remote=True: the weights are on the meta device; inputs stay on the CPU and travel.
+        return torch.device("cpu") if dev.type == "meta" else dev
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -160,12 +165,25 @@ class Model:
         for site, layer in dict.fromkeys(reads):
             r = self.arch.reads[site]
             keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+        # The trace body names only envoys and small values (never self: its tokenizer would be
+        # pickled into every remote request). head_out is z @ W_O per head, computed inside the
+        # trace from the projection's own weight, so it also runs where the weights are remote.
+        plan = [
+            (key, self._module(key[0], key[2]), key[3], any(s == "head_out" for s, _ in keys[key]))
+            for key in sorted(keys)
+        ]
+        nh, dh, conv = self.n_heads, self.d_head, self.arch.o_proj_kind == "conv1d"
         saved: dict[tuple[int, int, str, str], Any] = {}
         with torch.no_grad(), self.nn.trace(tokens.to(self.device), remote=self.remote):
-            for key in sorted(keys):
-                layer, _, module, io = key
-                envoy = self._module(layer, module)
-                saved[key] = (envoy.input if io == "input" else envoy.output).save()
+            for key, envoy, io, per_head in plan:
+                value = envoy.input if io == "input" else envoy.output
+                if per_head:
+                    w = envoy.weight if conv else envoy.weight.T  # [n_heads*d_head, d_model]
+                    z = value[0]
+                    value = torch.einsum(
+                        "thd,hdm->thm", z.reshape(z.shape[0], nh, dh).to(w.dtype), w.reshape(nh, dh, -1)
+                    )
+                saved[key] = value.save()
         out: dict[tuple[str, int], torch.Tensor] = {}
         for key, wanted in keys.items():
             raw = saved[key]
@@ -177,14 +195,13 @@ class Model:
                         f"{self.name} returned no attention probabilities; load it with "
                         "attn_implementation='eager' (mi_widgets.load does so by default)"
                     )
-                value = value.detach()[0]
-                if site == "head_out":
-                    value = self._head_out(layer, value)
+                value = value.detach() if site == "head_out" else value.detach()[0]
                 out[(site, layer)] = value.float().cpu()
         return out
 
     def _head_out(self, layer: int, z: torch.Tensor) -> torch.Tensor:
-        """Per-head writes ``[T, n_heads, d_model]`` from the output projection's input z."""
+        """Per-head writes ``[T, n_heads, d_model]`` from the output projection's input z and the
+        local weights (the reference :meth:`run` is checked against; needs local weights)."""
         proj = _get(self.hf, self.arch.layers)[layer]
         proj = _get(proj, self.arch.o_proj)
         w = proj.weight.detach()
@@ -220,7 +237,7 @@ def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
 def load(
     name_or_path: str | os.PathLike | None = None,
     *,
-    remote: bool = False,
+    remote: bool | str = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     attn_implementation: str = "eager",
@@ -230,8 +247,10 @@ def load(
 
     ``name_or_path``: ``None`` for the embedded trained model (``"zoo:tiny"``), ``"zoo:<name>"``
     for another zoo model, a local Hugging Face directory, or a Hub id (downloaded by
-    transformers; needs network). ``remote=True`` builds the model on the meta device and runs
-    every trace on NDIF through nnsight (``nnsight.CONFIG`` must hold your API key).
+    transformers; needs network). ``remote=True`` builds the model on the meta device (config
+    and tokenizer only, no weights) and runs every trace on NDIF through nnsight
+    (``nnsight.CONFIG`` must hold your API key); ``remote="local"`` loads the weights here and
+    runs every trace through nnsight's local simulation of a remote run (see :mod:`.remote`).
     ``attn_implementation="eager"`` keeps attention probabilities readable. Extra keyword
     arguments go to ``from_pretrained``.
     """
@@ -244,6 +263,7 @@ def load(
         AutoTokenizer,
     )
 
+    remote = check_remote(remote)
     display, source = _resolve(name_or_path)
     if isinstance(dtype, str):
         if not hasattr(torch, dtype):
@@ -269,7 +289,7 @@ def load(
     else:
         auto, task = AutoModel, "feature-extraction"
 
-    if remote:
+    if remote is True:
         # Weights stay on NDIF: nnsight builds the module tree on the meta device from the
         # config, and every trace of this Model is sent with remote=True.
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -294,7 +314,7 @@ def load(
     hf.eval()
     if device is not None:
         hf.to(device)
-    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display)
+    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display, remote=remote)
 
 
 class _quiet_progress:
@@ -318,15 +338,17 @@ class _quiet_progress:
             hf_logging.enable_progress_bar()
 
 
-def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None) -> Model:
-    """Wrap an already-loaded transformers model (e.g. a randomly initialised config)."""
+def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None, *, remote: bool | str = False) -> Model:
+    """Wrap an already-loaded transformers model (e.g. a randomly initialised config);
+    ``remote="local"`` runs its traces through nnsight's local simulation of a remote run."""
+    remote = check_remote(remote)
     if getattr(hf.config, "_attn_implementation", "eager") != "eager":
         hf.config._attn_implementation = "eager"
     task = "text-generation" if getattr(hf, "can_generate", lambda: False)() else (
         "fill-mask" if type(hf).__name__.endswith("ForMaskedLM") else "feature-extraction"
     )
     hf.eval()
-    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__)
+    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__, remote=remote)
 
 
 def _nnsight(hf: torch.nn.Module, tokenizer: Any, task: str) -> Any:
