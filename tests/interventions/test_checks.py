@@ -10,42 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _patching_reference import CLEAN, CORRUPT
 
 from mi_widgets.core import metrics as M
 from mi_widgets.core.interventions.patching import activation_patching
 
-CLEAN = "The Eiffel Tower is in"  # 6 tokens with the test BPE tokenizer (BOS included)
-
-CORRUPT = "The staff was kind and"  # 6 tokens
-
 # The direct engine warns and falls back to nnsight when it cannot reproduce a model's forward;
 # here that must never happen silently.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
-
-PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
-
-
-@pytest.fixture(scope="module")
-def models(bpe_tokenizer):
-    from conftest import _family_model
-
-    import mi_widgets as mw
-
-    return {
-        f: mw.wrap(_family_model(f, len(bpe_tokenizer)), bpe_tokenizer, f)
-        for f in ("gpt2", "llama", "neox_sequential")
-    }
-
-
-@pytest.fixture()
-def no_forward(models):
-    """Fails the test if any forward pass ran."""
-    calls = []
-    handles = [m.hf.register_forward_pre_hook(lambda *a: calls.append(1)) for m in models.values()]
-    yield
-    for h in handles:
-        h.remove()
-    assert not calls, "a forward pass ran before the error"
 
 
 def test_pairs_of_different_token_lengths_name_both(models, no_forward):
