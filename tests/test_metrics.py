@@ -1,10 +1,5 @@
-"""Activation patching and ablation (mi_widgets.core.interventions.patching, mi_widgets.core.metrics).
-
-Exactness is checked against ``reference_patching`` below: a plain implementation with torch
-forward hooks on the Hugging Face modules, one full forward (full logits) per layer, written
-independently of the library's engines (it patches head_out by adding the head's projected
-write difference to the attention output, and resid_mid by setting attn_out = target - resid_pre).
-"""
+"""Metrics (mi_widgets.core.metrics): the metric objects compute what they say, and a callable gives
+the same patching grid as the object."""
 
 from __future__ import annotations
 

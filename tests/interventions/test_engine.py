@@ -1,10 +1,5 @@
-"""Activation patching and ablation (mi_widgets.core.interventions.patching, mi_widgets.core.metrics).
-
-Exactness is checked against ``reference_patching`` below: a plain implementation with torch
-forward hooks on the Hugging Face modules, one full forward (full logits) per layer, written
-independently of the library's engines (it patches head_out by adding the head's projected
-write difference to the attention output, and resid_mid by setting attn_out = target - resid_pre).
-"""
+"""The execution engine (mi_widgets.core.interventions.engine, batching): batch size and prefix
+reuse change nothing, interrupts leave no hooks and an unchanged model, progress counts batches."""
 
 from __future__ import annotations
 

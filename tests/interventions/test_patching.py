@@ -1,10 +1,6 @@
-"""Activation patching and ablation (mi_widgets.core.interventions.patching, mi_widgets.core.metrics).
-
-Exactness is checked against ``reference_patching`` below: a plain implementation with torch
-forward hooks on the Hugging Face modules, one full forward (full logits) per layer, written
-independently of the library's engines (it patches head_out by adding the head's projected
-write difference to the attention output, and resid_mid by setting attn_out = target - resid_pre).
-"""
+"""Activation patching grids (mi_widgets.core.interventions.patching): every site and direction equals
+the hook reference in tests/_patching_reference.py; normalisation, per-pair values, positions and
+layer subsets, result tables; the recorded zoo figures."""
 
 from __future__ import annotations
 
