@@ -21,6 +21,7 @@ import torch
 
 from ..metrics import Metric
 from ..model import Model, _get
+from ..model.lock import holding_model_lock
 
 # Model types whose blocks can be called one by one with the kwargs captured from a normal
 # forward (checked once per call against the cached run anyway).
@@ -238,6 +239,7 @@ class _DirectEngine:
             else None
         )
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     def prepare_prefix(self, tokens: torch.Tensor) -> bool:
         """Keys and values of every layer for the base prompts ``[B, T]`` (one forward with a
         cache), so that a batch whose edits all start at position ``p0`` (causal models) can
@@ -270,6 +272,7 @@ class _DirectEngine:
         self._kv[tokens.shape[-1]] = ([x.keys for x in layers], [x.values for x in layers])
         return True
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     def suffix_ok(self, tokens: torch.Tensor, p0: int) -> bool:
         """Capture (once per model, length and ``p0``) the block arguments of a forward over
         positions ``p0..T-1`` after a cached prefix, and check that running the blocks with
@@ -327,6 +330,7 @@ class _DirectEngine:
         store[key] = self._suffix[(t, p0)]
         return ok
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     def prepare(self, tokens: torch.Tensor) -> None:
         """Capture each block's extra arguments (masks, position embeddings) for sequences of
         this length from one batch-1 forward (they broadcast over any batch size), and check
@@ -369,6 +373,7 @@ class _DirectEngine:
             return
         store[key] = captured
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     @torch.no_grad()
     def forward(
         self,
@@ -426,6 +431,7 @@ class _DirectEngine:
             for hd in handles:
                 hd.remove()
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     @torch.no_grad()
     def forward_packed(
         self,
@@ -472,6 +478,7 @@ class _DirectEngine:
         assert h is not None
         return h[:, -1]
 
+    @holding_model_lock  # no other forward on the model while blocks run (lock.py)
     def last_block_ok(self, tokens: torch.Tensor) -> bool:
         """Whether the last block can run its queries, attention output and MLP at the last
         position only (GPT-2 blocks; keys/values of the other positions computed from the

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .families import SITES, _arch_for, _get
+from .lock import install as install_lock
 from .remote import check_remote
 
 
@@ -49,6 +50,8 @@ class Model:
         self.n_ctx = int(
             getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 2048
         )
+        # every forward on this model (nnsight or torch) holds self.lock; see lock.py
+        install_lock(self)
 
     # -- description -------------------------------------------------------------------
 
