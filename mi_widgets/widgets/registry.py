@@ -152,3 +152,13 @@ def _generation(r: SteeredGeneration, model: Any, vector: Any, **kw: Any) -> Any
     w = Steering(model, r.prompt, {r.vector_name: vector}, layer=r.layer, site=r.site, coef=r.coef, **kw)
     w.show_generation(r)
     return w
+
+
+from ..core.circuits.circuit import Circuit  # noqa: E402
+
+
+@register(Circuit)
+def _circuit(r: Circuit, **kw: Any) -> Any:
+    from .circuit_graph import CircuitGraph
+
+    return CircuitGraph.from_result(r, **kw)
