@@ -262,11 +262,13 @@ def parse_component(model: Model, c: Any) -> Component:
     return Component(site, layer, units)
 
 
-def _unit_mask(model: Model, comp: Component, like: torch.Tensor) -> torch.Tensor | None:
+def _unit_mask(model: Model | int, comp: Component, like: torch.Tensor) -> torch.Tensor | None:
+    """``model``: the Model, or its number of heads (inside a remote trace, which ships no Model)."""
     if comp.units is None:
         return None
     if comp.site == "head_out":
-        mask = torch.zeros(model.n_heads, 1, dtype=torch.bool)
+        n_heads = model if isinstance(model, int) else model.n_heads
+        mask = torch.zeros(n_heads, 1, dtype=torch.bool)
         mask[list(comp.units)] = True
     else:
         mask = torch.zeros(like.shape[-1], dtype=torch.bool)
@@ -430,13 +432,15 @@ def ablate(
 def _ablate_fn(
     model: Model, comp: Component, src: torch.Tensor | float
 ) -> Callable[[torch.Tensor], torch.Tensor]:
+    n_heads = model.n_heads  # the closure names no Model: it may run inside a remote trace
+
     def fn(cur: torch.Tensor) -> torch.Tensor:
         s = (
             torch.zeros((), dtype=cur.dtype, device=cur.device)
             if isinstance(src, float)
             else src.to(cur.device, cur.dtype)
         )
-        mask = _unit_mask(model, comp, cur)
+        mask = _unit_mask(n_heads, comp, cur)
         if mask is None:
             return s.expand_as(cur).clone() if s.ndim < cur.ndim else s.clone()
         return torch.where(mask, s, cur)

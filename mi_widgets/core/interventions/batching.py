@@ -67,15 +67,15 @@ def _collect(
         keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
     saved: dict[tuple, Any] = {}
     unembed = _get(model.nn, _unembed_path(model), envoy=True)
+    # envoys looked up here: the trace body names no Model (a remote request ships what it names)
+    plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
     with (
         torch.no_grad(),
         model.nn.trace(
             tokens.to(model.device), remote=model.remote, **_forward_kwargs(model, tokens)
         ),
     ):
-        for key in sorted(keys):
-            layer, _, module, io = key
-            env = model._module(layer, module)
+        for key, env, io in plan:
             saved[key] = (env.input if io == "input" else env.output).save()
         logits = unembed.output[:, -1].save()
     out_stream: dict[int, torch.Tensor] = {}

@@ -15,6 +15,7 @@ import inspect
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -78,14 +79,15 @@ def _order(model: Model, site: str) -> int:
     return model.arch.reads["attn_out" if site == "resid_mid" else site].order
 
 
-def _as_heads(model: Model, z: torch.Tensor) -> torch.Tensor:
+def _as_heads(model: Model | SimpleNamespace, z: torch.Tensor) -> torch.Tensor:
     return z.reshape(*z.shape[:-1], model.n_heads, model.d_head)
 
 
 def _apply(
-    model: Model, site: str, fn: Callable, value: Any, block_input: torch.Tensor | None
+    model: Model | SimpleNamespace, site: str, fn: Callable, value: Any, block_input: torch.Tensor | None
 ) -> Any:
-    """The new value of a module's input/output after write ``fn`` (tuple outputs kept)."""
+    """The new value of a module's input/output after write ``fn`` (tuple outputs kept);
+    ``model`` may be anything with ``n_heads`` and ``d_head`` (inside a remote trace)."""
     if site == "resid_mid":
         a = value[0] if isinstance(value, tuple) else value
         cur = block_input + a
@@ -573,51 +575,60 @@ class _NNsightEngine:
         for fn in stream.pop(start, ()):
             h0 = fn(h0)
         unembed = _get(model.nn, _unembed_path(model), envoy=True)
+        # Everything the trace body names is looked up here (envoys, plain values, the writes'
+        # functions), never the Model: a remote request ships what the body names.
+        dims = SimpleNamespace(n_heads=model.n_heads, d_head=model.d_head)
+        skipped = [model._module(j, "") for j in range(start)]
+        first = model._module(0, "")
+        set_first = start == 0 and h0 is not hidden
+        steps = []
+        for i in range(start, n):
+            layer_writes = sorted(inner.get(i, []), key=lambda w: _order(model, w.site))
+            groups = []
+            k = 0
+            while k < len(layer_writes):
+                rel, io, _ = _write_module(model, layer_writes[k].site)
+                group = [
+                    w for w in layer_writes[k:] if _write_module(model, w.site)[:2] == (rel, io)
+                ]
+                k += len(group)
+                groups.append((model._module(i, rel), io, [(w.site, w.fn) for w in group]))
+            needs_x = any(w.site == "resid_mid" for w in layer_writes)
+            steps.append((i, model._module(i, ""), stream.get(i, []), needs_x, groups))
+        last = model._module(n - 1, "")
+        final = stream.get(n, []) if start < n else []
         with (
             torch.no_grad(),
             model.nn.trace(
                 tokens.to(model.device), remote=model.remote, **_forward_kwargs(model, tokens)
             ),
         ):
-            for j in range(start):
-                model._module(j, "").skip(h0)
-            if start == 0 and h0 is not hidden:
-                model._module(0, "").input = h0
-            for i in range(start, n):
-                block = model._module(i, "")
+            for block in skipped:
+                block.skip(h0)
+            if set_first:
+                first.input = h0
+            for i, block, fns, needs_x, groups in steps:
                 # the block's input: h0 at the start block (skipped blocks return it, or it
                 # was set above); read from the trace further on, when a write needs it
                 x = h0 if i == start else None
-                if i in stream:
+                if fns:
                     x = block.input
-                    for fn in stream[i]:
+                    for fn in fns:
                         x = fn(x)
                     block.input = x
-                layer_writes = sorted(inner.get(i, []), key=lambda w: _order(model, w.site))
-                if any(w.site == "resid_mid" for w in layer_writes) and x is None:
+                if needs_x and x is None:
                     x = block.input
-                k = 0
-                while k < len(layer_writes):
-                    rel, io, _ = _write_module(model, layer_writes[k].site)
-                    group = [
-                        w for w in layer_writes[k:] if _write_module(model, w.site)[:2] == (rel, io)
-                    ]
-                    k += len(group)
-                    env = model._module(i, rel)
+                for env, io, group in groups:
+                    v = env.output if io == "output" else env.input
+                    for site, fn in group:
+                        v = _apply(dims, site, fn, v, x)
                     if io == "output":
-                        v = env.output
-                        for w in group:
-                            v = _apply(model, w.site, w.fn, v, x)
                         env.output = v
                     else:
-                        v = env.input
-                        for w in group:
-                            v = _apply(model, w.site, w.fn, v, x)
                         env.input = v
-            if n in stream and start < n:
-                last = model._module(n - 1, "")
+            if final:
                 v = last.output
-                for fn in stream[n]:
+                for fn in final:
                     v = fn(v)
                 last.output = v
             logits = unembed.output[:, -1].save()

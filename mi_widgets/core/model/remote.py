@@ -31,11 +31,22 @@ def check_remote(remote: Any) -> bool | str:
     if remote is None:
         return False
     if isinstance(remote, bool) or remote == "local":
+        if remote:
+            _ship_by_value()
         return remote
     raise ValueError(
         f"remote must be False, True (run on NDIF) or 'local' (nnsight's local simulation of a "
         f"remote run), got {remote!r}"
     )
+
+
+def _ship_by_value() -> None:
+    """Send this package's functions and classes with each request as source (the server has
+    torch, transformers and nnsight, not mi_widgets). nnsight does this by itself only for
+    modules outside site-packages; a pip-installed mi_widgets is inside."""
+    from nnsight.ndif import register
+
+    register("mi_widgets")
 
 
 def require_local(model: Any, what: str, alternative: str) -> None:
