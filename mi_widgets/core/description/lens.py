@@ -277,17 +277,22 @@ def logit_lens(
             tp, tr = t.exp(), (logp - t[..., None]).gt_(0).sum(-1).long()
         return top.indices, top.values.exp(), kl, tp, tr, fp
 
+    # Envoys looked up outside the trace: its body names no Model (a remote request ships
+    # what the body names).
+    plan = []
+    for layer in range(model.n_layers):
+        block = layers[layer]
+        for s in sites:
+            r = model.arch.reads[s]
+            plan.append((block if r.module == "" else _get(block, r.module, envoy=True), r.io))
+    first_block, out_env = layers[0], _get(model.nn, model.arch.unembed, envoy=True)
     # Only values saved inside the trace come out of it; the defaults are set outside.
     target_prob = target_rank = None
     with torch.no_grad(), model.nn.trace(ids.to(model.device), remote=model.remote):
-        resids = [layers[0].input]
-        for layer in range(model.n_layers):
-            block = layers[layer]
-            for s in sites:
-                r = model.arch.reads[s]
-                env = block if r.module == "" else _get(block, r.module, envoy=True)
-                resids.append(_first(env.input if r.io == "input" else env.output))
-        out_logits = _get(model.nn, model.arch.unembed, envoy=True).output
+        resids = [first_block.input]
+        for env, io in plan:
+            resids.append(_first(env.input if io == "input" else env.output))
+        out_logits = out_env.output
         final_logp = torch.log_softmax(_first(out_logits)[0].float(), -1)
         final_p = final_logp.exp()
         final = (final_p, final_logp, torch.einsum("tv,tv->t", final_p, final_logp))
@@ -553,6 +558,11 @@ def _collect(
         reads.append((int(layer), model.arch.reads[site]))
     hs: list[list[torch.Tensor]] = [[] for _ in rows]
     finals = []
+    # envoys looked up outside the trace, whose body names no Model (see logit_lens)
+    plan = []
+    for layer, r in reads:
+        plan.append((layers[layer] if r.module == "" else _get(layers[layer], r.module, envoy=True), r.io))
+    first_block, out_env = layers[0], _get(model.nn, model.arch.unembed, envoy=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -569,12 +579,10 @@ def _collect(
                 mask[i, : len(x)] = True
             saved = []
             with torch.no_grad(), model.nn.trace(ids.to(model.device), remote=model.remote):
-                saved.append(layers[0].input.save())
-                for layer, r in reads:
-                    block = layers[layer]
-                    env = block if r.module == "" else _get(block, r.module, envoy=True)
-                    saved.append(_first(env.input if r.io == "input" else env.output).save())
-                out = _get(model.nn, model.arch.unembed, envoy=True).output.save()
+                saved.append(first_block.input.save())
+                for env, io in plan:
+                    saved.append(_first(env.input if io == "input" else env.output).save())
+                out = out_env.output.save()
             m = mask.to(model.device)
             for i, x in enumerate(saved):
                 hs[i].append(_first(x)[m].float())
