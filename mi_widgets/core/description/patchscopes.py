@@ -240,15 +240,24 @@ def _generate(
             warnings.filterwarnings("ignore", message=".*attention_mask.*")
             warnings.filterwarnings("ignore", message=".*was never reached.*")
             inputs = {"input_ids": batch, "attention_mask": torch.ones_like(batch)}
+            # the writes prepared outside the trace: its body names no Model (a remote request
+            # ships what the body names)
+            writes = [
+                (
+                    torch.tensor(by_layer[layer], device=model.device),
+                    torch.stack([rows[r][1] for r in by_layer[layer]]).to(model.device),  # type: ignore[misc]
+                    model._module(min(layer, L - 1), ""),
+                    layer >= L,
+                )
+                for layer in sorted(by_layer)
+            ]
             with torch.no_grad(), model.nn.generate(inputs, remote=model.remote, **kwargs) as tracer:
-                for layer in sorted(by_layer):
-                    idx = torch.tensor(by_layer[layer], device=model.device)
-                    vecs = torch.stack([rows[r][1] for r in by_layer[layer]]).to(model.device)  # type: ignore[misc]
-                    if layer < L:
-                        h = model._module(layer, "").input
-                    else:
-                        h = model._module(L - 1, "").output
+                for idx, vecs, block, at_output in writes:
+                    if at_output:
+                        h = block.output
                         h = h[0] if isinstance(h, (tuple, list)) else h
+                    else:
+                        h = block.input
                     h[idx, position] = vecs.to(h.dtype)
                 # first step only (no tracer.all()): the top-1 probability, not the vocabulary
                 probs = torch.softmax(unembed.output[:, -1].float(), -1).max(-1).values.save()
