@@ -279,26 +279,33 @@ function render({ model, el }: RenderProps): Cleanup {
     if (!g) return;
     n = Math.max(0, Math.min(g.E, n));
     kept = new Uint8Array(g.E);
-    const agg = new Map<string, DisplayEdge>();
     active = new Set<number>();
+    const grouped = groups.length > 0;
+    const M = g.N + groups.length;
+    const agg = new Map<number, DisplayEdge>();
+    const list: DisplayEdge[] = [];
     for (let r = 0; r < n; r++) {
       const e = g.rank[r];
       kept[e] = 1;
-      const a = disp(g.send[e]);
-      const b = disp(g.recv[e]);
+      const a = grouped ? disp(g.send[e]) : g.send[e];
+      const b = grouped ? disp(g.recv[e]) : g.recv[e];
       if (a === b) continue;
       const kind = b < g.N ? g.kind[e] : 0;
-      const key = `${a},${b},${kind}`;
       const s = g.score[e];
+      active.add(a);
+      active.add(b);
+      if (!grouped) {
+        list.push({ a, b, kind, score: s, count: 1 }); // every edge is its own (sender, receiver, kind)
+        continue;
+      }
+      const key = (a * M + b) * 4 + kind;
       const cur = agg.get(key);
       if (cur) {
         cur.score += s;
         cur.count++;
       } else agg.set(key, { a, b, kind, score: s, count: 1 });
-      active.add(a);
-      active.add(b);
     }
-    dedges = Array.from(agg.values());
+    dedges = grouped ? Array.from(agg.values()) : list;
   }
 
   function visible(d: number): boolean {
@@ -391,7 +398,7 @@ function render({ model, el }: RenderProps): Cleanup {
       drawn++;
       if (sel >= 0 && (e.a === sel || e.b === sel)) hot.push(e);
       else {
-        const t = edgeStyle(e.score, m).t;
+        const t = m > 0 ? Math.min(1, Math.abs(e.score) / m) || 0 : 0;
         buckets[(e.score < 0 ? BUCKETS : 0) + Math.min(BUCKETS - 1, Math.floor(t * BUCKETS))].push(e);
       }
     }
@@ -644,7 +651,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   async function loadNode(node: string): Promise<void> {
-    if (!/^a\d+\.h\d+$/.test(node) || patterns.get(node)?.pattern) return;
+    if (!/^a\d+\.h\d+$/.test(node) || patterns.has(node)) return;
     if (isStatic()) {
       const cache = model.get("node_cache") as Record<string, { tokens?: unknown; pattern?: unknown }> | undefined;
       const hit = cache && cache[node];
@@ -657,28 +664,34 @@ function render({ model, el }: RenderProps): Cleanup {
       return;
     }
     const seq = ++nodeSeq;
+    patterns.set(node, { tokens: [], pattern: null, note: "loading attention…" });
     try {
       const { response, buffers } = await request<{ tokens?: unknown; pattern?: WireArray }>(model, "node", { node }, { timeoutMs: 60_000 });
       const pat = response.pattern && buffers[0] ? { ...response.pattern, buffer: buffers[0] } : null;
       patterns.set(node, { tokens: strs(response.tokens), pattern: pat, note: pat ? undefined : "no attention pattern" });
     } catch (e) {
-      patterns.set(node, { tokens: [], pattern: null, note: errorText(e) });
+      patterns.delete(node); // a later click retries
+      if (seq === nodeSeq && str(model.get("selected_node")) === node) {
+        const box = panel.querySelector(".mw-attn .mw-note");
+        if (box) setText(box, errorText(e));
+      }
+      return;
     }
     if (seq === nodeSeq && str(model.get("selected_node")) === node) renderPanel();
   }
 
   function select(name: string): void {
-    model.set("selected_node", name);
+    model.set("selected_node", name); // the change:selected_node listener redraws
     model.save_changes();
-    onSelected();
   }
 
   function onSelected(): void {
     place();
     draw();
-    renderPanel();
     const sel = str(model.get("selected_node"));
-    if (sel) void loadNode(sel).then(() => (str(model.get("selected_node")) === sel ? renderPanel() : undefined));
+    const pending = sel ? loadNode(sel) : null; // static copies fill `patterns` synchronously
+    renderPanel();
+    void pending;
   }
 
   // ---------------------------------------------------------------- groups and pins
@@ -927,7 +940,9 @@ function render({ model, el }: RenderProps): Cleanup {
   n = Number(model.get("n_edges_shown")) || 0;
   decodeGraph();
   applyGroups();
-  redraw();
+  prune();
+  layout();
+  renderControls();
   idleFaith();
   renderStatus();
   onSelected();
