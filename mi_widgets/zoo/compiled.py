@@ -1,6 +1,7 @@
 """Compiled zoo models: GPT-2 checkpoints whose weights are set by hand, so their circuits are known.
 
-``python -m mi_widgets.zoo.compiled`` rebuilds ``models/induction`` and ``models/ioi`` (weights,
+``python -m mi_widgets.zoo.compiled`` rebuilds ``models/induction``, ``models/ioi`` and
+``models/ioi_backup`` (weights,
 tokenizer, ``ground_truth.json``); the weights are a pure function of this file, so a rebuild gives
 byte-identical ``model.safetensors``. ``python -m mi_widgets.zoo.compiled --measure induction``
 (or ``ioi``) re-measures the figures recorded in a shipped model's ``ground_truth.json``.
@@ -589,6 +590,184 @@ def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
+# IOI with backup heads, a suppression head and attention decoys (``ioi_backup``)
+# --------------------------------------------------------------------------------------------
+
+IOI_BACKUP_HEADS = {
+    "duplicate_token": "0.1",
+    "s_inhibition": "1.2",
+    "name_mover": "2.3",
+    "suppression": "2.1",
+    "backup_name_mover": "3.0",
+    "attention_decoys": {
+        "0.2": "duplicate-token pattern (same query/key as 0.1, a little sharper); writes into the unread decoy block",
+        "0.3": "previous-token pattern (attends i -> i-1); writes into the unread decoy block",
+        "1.3": "S-inhibition pattern (same query/key as 1.2, a little sharper); writes into the unread decoy block",
+        "2.0": "name-mover pattern (same query/key as 2.3, a little sharper: END -> IO); writes into the unread decoy block",
+    },
+    "decoys": {
+        "0.0": "attends to BOS; writes nothing (W_V = W_O = 0)",
+        "1.0": "uniform attention; writes a random projection of the token into the decoy block",
+        "1.1": "attends to BOS; writes a constant into the decoy block",
+        "2.2": "attends to its own position; writes a random projection of the token into the decoy block",
+        "3.1": "attends to BOS; writes a constant into the decoy block",
+        "3.2": "attends to its own position; writes a random projection of the token into the decoy block",
+        "3.3": "uniform attention; writes a random projection of the token into the decoy block",
+    },
+}
+SUPPRESS = 0.3  # the suppression head writes -SUPPRESS x the name it attends to (IO) into answer
+BACKUP_GATE = 60.0  # backup mover's score on BOS per unit of the 'moved' flag (names score 20)
+DECOY_SHARPEN = 1.25  # attention decoys scale the planted head's scores by this (>= its pattern)
+PREV_DECOY_BOS = 12.0  # previous-token decoy: BOS fallback score (position 1 has no sinusoid at 0)
+
+
+def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
+    """The ``ioi`` circuit plus self-repair, suppression and look-alike decoys (4 layers x 4 heads).
+
+    * 2.3 (name mover) also writes a ``moved`` flag = its attention on names (1 at END);
+    * 3.0 (backup name mover) has 2.3's query/key plus a BOS score of ``BACKUP_GATE * moved``:
+      while 2.3 works it attends to BOS (value 0) and writes nothing; when 2.3 writes nothing
+      (zero-ablation) it attends to IO and writes IO into ``answer`` exactly as 2.3 did;
+    * 2.1 (suppression) has 2.3's query/key and writes ``-SUPPRESS`` x IO into ``answer``;
+    * 0.2, 0.3, 1.3, 2.0 copy a planted attention pattern (or a previous-token one) and write into
+      the unread ``decoy`` block.
+    """
+    vocab = ioi_vocab()
+    V, N = len(vocab), len(IOI_NAMES)
+    L = Layout(
+        N_EMBD,
+        [
+            ("ref", 1), ("anchor", 1), ("tok", V), ("is_name", 1), ("not_name", 1), ("pos", POS_BLOCK),
+            ("dup", 1), ("inhib", N), ("answer", N), ("moved", 1), ("decoy", 8),
+        ],
+    )  # fmt: skip
+    w = _Weights(L, V, n_layer=4, decoy_seed=3)
+    tok, pos, inhib, ans = L.sl("tok"), L.sl("pos"), L.sl("inhib"), L.sl("answer")
+    names = slice(L.idx("tok", 2), L.idx("tok", 2) + N)
+    bos = L.idx("tok", 0)
+    eyeN = np.eye(N)
+    sq = math.sqrt(D_HEAD)
+    sh = math.sqrt(DECOY_SHARPEN)  # q and k both scaled: scores x DECOY_SHARPEN
+
+    w.wte[:, L.idx("anchor")] = ANCHOR
+    w.wte[:, tok] = np.eye(V)
+    w.wte[2 : 2 + N, L.idx("is_name")] = 1.0
+    w.wte[[0, 1] + list(range(2 + N, V)), L.idx("not_name")] = 1.0
+    w.wpe[:, pos] = _pos_codes(N_POSITIONS, marker_at_0=True)
+    s0 = _layer0_scale(w)
+
+    # 0.1 duplicate-token head (as in ioi).
+    q, k = w.zeros_read(), w.zeros_read()
+    m = math.sqrt(DUP_MATCH * sq) / s0
+    q[names, :N] = eyeN * m
+    k[names, :N] = eyeN * m
+    a = math.sqrt(DUP_SELF * sq) / s0
+    q[pos, N : N + 2 * N_FREQ] = -_pos_read() * a
+    k[pos, N : N + 2 * N_FREQ] = _pos_read() * a
+    k[bos, N + 2 * N_FREQ] = 1.0 / s0
+    qb = np.zeros(D_HEAD)
+    qb[N + 2 * N_FREQ] = DUP_BOS * sq
+    v = w.zeros_read()
+    v[L.idx("is_name"), 0] = 1.0 / s0
+    o = w.zeros_write()
+    o[0, L.idx("dup")] = 1.0
+    w.head(0, 1, q=q, k=k, v=v, o=o, qb=qb)
+    # 0.2 duplicate-token decoy: the same scores x DECOY_SHARPEN, written where nothing reads.
+    dv, do = w._decoy_ov(tok, s0)
+    w.head(0, 2, q=q * sh, k=k * sh, qb=qb * sh, v=dv, o=do)
+    # 0.3 previous-token decoy: q = R code(i), k = code(j), plus a BOS fallback.
+    a = math.sqrt(PREV_GAMMA * sq) / s0
+    q, k = w.zeros_read(), w.zeros_read()
+    q[pos, : 2 * N_FREQ] = _pos_read() @ _rotate_back(1).T * a
+    k[pos, : 2 * N_FREQ] = _pos_read() * a
+    k[bos, 2 * N_FREQ] = 1.0 / s0
+    qb = np.zeros(D_HEAD)
+    qb[2 * N_FREQ] = PREV_DECOY_BOS * sq
+    dv, do = w._decoy_ov(tok, s0)
+    w.head(0, 3, q=q, k=k, qb=qb, v=dv, o=do)
+    w.bos_head(0, 0, bos, s0, write_const=None)
+
+    x1 = w.wte[5] + w.wpe[9]
+    s1 = _ln_scale(x1)
+
+    # 1.2 S-inhibition head (as in ioi); 1.3 its look-alike.
+    k = w.zeros_read()
+    k[L.idx("dup"), 0] = 1.0 / s1
+    k[bos, 1] = 1.0 / s1
+    qb = np.zeros(D_HEAD)
+    qb[0], qb[1] = SIN_DUP * sq, SIN_BOS * sq
+    v = w.zeros_read()
+    v[names, :N] = eyeN / s1
+    o = w.zeros_write()
+    o[:N, inhib] = eyeN
+    w.head(1, 2, k=k, v=v, o=o, qb=qb)
+    dv, do = w._decoy_ov(tok, s1)
+    w.head(1, 3, k=k * DECOY_SHARPEN, qb=qb, v=dv, o=do)
+    w.uniform_head(1, 0, tok, s1)
+    w.bos_head(1, 1, bos, s1, write_const=DECOY_WRITE)
+
+    x2 = x1.copy()
+    x2[L.idx("inhib", 1)] += 1.0
+    s2 = _ln_scale(x2)
+
+    # 2.3 name mover (as in ioi) that also writes the 'moved' flag; 2.1 suppression (same
+    # query/key, writes -SUPPRESS x the name); 2.0 its look-alike decoy.
+    q, k = w.zeros_read(), w.zeros_read()
+    k[L.idx("is_name"), 0] = 1.0 / s2
+    qb = np.zeros(D_HEAD)
+    qb[0] = NM_NAME * sq
+    m = math.sqrt(NM_INHIB * sq) / s2
+    q[inhib, 1 : 1 + N] = -eyeN * m
+    k[names, 1 : 1 + N] = eyeN * m
+    v = w.zeros_read()
+    v[names, :N] = eyeN / s2
+    v[L.idx("is_name"), N] = 1.0 / s2
+    o = w.zeros_write()
+    o[:N, ans] = eyeN
+    o[N, L.idx("moved")] = 1.0
+    w.head(2, 3, q=q, k=k, v=v, o=o, qb=qb)
+    o_s = w.zeros_write()
+    o_s[:N, ans] = -SUPPRESS * eyeN
+    w.head(2, 1, q=q, k=k, v=v, o=o_s, qb=qb)
+    dv, do = w._decoy_ov(tok, s2)
+    w.head(2, 0, q=q * sh, k=k * sh, qb=qb * sh, v=dv, o=do)
+    w.self_head(2, 2, tok, s2)
+
+    x3 = x2.copy()
+    x3[L.idx("answer", 1)] += 1.0 - SUPPRESS
+    x3[L.idx("moved")] += 1.0
+    s3 = _ln_scale(x3)
+
+    # 3.0 backup name mover: 2.3's scores (re-read at this layer's scale) plus BACKUP_GATE * moved
+    # on the BOS key, so it only attends to names (and copies IO) when 2.3 wrote no flag.
+    q, k = w.zeros_read(), w.zeros_read()
+    k[L.idx("is_name"), 0] = 1.0 / s3
+    qb = np.zeros(D_HEAD)
+    qb[0] = NM_NAME * sq
+    m = math.sqrt(NM_INHIB * sq) / s3
+    q[inhib, 1 : 1 + N] = -eyeN * m
+    k[names, 1 : 1 + N] = eyeN * m
+    g = math.sqrt(BACKUP_GATE * sq) / s3
+    q[L.idx("moved"), 1 + N] = g
+    k[bos, 1 + N] = g
+    v = w.zeros_read()
+    v[names, :N] = eyeN / s3
+    o = w.zeros_write()
+    o[:N, ans] = eyeN
+    w.head(3, 0, q=q, k=k, v=v, o=o, qb=qb)
+    w.bos_head(3, 1, bos, s3, write_const=DECOY_WRITE)
+    w.self_head(3, 2, tok, s3)
+    w.uniform_head(3, 3, tok, s3)
+
+    xf = x3.copy()
+    sf = _ln_scale(xf)
+    w.lm_head[2 : 2 + N, ans] = eyeN * LOGIT_SCALE / sf
+    non_names = [0, 1] + list(range(2 + N, V))
+    w.lm_head[non_names, L.idx("anchor")] = NON_ANSWER_LOGIT / (ANCHOR * sf)
+    return w.finish(), L, vocab
+
+
+# --------------------------------------------------------------------------------------------
 # Saving
 # --------------------------------------------------------------------------------------------
 
@@ -680,7 +859,11 @@ def _save(out: Path, sd: dict[str, np.ndarray], vocab: list[str], n_layer: int) 
     tpath.write_text(json.dumps(t, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-BUILDERS = {"induction": (_build_induction, 2), "ioi": (_build_ioi, 3)}
+BUILDERS = {
+    "induction": (_build_induction, 2),
+    "ioi": (_build_ioi, 3),
+    "ioi_backup": (_build_ioi_backup, 4),
+}
 
 
 def build(name: str, out: Path) -> Layout:
@@ -979,6 +1162,70 @@ def measure_ioi(model, tokenizer, n: int = 400, seed: int = 0, ablations: bool =
     return res
 
 
+def ioi_reference(prompts: list[dict], seed: int = 1) -> list[dict]:
+    """For each IOI prompt, one with the same template and order (so the same token length and
+    name positions) and two other names, disjoint from its IO and S: the source of resample
+    ablation and of corrupt runs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in prompts:
+        pool = [n for n in IOI_NAMES if " " + n not in (p["io"], p["s"])]
+        io, s = (pool[j] for j in rng.choice(len(pool), size=2, replace=False))
+        a, b = (io, s) if p["order"] == "ABBA" else (s, io)
+        t = p["template"]
+        out.append(
+            {"text": IOI_TEMPLATES[t].format(A=a, B=b, S=s), "io": " " + io, "s": " " + s,
+             "template": t, "order": p["order"]}
+        )  # fmt: skip
+    return out
+
+
+def ioi_head_outputs(model, tokenizer, prompts: list[dict]) -> dict:
+    """Each head's output ``[n, T, d_head]`` (the input of ``attn.c_proj``) on ``ioi_batch(prompts)``."""
+    import torch
+
+    ids, _, _, _ = ioi_batch(tokenizer, prompts)
+    store: dict[str, list] = {}
+    with torch.no_grad(), _capture_head_outputs(model, store):
+        model(ids, attention_mask=torch.ones_like(ids))
+    return {h: v[0] for h, v in store.items()}
+
+
+def measure_ioi_backup(model, tokenizer, n: int = 400, seed: int = 0) -> dict:
+    """The ``ioi`` figures plus, per head, the logit diff under zero, mean and resample ablation,
+    and the *direct effect* of the name mover (2.3 ablated while every later head is frozen at its
+    clean output: path patching to the logits)."""
+    prompts = ioi_prompts(n, seed)
+    ref = ioi_reference(prompts, seed + 1)
+    thr = THRESHOLDS["ioi"]["logit_diff"]
+    res = measure_ioi(model, tokenizer, n=n, seed=seed, ablations=False)
+    heads = all_heads(model)
+    means = ioi_head_means(model, tokenizer, prompts)
+    clean_out = ioi_head_outputs(model, tokenizer, prompts)
+    ref_out = ioi_head_outputs(model, tokenizer, ref)
+    za, ma, ra = {}, {}, {}
+    for h in heads:
+        za[h] = _diff_stats(ioi_logit_diffs(model, tokenizer, prompts, {h: None}), thr)
+        ma[h] = _diff_stats(ioi_logit_diffs(model, tokenizer, prompts, {h: means[h]}), thr)
+        ra[h] = _diff_stats(ioi_logit_diffs(model, tokenizer, prompts, {h: ref_out[h]}), thr)
+    later = [h for h in heads if int(h.split(".")[0]) > 2]
+    frozen = {h: clean_out[h] for h in later}
+    nm = IOI_BACKUP_HEADS["name_mover"]
+    bk = IOI_BACKUP_HEADS["backup_name_mover"]
+    res["zero_ablation"] = za
+    res["mean_ablation"] = ma
+    res["resample_ablation"] = ra
+    res["name_mover_and_backup_zero_ablated"] = _diff_stats(
+        ioi_logit_diffs(model, tokenizer, prompts, {nm: None, bk: None}), thr
+    )
+    res["name_mover_direct_effect"] = {
+        kind: _diff_stats(ioi_logit_diffs(model, tokenizer, prompts, {nm: val, **frozen}), thr)
+        for kind, val in (("zero", None), ("mean", means[nm]), ("resample", ref_out[nm]))
+    }
+    res["resample_reference"] = {"generator": "ioi_reference", "seed": seed + 1}
+    return res
+
+
 THRESHOLDS = {
     "induction": {
         "induction_accuracy_min": 0.99,
@@ -995,6 +1242,16 @@ THRESHOLDS = {
         "name_mover_ablated_mean_abs_max": 0.5,
         "s_inhibition_or_duplicate_ablated_mean_max": 1.0,
         "decoy_ablated_relative_change_max": 0.05,
+    },
+    "ioi_backup": {
+        "logit_diff": 2.0,
+        "clean_logit_diff_min": 6.0,
+        "planted_score_min": 0.9,
+        "look_alike_score_min": 0.9,
+        "decoy_ablated_abs_change_max": 0.2,
+        "zero_ablated_name_mover_drop_max": 0.5,
+        "true_name_mover_drop_min": 8.0,
+        "suppression_rise_min": 2.0,
     },
 }
 
@@ -1033,6 +1290,22 @@ MECHANISM = {
         "are decoys (BOS, uniform or self attention; they write nothing or into the unread 'decoy' "
         "block)."
     ),
+    "ioi_backup": (
+        "Four attention-only layers (MLPs are zero): the ioi circuit (0.1 duplicate-token, 1.2 "
+        "S-inhibition, 2.3 name mover) plus three harder parts. (1) Self-repair: 2.3 also writes a "
+        "'moved' flag (its attention on names, 1 at END). Head 3.0 is a backup name mover with 2.3's "
+        "query/key and an extra BOS score of 60 x moved: while 2.3 works, 3.0 attends to BOS (value "
+        "0) and writes nothing; when 2.3 writes nothing (zero-ablation) the flag is 0 and 3.0 copies "
+        "IO into 'answer' exactly as 2.3 did, so zero-ablating 2.3 leaves the logit diff unchanged. "
+        "Mean- and resample-ablation keep the flag up (its mean is about 0.77; a resampled 2.3 "
+        "output carries flag 1 and another prompt's name), so they show 2.3's real contribution "
+        "(about -10), as does its direct effect with later heads frozen. (2) Suppression: head 2.1 "
+        "has 2.3's query/key (attends to IO) and writes -0.3 x IO into 'answer': the clean logit "
+        "diff is 10 - 3 = 7, and ablating 2.1 raises it to about 10. (3) Attention decoys: 0.2, "
+        "1.3 and 2.0 copy the attention patterns of 0.1, 1.2 and 2.3 (scores x1.25, so they look "
+        "at least as good), and 0.3 is a perfect previous-token head; all four write only into the "
+        "unread 'decoy' block, so ablating them changes nothing. The other heads are plain decoys."
+    ),
 }
 
 PROMPTS_DOC = {
@@ -1060,6 +1333,15 @@ PROMPTS_DOC = {
             "end_to_s = END -> S1 + S2. Ablations replace one head's output (its slice of the input "
             "of attn.c_proj) by 0 (zero) or by its mean over all positions of all prompts (mean)."
         ),
+    },    "ioi_backup": {
+        "generator": "mi_widgets.zoo.compiled.ioi_prompts",
+        "args": {"n": 400, "seed": 0},
+        "description": (
+            "The ioi prompts (same generator). Resample ablation takes a head's output, at every "
+            "position, from ioi_reference(prompts, seed=1): the same template and order with two "
+            "other names (disjoint from IO and S). name_mover_direct_effect ablates 2.3 while every "
+            "layer-3 head is frozen at its clean output (path patching from 2.3 to the logits)."
+        ),
     },
 }
 
@@ -1073,9 +1355,11 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
     n_params = sum(
         v.size for v in safetensors.numpy.load_file(str(model_dir / "model.safetensors")).values()
     )
-    heads = INDUCTION_HEADS if name == "induction" else IOI_HEADS
-    components = {k: v for k, v in heads.items() if k != "decoys"}
+    heads = {"induction": INDUCTION_HEADS, "ioi": IOI_HEADS, "ioi_backup": IOI_BACKUP_HEADS}[name]
+    components = {k: v for k, v in heads.items() if k not in ("decoys", "attention_decoys")}
     components["decoys"] = sorted(heads["decoys"])
+    if "attention_decoys" in heads:
+        components["attention_decoys"] = sorted(heads["attention_decoys"])
     planted_roles = {
         "induction": {
             "0.1": "previous-token head: attends i -> i-1, writes the previous token into the 'prev' block",
@@ -1085,6 +1369,13 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
             "0.1": "duplicate-token head: at S2 attends to S1 (else BOS), writes the 'dup' flag",
             "1.2": "S-inhibition head: attends to the dup-flagged position (S2), writes S's identity into 'inhib'",
             "2.3": "name mover: attends to names except the one in 'inhib' (so to IO), copies it into 'answer' (read by lm_head)",
+        },
+        "ioi_backup": {
+            "0.1": "duplicate-token head: at S2 attends to S1 (else BOS), writes the 'dup' flag",
+            "1.2": "S-inhibition head: attends to the dup-flagged position (S2), writes S's identity into 'inhib'",
+            "2.3": "name mover: attends to IO, copies it into 'answer' and writes the 'moved' flag",
+            "2.1": "suppression head: attends to IO like 2.3, writes -0.3 x IO into 'answer' (lowers the right answer)",
+            "3.0": "backup name mover: silent (attends to BOS) while the 'moved' flag is up; copies IO into 'answer' when 2.3 is zero-ablated",
         },
     }[name]
     return {
@@ -1105,7 +1396,7 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
             "notes": "MLP weights and biases are all 0 (the MLPs output 0); LayerNorm weights 1, biases 0.",
         },
         "components": components,
-        "component_roles": {**planted_roles, **heads["decoys"]},
+        "component_roles": {**planted_roles, **heads.get("attention_decoys", {}), **heads["decoys"]},
         "residual_layout": layout(name).as_json(),
         "prompts": PROMPTS_DOC[name],
         "figures": figures,
@@ -1113,7 +1404,9 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
         "commands": {
             "rebuild": "python -m mi_widgets.zoo.compiled",
             "measure": f"python -m mi_widgets.zoo.compiled --measure {name}",
-            "test": "python -m pytest tests/test_zoo_compiled.py",
+            "test": "python -m pytest tests/zoo/test_zoo_harder.py"
+            if name == "ioi_backup"
+            else "python -m pytest tests/test_zoo_compiled.py",
         },
     }
 
@@ -1125,6 +1418,8 @@ def measure(name: str, model_dir: Path | None = None) -> dict:
     model, tok = load(model_dir or name)
     if name == "induction":
         return measure_induction(model, **PROMPTS_DOC[name]["args"])
+    if name == "ioi_backup":
+        return measure_ioi_backup(model, tok, **PROMPTS_DOC[name]["args"])
     return measure_ioi(model, tok, **PROMPTS_DOC[name]["args"])
 
 
