@@ -1333,7 +1333,8 @@ PROMPTS_DOC = {
             "end_to_s = END -> S1 + S2. Ablations replace one head's output (its slice of the input "
             "of attn.c_proj) by 0 (zero) or by its mean over all positions of all prompts (mean)."
         ),
-    },    "ioi_backup": {
+    },
+    "ioi_backup": {
         "generator": "mi_widgets.zoo.compiled.ioi_prompts",
         "args": {"n": 400, "seed": 0},
         "description": (
@@ -1396,7 +1397,11 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
             "notes": "MLP weights and biases are all 0 (the MLPs output 0); LayerNorm weights 1, biases 0.",
         },
         "components": components,
-        "component_roles": {**planted_roles, **heads.get("attention_decoys", {}), **heads["decoys"]},
+        "component_roles": {
+            **planted_roles,
+            **heads.get("attention_decoys", {}),
+            **heads["decoys"],
+        },
         "residual_layout": layout(name).as_json(),
         "prompts": PROMPTS_DOC[name],
         "figures": figures,
