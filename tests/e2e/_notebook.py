@@ -233,7 +233,7 @@ class Lab:
         nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
         nbformat.write(nb, str(self.server.root / name))
         self.page.goto(
-            f"{self.server.url}/lab/tree/{name}?token={self.server.token}",
+            self.server.page_url(name),
             wait_until="domcontentloaded",
             timeout=120_000,
         )

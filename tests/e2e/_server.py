@@ -36,7 +36,13 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 class JupyterServer:
-    def __init__(self, base: Path):
+    """JupyterLab 4 (``app="lab"``) or Notebook 7 (``app="notebook"``): the same server, settings
+    and kernelspec; the page and the app object (``window.jupyterapp``) differ only in URL."""
+
+    def __init__(self, base: Path, app: str = "lab"):
+        if app not in ("lab", "notebook"):
+            raise ValueError(app)
+        self.app = app
         self.base = base
         self.root = base / "root"
         self.root.mkdir()
@@ -99,9 +105,15 @@ class JupyterServer:
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    def page_url(self, name: str) -> str:
+        """The URL that opens notebook ``name`` in this server's app."""
+        route = "lab/tree" if self.app == "lab" else "notebooks"
+        return f"{self.url}/{route}/{name}?token={self.token}"
+
     def start(self) -> None:
+        app_cls = "LabApp" if self.app == "lab" else "JupyterNotebookApp"
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable, "-m", "jupyterlab" if self.app == "lab" else "notebook",
             "--no-browser",
             "--allow-root",
             f"--port={self.port}",
@@ -110,8 +122,8 @@ class JupyterServer:
             f"--IdentityProvider.token={self.token}",
             "--ServerApp.disable_check_xsrf=True",
             "--ServerApp.port_retries=0",
-            "--LabApp.expose_app_in_browser=True",  # window.jupyterapp, to drive commands
-            "--LabApp.news_url=None",
+            f"--{app_cls}.expose_app_in_browser=True",  # window.jupyterapp, to drive commands
+            *(["--LabApp.news_url=None"] if self.app == "lab" else []),
             "--ServerApp.terminals_enabled=False",
             "--MappingKernelManager.default_kernel_name=" + KERNEL_NAME,
         ]

@@ -83,16 +83,31 @@ def browser(pytestconfig: Any):
         b.close()
 
 
-@pytest.fixture(scope="session")
-def lab(jupyter_server: JupyterServer, browser: Any):
+def _page(server: JupyterServer, browser: Any):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(UI_TIMEOUT)
     context.add_init_script(_PAGE_HELPERS)
-    page = context.new_page()
     try:
-        yield Lab(jupyter_server, page)
+        yield Lab(server, context.new_page())
     finally:
         context.close()
+
+
+@pytest.fixture(scope="session")
+def lab(jupyter_server: JupyterServer, browser: Any):
+    """A page of JupyterLab 4."""
+    yield from _page(jupyter_server, browser)
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory: Any, browser: Any):
+    """A page of Notebook 7 (its own server; same kernelspec and settings as ``lab``)."""
+    server = JupyterServer(tmp_path_factory.mktemp("notebook7"), app="notebook")
+    try:
+        server.start()
+        yield from _page(server, browser)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)
