@@ -46,13 +46,16 @@ def _sort_key(node: str, n_layers: int) -> tuple[float, int]:
 def first_clean_prompt(task: Any) -> str | None:
     """The task's first clean prompt: ``task`` itself if a string, else ``task.clean`` /
     ``task["clean"]`` / ``task.prompts`` (a string or a list whose first item is one, or a dict
-    with ``"clean"``); ``None`` when none is found."""
+    with ``"clean"``, ``"prompt"`` or ``"text"``); ``None`` when none is found."""
 
     def first(x: Any) -> str | None:
         if isinstance(x, str):
             return x
         if isinstance(x, dict):
-            return first(x.get("clean") if "clean" in x else x.get("prompt"))
+            for key in ("clean", "prompt", "text"):
+                if key in x:
+                    return first(x[key])
+            return None
         if isinstance(x, (list, tuple)) and x:
             return first(x[0])
         return None
