@@ -221,11 +221,21 @@ def _resolve_positions(positions: Positions, n_tokens: int) -> list[int] | None:
 
 def _site_value(model: Model, site: str, layer: int) -> Any:
     """The nnsight proxy of ``(site, layer)``'s ``[B, T, d_model]`` tensor (edited in place)."""
+    return _value_at(_site_place(model, site, layer))
+
+
+def _site_place(model: Model, site: str, layer: int) -> tuple[Any, str, int | None]:
+    """(envoy, 'input'|'output', tuple item) of ``(site, layer)``, looked up before a trace so
+    that its body names no Model (a remote request ships what the body names)."""
     r = model.arch.reads[site]
-    envoy = model._module(layer, r.module)
-    value = envoy.input if r.io == "input" else envoy.output
+    return model._module(layer, r.module), r.io, r.item
+
+
+def _value_at(place: tuple[Any, str, int | None]) -> Any:
+    envoy, io, item = place
+    value = envoy.input if io == "input" else envoy.output
     if isinstance(value, (tuple, list)):
-        value = value[r.item or 0]
+        value = value[item or 0]
     return value
 
 
@@ -335,9 +345,10 @@ def steer(
     batch = ids.repeat(2, 1).to(model.device)
     delta = torch.stack([torch.zeros_like(vec.vector), coef * vec.vector])
     mv = None
-    with torch.no_grad(), model.nn.trace(batch, attention_mask=torch.ones_like(batch), remote=model.remote):
-        _add(_site_value(model, site, layer), delta, slice(None), pos, 0)
-        logits = model.nn.output.logits[:, -1].float()
+    place, nn = _site_place(model, site, layer), model.nn
+    with torch.no_grad(), nn.trace(batch, attention_mask=torch.ones_like(batch), remote=model.remote):
+        _add(_value_at(place), delta, slice(None), pos, 0)
+        logits = nn.output.logits[:, -1].float()
         logp = torch.log_softmax(logits, -1)
         probs = logp.exp()
         top = torch.topk(probs, k, dim=-1)
@@ -457,11 +468,12 @@ def steering_sweep(
     from tqdm.auto import tqdm
 
     out = torch.empty(len(cs), len(texts))
+    place, nn = _site_place(model, site, layer), model.nn
     for j, (ids, pos) in enumerate(tqdm(list(zip(toks, poss)), desc="steering sweep", disable=not progress or len(texts) < 4, leave=False)):
         batch = ids.repeat(len(cs), 1).to(model.device)
-        with torch.no_grad(), model.nn.trace(batch, attention_mask=torch.ones_like(batch), remote=model.remote):
-            _add(_site_value(model, site, layer), delta, slice(None), pos, 0)
-            vals = m(model.nn.output.logits[:, -1].float()).save()
+        with torch.no_grad(), nn.trace(batch, attention_mask=torch.ones_like(batch), remote=model.remote):
+            _add(_value_at(place), delta, slice(None), pos, 0)
+            vals = m(nn.output.logits[:, -1].float()).save()
         out[:, j] = torch.as_tensor(vals).detach().float().cpu().reshape(-1)
     return SteeringSweepResult(model.name, texts, vec.name, site, layer, positions if isinstance(positions, str) else list(positions), m.name, cs, out)
 
@@ -596,11 +608,14 @@ def _run_generation(
     batch = ids.repeat(2, 1).to(model.device)
     delta = torch.stack([torch.zeros_like(vec.vector), coef * vec.vector])
     n_prompt = ids.shape[1]
+    # A remote generation runs on the server: no streamer or stop event can call back here, so
+    # its steps are replayed from the returned ids (and cancel only stops before it starts).
+    remote = bool(model.remote)
+    local_hooks = {} if remote else {"streamer": _Streamer(on_step), "stopping_criteria": _stopper(cancel)}
     kwargs: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
-        streamer=_Streamer(on_step),
-        stopping_criteria=_stopper(cancel),
+        **local_hooks,
         pad_token_id=model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id,
     )
     if do_sample:
@@ -621,13 +636,22 @@ def _run_generation(
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            with torch.no_grad(), model.nn.generate(inputs, remote=model.remote, **kwargs) as tracer:
-                for step in tracer.all():
-                    h = _site_value(model, site, layer)
-                    start = 0 if step == 0 else n_prompt + step - 1
-                    _add(h, delta, slice(None), pos, start)
+            place = _site_place(model, site, layer)
+            out = None
+            with torch.no_grad(), model.nn.generate(remote=model.remote, **kwargs) as tracer:
+                with tracer.invoke(inputs):
+                    for step in tracer.all():
+                        h = _value_at(place)
+                        start = 0 if step == 0 else n_prompt + step - 1
+                        _add(h, delta, slice(None), pos, start)
+                if remote:  # after an open tracer.all() loop: its own invoke
+                    with tracer.invoke():
+                        out = tracer.result.save()
         finally:
             hf_logging.set_verbosity(verbosity)
+    if out is not None:
+        for new in out[:, n_prompt:].T.tolist():
+            on_step([int(i) for i in new])
 
 
 def _decode_rows(model: Model, steps: list[list[int]], eos: int | None) -> tuple[list[list[int]], list[bool]]:
