@@ -55,18 +55,20 @@ def edited_run(
     unembed = _get(model.nn, unembed_path(model), envoy=True)
     saved: dict[int, Any] = {}
     mask = torch.ones(ids.shape, dtype=torch.long, device=model.device)
+    # envoys looked up here: the trace body names no Model (a remote request ships what it names)
+    blocks = [model._module(i, "") for i in range(model.n_layers)]
+    edit_env, io, at_block_input = model._module(layer, r.module), r.io, r.io == "input" and not r.module
     with torch.no_grad(), model.nn.trace(ids.to(model.device), attention_mask=mask, remote=model.remote):
-        for i in range(model.n_layers):
-            block = model._module(i, "")
+        for i, block in enumerate(blocks):
             edit_here = fn is not None and i == layer
-            if edit_here and r.io == "input" and not r.module:
+            if edit_here and at_block_input:
                 block.input = fn(block.input)
                 edit_here = False
             if i == 0 and -1 in reads:
                 saved[-1] = block.input.save()
             if edit_here:
-                env = model._module(i, r.module)
-                if r.io == "input":
+                env = edit_env
+                if io == "input":
                     env.input = fn(env.input)
                 else:
                     v = env.output

@@ -616,10 +616,10 @@ def _run_batch(model: Model, ids: torch.Tensor, reads: list[tuple[str, int]]) ->
         keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
     saved: dict[tuple[int, int, str, str], Any] = {}
     mask = torch.ones(ids.shape, dtype=torch.long, device=model.device)
+    # envoys looked up here: the trace body names no Model (a remote request ships what it names)
+    plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
     with torch.no_grad(), model.nn.trace(ids.to(model.device), attention_mask=mask, remote=model.remote):
-        for key in sorted(keys):
-            layer, _, module, io = key
-            env = model._module(layer, module)
+        for key, env, io in plan:
             saved[key] = (env.input if io == "input" else env.output).save()
     out: dict[tuple[str, int], torch.Tensor] = {}
     for key, wanted in keys.items():
