@@ -562,13 +562,20 @@ def _read_site(model: Model, site: str, layer: int, tokens: torch.Tensor, mask: 
     """Feature activations ``[B, T, d_sae]``: one nnsight trace that reads the site, encodes it
     inside the trace and stops the forward there."""
     r = model.arch.reads[site]
+    env, io, item = model._module(layer, r.module), r.io, r.item  # the trace body names no Model
+    # A remote model sends the site's values back and they are encoded here: the dictionary
+    # stays off the request (its weights would travel with every batch) and d_in < d_sae.
+    encoder = None if model.remote else sae
     with torch.no_grad(), model.nn.trace(tokens.to(model.device), attention_mask=mask.to(model.device),
                                          remote=model.remote) as tracer:
-        env = model._module(layer, r.module)
-        raw = env.input if r.io == "input" else env.output
-        x = raw[r.item] if (r.item is not None and isinstance(raw, (tuple, list))) else raw
-        acts = sae.encode(x).save()
+        raw = env.input if io == "input" else env.output
+        x = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+        acts = (encoder.encode(x) if encoder is not None else x).save()
         tracer.stop()
+    if encoder is None:
+        with torch.no_grad():
+            params = list(sae.parameters()) if callable(getattr(sae, "parameters", None)) else []
+            acts = sae.encode(acts.to(params[0].device if params else acts.device))
     return acts
 
 
@@ -800,48 +807,58 @@ def steer_feature(
     if unembed_env is None:  # pragma: no cover
         raise ValueError(f"cannot find the unembedding of {model.name}")
 
+    # Envoys and plain values looked up here: the trace body names no Model (a remote request
+    # ships what the body names).
+    rs = model.arch.reads[sae.site]
+    read_env, read_io, read_item = model._module(layer, rs.module), rs.io, rs.item
+    if site == "resid_pre" or (site == "resid_post" and layer + 1 < n):
+        kind, block = "block_input", model._module(layer if site == "resid_pre" else layer + 1, "")
+        w_env, w_io, w_item = block, "input", None
+    elif site == "resid_post":
+        kind, block = "block_output", model._module(layer, "")
+        w_env, w_io, w_item = block, "output", None
+    elif site == "resid_mid":
+        ra = model.arch.reads["attn_out"]
+        kind, block = "resid_mid", model._module(layer, "")
+        w_env, w_io, w_item = model._module(layer, ra.module), ra.io, ra.item
+    else:
+        rw = model.arch.reads[site]
+        kind, block = "site", None
+        w_env, w_io, w_item = model._module(layer, rw.module), rw.io, rw.item
+
     def run(intervene: bool) -> torch.Tensor:
         kw = {"attention_mask": torch.ones_like(ids).to(model.device)}
         with torch.no_grad(), model.nn.trace(ids.to(model.device), remote=model.remote, **kw):
             if intervene and separate and mode == "ablate":
-                r = model.arch.reads[sae.site]
-                env = model._module(layer, r.module)
-                raw = env.input if r.io == "input" else env.output
-                x_in = raw[r.item] if (r.item is not None and isinstance(raw, (tuple, list))) else raw
+                raw = read_env.input if read_io == "input" else read_env.output
+                x_in = raw[read_item] if (read_item is not None and isinstance(raw, (tuple, list))) else raw
                 acts["f"] = sae.encode(x_in)[..., feature]
             if intervene:
-                if site == "resid_pre" or (site == "resid_post" and layer + 1 < n):
-                    block = model._module(layer if site == "resid_pre" else layer + 1, "")
+                if kind == "block_input":
                     block.input = edit(block.input)
-                elif site == "resid_post":
-                    block = model._module(layer, "")
+                elif kind == "block_output":
                     out = block.output
                     if isinstance(out, tuple):
                         block.output = (edit(out[0]), *out[1:])
                     else:
                         block.output = edit(out)
-                elif site == "resid_mid":
-                    block = model._module(layer, "")
+                elif kind == "resid_mid":
                     h = block.input
-                    r = model.arch.reads["attn_out"]
-                    env = model._module(layer, r.module)
-                    out = env.output
+                    out = w_env.output
                     a = out[0] if isinstance(out, tuple) else out
                     cur = h + a
                     new_a = a + (edit(cur) - cur)
-                    env.output = (new_a, *out[1:]) if isinstance(out, tuple) else new_a
+                    w_env.output = (new_a, *out[1:]) if isinstance(out, tuple) else new_a
                 else:
-                    r = model.arch.reads[site]
-                    env = model._module(layer, r.module)
-                    raw = env.input if r.io == "input" else env.output
+                    raw = w_env.input if w_io == "input" else w_env.output
                     if isinstance(raw, tuple):
-                        new = (*raw[: r.item or 0], edit(raw[r.item or 0]), *raw[(r.item or 0) + 1 :])
+                        new = (*raw[: w_item or 0], edit(raw[w_item or 0]), *raw[(w_item or 0) + 1 :])
                     else:
                         new = edit(raw)
-                    if r.io == "input":
-                        env.input = new
+                    if w_io == "input":
+                        w_env.input = new
                     else:
-                        env.output = new
+                        w_env.output = new
             logits = unembed_env.output[0, -1].save()
         return torch.softmax(logits.float().cpu(), -1)
 
