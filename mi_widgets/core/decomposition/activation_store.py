@@ -84,10 +84,10 @@ def _batch_reads(
         r = model.arch.reads[site]
         keys.setdefault((layer, r.order, r.module, r.io), []).append(j)
     saved: dict[tuple, Any] = {}
+    # envoys looked up here: the trace body names no Model (a remote request ships what it names)
+    plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
     with torch.no_grad(), model.nn.trace(ids.to(model.device), attention_mask=mask.to(model.device), remote=model.remote):
-        for key in sorted(keys):
-            layer, _, module, io = key
-            env = model._module(layer, module)
+        for key, env, io in plan:
             saved[key] = (env.input if io == "input" else env.output).save()
     out: list[torch.Tensor] = [torch.empty(0)] * len(reads)
     for key, idx in keys.items():
