@@ -103,24 +103,32 @@ def feature_records(
     out = FeatureRecords(feature, max_act)
     out.top = top[0::2][:n_top]
     out.quantile = bands[0::2][:n_quantile]
-    scored = top[1::2][:n_top] + bands[1::2][:n_quantile]
+    # the sample of firings can hold a top token too: a window shown to the explainer is never
+    # scored, and none is scored twice
+    seen = {(r.text, r.position) for r in out.top + out.quantile}
+    scored = []
+    for r in top[1::2][:n_top] + bands[1::2][:n_quantile]:
+        if (r.text, r.position) not in seen:
+            seen.add((r.text, r.position))
+            scored.append(r)
     # non-activating windows: texts sampled with a seeded generator, one forward each, until
-    # enough windows are found (at most 4x the texts needed)
+    # enough windows are found (at most 8x the windows needed); one window per text
     rng = random.Random(f"mw-autointerp-{seed}-{feature}")
     order = list(range(len(data.texts)))
     rng.shuffle(order)
     need = n_contrast + n_negative
     negs: list[Record] = []
-    for ti in order[: max(need * 4, need)]:
+    for ti in order[: need * 8]:
         if len(negs) >= need:
             break
         toks, acts = text_activations(data, feature, data.texts[ti])
         if len(toks) < 2:
             continue
-        s = rng.randrange(0, max(1, len(toks) - W + 1))
-        t, a = toks[s : s + W], acts[s : s + W]
-        if max(a) <= 0:
-            negs.append(Record(t, a, "", ti, s))
+        w = min(W, len(toks))
+        quiet = [s for s in range(len(toks) - w + 1) if max(acts[s : s + w]) <= 0]  # windows where it never fires
+        if quiet:
+            s = rng.choice(quiet)
+            negs.append(Record(toks[s : s + w], acts[s : s + w], "", ti, s))
     for r in negs[:n_contrast]:
         r.kind = "contrast"
     for r in negs[n_contrast:]:
