@@ -899,6 +899,26 @@ def induction_prompts(n: int = 200, seq_len: int = 30, seed: int = 0):
     return torch.tensor(np.array(rows), dtype=torch.long)
 
 
+def induction_texts(
+    n: int = 20, seq_len: int = 12, seed: int = 0, cut: int | None = None
+) -> tuple[list[str], list[str]]:
+    """``n`` texts ``A + A`` (``A`` = ``seq_len`` distinct words of the induction vocabulary, seeded)
+    for text-level tools, and the word that follows each. With ``cut``, each text keeps its first
+    ``cut`` words (``seq_len < cut < 2 * seq_len``: it ends inside the repeat, so the next word is
+    determined by induction); without, the whole ``A + A`` and the answer ``""``."""
+    if cut is not None and not seq_len < cut < 2 * seq_len:
+        raise ValueError(f"cut must be between seq_len and 2 * seq_len, got {cut}")
+    rng = np.random.default_rng(seed)
+    words = [" " + w for w in INDUCTION_WORDS]
+    texts, answers = [], []
+    for _ in range(n):
+        half = [words[j] for j in rng.choice(len(words), size=seq_len, replace=False)]
+        seq = half + half
+        texts.append("".join(seq[:cut] if cut is not None else seq))
+        answers.append(seq[cut] if cut is not None else "")
+    return texts, answers
+
+
 def ioi_prompts(n: int = 400, seed: int = 0) -> list[dict]:
     """``n`` IOI prompts: template ``i % len(IOI_TEMPLATES)``, order ABBA for even ``i // len``
     blocks and BABA otherwise (so both orders meet every template), two distinct random names.

@@ -1,2 +1,28 @@
-"""Validation: descriptions turned into predictions (activation, ablation, replacement,
-counterexamples) with verdicts."""
+"""Validation: descriptions turned into predictions (activation, attention, ablation, replacement,
+counterexamples) with verdicts; :func:`direct_effect` for a head's effect that no backup can hide."""
+
+from ._run import direct_effect
+from .hypothesis import (
+    AblationPrediction,
+    ActivationPrediction,
+    AttentionPrediction,
+    Hypothesis,
+    ReplacementPrediction,
+    Task,
+    validate,
+)
+from .verdict import Counterexample, TestResult, Verdict
+
+__all__ = [
+    "AblationPrediction",
+    "ActivationPrediction",
+    "AttentionPrediction",
+    "Counterexample",
+    "Hypothesis",
+    "ReplacementPrediction",
+    "Task",
+    "TestResult",
+    "Verdict",
+    "direct_effect",
+    "validate",
+]
