@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..model import Model
+from ..model.remote import require_local
 from ._edits import (
     _layers_arg,
     by_length,
@@ -202,6 +203,12 @@ def interchange(
         raise ValueError(f"das_dim must be an int in 1..{model.d_model}, got {das_dim!r}")
     if n_pairs < 1 or steps < 0 or batch_size < 1:
         raise ValueError("n_pairs and batch_size must be positive and steps non-negative")
+    if kind == "das":
+        require_local(
+            model, "interchange(kind='das')",
+            "DAS trains a rotation with gradients through the model; use kind='direction' or "
+            "kind='full' (run remotely) or load the model without remote",
+        )
     if kind == "direction":
         if isinstance(directions, str):
             if directions not in ("mean_diff", "probe"):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..model import Model, _get
+from ..model.remote import require_local
 from .activation_store import STORE_SITES, special_ids
 
 
@@ -154,8 +155,10 @@ def synthesize(
     tokens excite the target in that context. ``reg`` weights the pull towards
     real token embeddings (the target is measured in units of the best single token's value,
     and the pull is off for the first half of the steps, then ramps up). Returns a :class:`SynthesisResult`."""
-    if model.remote:
-        raise ValueError("feature synthesis needs gradients through a local model; load it without remote=True")
+    require_local(
+        model, "feature synthesis",
+        "it takes gradients through the model; load the model without remote",
+    )
     if n_positions < 1 or steps < 1:
         raise ValueError("n_positions and steps must be positive")
     site, layer, score, label = _objective(model, dictionary, feature, site, layer, unit, direction)

@@ -52,6 +52,7 @@ from .._views import DisplaysAsView
 from ..decomposition.activations import TokenActivationsResult
 from ..metrics import token_id
 from ..model import Model, _get
+from ..model.remote import require_local
 
 METHODS = ("integrated_gradients", "grad_x_input", "occlusion")
 #: Sites a neuron / direction / feature target can read (one vector per token).
@@ -651,8 +652,11 @@ def attribute(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if model.remote:
-        raise ValueError("attribute needs gradients and runs on local models only")
+    require_local(
+        model, "attribute",
+        "it takes gradients through the model (or, for occlusion, runs it with torch hooks); "
+        "use activation_patching (runs remotely) or load the model without remote",
+    )
     for name, v, lo in (("n_steps", n_steps, 1), ("max_steps", max_steps, 1), ("window", window, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")

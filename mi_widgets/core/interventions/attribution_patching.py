@@ -10,6 +10,7 @@ import torch
 
 from ..metrics import Metric
 from ..model import Model, _get
+from ..model.remote import require_local
 from .batching import _collect, _groups
 from .checks import _validate_pairs
 from .engine import _as_heads, _forward_kwargs
@@ -54,8 +55,11 @@ def attribution_patching(
         heads,
         "attribution patching",
     )
-    if model.remote:
-        raise ValueError("attribution_patching needs gradients and runs on local models only")
+    require_local(
+        model, "attribution_patching",
+        "it takes gradients through the model; use activation_patching (runs remotely, one job "
+        "per sweep) or load the model without remote",
+    )
     m = spec.metric
     base_toks, src_toks = (
         (spec.xtoks, spec.ctoks) if direction == "denoise" else (spec.ctoks, spec.xtoks)

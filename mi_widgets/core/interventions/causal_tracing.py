@@ -41,6 +41,7 @@ import torch
 from .._views import view
 from ..metrics import Metric, Prob, as_metric
 from ..model import Model, _get
+from ..model.remote import require_local
 from .batching import _progress, _rows_per_batch
 from .checks import _check_lm, _check_prompts
 from .patching import PatchingResult, _label
@@ -266,10 +267,11 @@ def causal_tracing(
     the metric unchanged (e.g. ``noise=0``), where the normalisation is undefined.
     """
     _check_lm(model)
-    if model.remote:
-        raise ValueError(
-            "causal_tracing runs local models only (it hooks the torch modules); load the model locally"
-        )
+    require_local(
+        model, "causal_tracing",
+        "it hooks the torch modules; use activation_patching with a corrupted prompt (runs "
+        "remotely) or load the model without remote",
+    )
     texts = _check_prompts(prompts, "prompts")
     subs = [subject] * len(texts) if isinstance(subject, str) else list(subject)
     if len(subs) != len(texts):

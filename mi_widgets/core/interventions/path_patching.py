@@ -43,6 +43,7 @@ import torch
 from .._views import view
 from ..metrics import Metric
 from ..model import Model, _get
+from ..model.remote import require_local
 from .ablation import _parse_head
 from .batching import _groups, _progress, _rows_per_batch
 from .checks import _check_lm, _validate_pairs
@@ -208,10 +209,11 @@ def path_patching(
     pass for invalid heads, receivers not after every sender, or non-GPT-2 models.
     """
     _check_lm(model)
-    if model.remote:
-        raise ValueError(
-            "path_patching runs local models only (it hooks the torch modules); load the model locally"
-        )
+    require_local(
+        model, "path_patching",
+        "it hooks the torch modules; use activation_patching(site='head_out') (runs remotely) "
+        "or load the model without remote",
+    )
     if model.family not in ("gpt2", "llama", "neox"):
         raise ValueError(
             f"path_patching supports GPT-2, Llama-family and GPT-NeoX models; {model.name} is {model.family}"
