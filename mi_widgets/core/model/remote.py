@@ -53,7 +53,7 @@ def require_local(model: Any, what: str, alternative: str) -> None:
     """Raise ``ValueError`` before any work if ``model`` runs remotely and ``what`` cannot."""
     if getattr(model, "remote", False):
         raise ValueError(
-            f"{what} cannot run on a remote model ({model.name}, remote={model.remote!r}): {alternative}"
+            f"{what} runs on local models only, not on {model.name} (remote={model.remote!r}): {alternative}"
         )
 
 
