@@ -881,7 +881,31 @@ def parse_hook_name(name: str) -> tuple[str, int]:
 
 _ARCH_TO_KIND = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu"}
 _KIND_TO_ARCH = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+# SAELens' own transcoder architectures (no b_dec on the input, as in SAELens' Transcoder)
+_TRANSCODER_ARCH_TO_KIND = {"transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
+# SAELens 6 architectures whose math this module does not implement: refused by name
+_UNSUPPORTED_ARCH = {
+    "gated": "a gated encoder (separate gate and magnitude paths)",
+    "abstopk": "top-k by absolute value (negative activations kept)",
+    "temporal": "a temporal SAE (attention over earlier positions)",
+    "matching_pursuit": "matching-pursuit encoding",
+    "skip_transcoder": "a skip connection W_skip",
+    "jumprelu_skip_transcoder": "a skip connection W_skip",
+    "batchtopk": "a batch-level top-k (SAELens saves trained BatchTopK SAEs as 'jumprelu')",
+    "matryoshka_batchtopk": "a batch-level top-k (SAELens saves them as 'jumprelu')",
+}
+_DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "float64": torch.float64, "double": torch.float64,
+}  # fmt: skip
+_WEIGHT_KEYS = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold", "scaling_factor"}
 
+
+def _cfg_dtype(value: Any) -> torch.dtype:
+    name = str(value).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"cfg.json field dtype={value!r} is not a floating dtype this loader knows; one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
 
 def save_sae(dictionary: SAE, path: str | Path) -> Path:
     """Write ``dictionary`` in the SAELens format: ``path/cfg.json`` and
@@ -926,10 +950,27 @@ def save_sae(dictionary: SAE, path: str | Path) -> Path:
     return path
 
 
-def load_sae(path: str | Path) -> SAE:
+def load_sae(path: str | Path, *, dtype: torch.dtype | str | None = None) -> SAE:
     """Load an SAELens-format directory (``cfg.json`` + ``sae_weights.safetensors``) written here
-    or by SAELens (architectures ``standard``, ``topk``, ``jumprelu``; transcoders with
-    ``hook_name_out``). Hook names ``blocks.<L>.hook_<site>`` map to mi-widgets sites."""
+    or by SAELens 4-6: architectures ``standard``, ``topk``, ``jumprelu``, SAELens' ``transcoder``
+    and ``jumprelu_transcoder``, and this module's transcoders (``hook_name_out``) and
+    crosscoders. Hook names ``blocks.<L>.hook_<site>`` map to mi-widgets sites.
+
+    The loader never guesses: every cfg field that changes what the dictionary computes is either
+    applied exactly as SAELens applies it or refused with a ``ValueError`` naming the field.
+    Applied: ``apply_b_dec_to_input``; ``rescale_acts_by_decoder_norm`` (TopK: folded into the
+    weights, so ``encode`` returns SAELens' feature activations and ``decode`` its
+    reconstruction); ``normalize_activations="expected_average_only_in"`` when the cfg carries
+    its ``norm_scaling_factor`` (folded as SAELens folds it); ``finetuning_scaling_factor``
+    (SAELens 4-5: ``scaling_factor`` folded into the decoder); ``dtype`` (the parameters are
+    kept in that dtype unless ``dtype=`` overrides it); pre-6 ``activation_fn="topk"``.
+    Refused: other ``normalize_activations`` (``layer_norm``, ``constant_norm_rescale``,
+    ``covariance_whitening``, or a missing scaling factor), ``reshape_activations="hook_z"`` and
+    hook names ending in ``hook_z``, a ``hook_head_index``, architectures not implemented here,
+    activation functions other than relu/topk, a residual stream from TransformerLens with
+    ``center_writing_weights=True`` (not the stream a Hugging Face model produces), unknown
+    weight tensors. ``prepend_bos`` does not change the dictionary's math; it is kept as
+    ``sae.prepend_bos`` (``None`` when the cfg does not say)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -938,42 +979,125 @@ def load_sae(path: str | Path) -> SAE:
         raise FileNotFoundError(f"{path} is not an SAELens directory: it needs cfg.json and sae_weights.safetensors")
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     meta = cfg.get("metadata") or {}
-    hook = cfg.get("hook_name") or meta.get("hook_name") or cfg.get("hook_point")
+
+    def field(name: str, default: Any = None) -> Any:
+        """A cfg field, top level first (SAELens <= 5 and this module), then ``metadata`` (SAELens 6)."""
+        if name in cfg:
+            return cfg[name]
+        return meta.get(name, default)
+
+    hook = field("hook_name") or field("hook_point")
     arch = cfg.get("architecture", "standard")
+    if arch in _UNSUPPORTED_ARCH:
+        raise ValueError(f"cfg.json field architecture={arch!r} ({_UNSUPPORTED_ARCH[arch]}) is not implemented here")
+    known = set(_ARCH_TO_KIND) | set(_TRANSCODER_ARCH_TO_KIND) | {"mi_widgets.crosscoder"}
+    if arch not in known:
+        raise ValueError(f"cfg.json field architecture={arch!r} is not supported; one of {sorted(known)}")
+    for key in ("d_in", "d_sae"):
+        if key not in cfg:
+            raise ValueError(f"cfg.json lacks the field {key!r}")
+    # -- fields that change the math: applied exactly, or refused by name ----------------------
+    head = field("hook_head_index", field("hook_point_head_index"))
+    if head is not None:
+        raise ValueError(f"cfg.json field hook_head_index={head!r}: this dictionary reads one attention head's slice, which mi-widgets sites do not provide")
+    reshape = cfg.get("reshape_activations", "none")
+    if reshape not in ("none", None) or (isinstance(hook, str) and hook.endswith("hook_z")):
+        raise ValueError(f"cfg.json field reshape_activations={reshape!r} / hook_name={hook!r}: hook_z (per-head attention outputs, reshaped [heads, d_head] -> [heads * d_head]) is not a mi-widgets site")
+    center = (field("model_from_pretrained_kwargs") or {}).get("center_writing_weights")
+    if center:
+        raise ValueError("cfg.json field model_from_pretrained_kwargs.center_writing_weights=True: the dictionary was trained on TransformerLens' centred residual stream, not the stream the Hugging Face model produces")
+    act_fn = field("activation_fn", field("activation_fn_str"))
+    if act_fn not in (None, "relu", "topk"):
+        raise ValueError(f"cfg.json field activation_fn={act_fn!r} is not implemented; relu or topk")
+    norm = cfg.get("normalize_activations", "none")
+    if norm is False:
+        norm = "none"
+    elif norm is True:  # SAELens < 6 wrote a bool for the April-2024 scaling
+        norm = "expected_average_only_in"
+    norm_scale: float | None = None
+    if norm == "expected_average_only_in":
+        norm_scale = field("norm_scaling_factor")
+        if not isinstance(norm_scale, (int, float)):
+            raise ValueError("cfg.json field normalize_activations='expected_average_only_in' needs the release's norm_scaling_factor in cfg.json (SAELens takes it from its pretrained-SAE table); it has none")
+    elif norm not in ("none", None):
+        raise ValueError(f"cfg.json field normalize_activations={norm!r} is not supported (a per-token normalisation of the input and its inverse on the output); only 'none' and 'expected_average_only_in' with a norm_scaling_factor")
+    rescale = bool(cfg.get("rescale_acts_by_decoder_norm", False))
+    b_dec_in = cfg.get("apply_b_dec_to_input", True)
+    target = dtype if dtype is not None else cfg.get("dtype", "float32")
+    target = target if isinstance(target, torch.dtype) else _cfg_dtype(target)
     w = load_file(str(w_path))
     missing = [key for key in ("W_enc", "b_enc", "W_dec", "b_dec") if key not in w]
     if missing:
         raise ValueError(f"{w_path} lacks {missing}; SAELens keys are W_enc, b_enc, W_dec, b_dec")
-    if cfg.get("normalize_activations", "none") not in ("none", None):
-        raise ValueError(f"normalize_activations={cfg['normalize_activations']!r} is not supported; only 'none'")
+    unknown = sorted(set(w) - _WEIGHT_KEYS)
+    if unknown:
+        raise ValueError(f"{w_path} has tensors {unknown} this loader does not know what to do with (e.g. a skip connection); refusing rather than ignoring them")
+    scaling = w.get("scaling_factor")
+    if scaling is not None and torch.allclose(scaling.float(), torch.ones_like(scaling.float())):
+        scaling = None
+    if scaling is not None and not cfg.get("finetuning_scaling_factor", False):
+        raise ValueError("sae_weights.safetensors has a scaling_factor that is not all ones but cfg.json field finetuning_scaling_factor is False")
+    model_name = field("model_name", "") or ""
     if arch == "mi_widgets.crosscoder":
         kind = meta.get("mi_widgets_kind", "relu")
-        d: SAE = Crosscoder(cfg["d_in"], cfg["d_sae"], cfg["layers"], kind, site=cfg["site"], k=cfg.get("k"), model_name=meta.get("model_name", ""))
+        d: SAE = Crosscoder(cfg["d_in"], cfg["d_sae"], cfg["layers"], kind, site=cfg["site"], k=cfg.get("k"), model_name=model_name)
+        if rescale or norm_scale is not None or scaling is not None:
+            raise ValueError("rescale_acts_by_decoder_norm / normalize_activations / scaling_factor are not defined for a crosscoder")
     else:
-        if arch not in _ARCH_TO_KIND:
-            raise ValueError(f"SAELens architecture {arch!r} is not supported; one of {sorted(_ARCH_TO_KIND)}")
-        kind = _ARCH_TO_KIND[arch]
         site, layer = parse_hook_name(hook)
         d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
         if tuple(w["W_enc"].shape) != (d_in, d_sae):
             raise ValueError(f"W_enc has shape {list(w['W_enc'].shape)}; cfg.json says [d_in, d_sae] = [{d_in}, {d_sae}]")
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
-        if cfg.get("hook_name_out"):
-            out_site, out_layer = parse_hook_name(cfg["hook_name_out"])
+        if arch in _TRANSCODER_ARCH_TO_KIND:
+            kind = _TRANSCODER_ARCH_TO_KIND[arch]
+        else:
+            kind = _ARCH_TO_KIND[arch]
+            if act_fn == "topk" and kind == "relu":  # SAELens < 6: architecture 'standard' + activation_fn 'topk'
+                kind = "topk"
+        if act_fn == "topk" and kind != "topk":
+            raise ValueError(f"cfg.json field activation_fn='topk' contradicts architecture={arch!r}")
+        if kind == "topk" and not k:
+            raise ValueError("cfg.json describes a TopK dictionary but has no field k (SAELens would silently use k=100)")
+        if rescale and kind != "topk":
+            raise ValueError(f"cfg.json field rescale_acts_by_decoder_norm=True is a TopK field; architecture={arch!r} does not define it")
+        out_hook = field("hook_name_out")
+        if arch in _TRANSCODER_ARCH_TO_KIND and not out_hook:
+            raise ValueError(f"cfg.json has architecture={arch!r} but no field hook_name_out (where the transcoder writes)")
+        if out_hook:
+            out_site, out_layer = parse_hook_name(out_hook)
             if out_layer != layer:
                 raise ValueError(f"transcoder reads layer {layer} but writes layer {out_layer}; only same-layer transcoders are supported")
-            d = Transcoder(d_in, d_sae, kind, layer=layer, out_site=out_site, site=site, k=k, d_out=int(cfg.get("d_out", d_in)), model_name=meta.get("model_name", cfg.get("model_name", "")))
+            if arch not in _TRANSCODER_ARCH_TO_KIND and b_dec_in:
+                raise ValueError("cfg.json field apply_b_dec_to_input=True with hook_name_out: a transcoder's b_dec lives in the output space; this loader does not subtract it from the input")
+            d = Transcoder(d_in, d_sae, kind, layer=layer, out_site=out_site, site=site, k=k, d_out=int(cfg.get("d_out", w["W_dec"].shape[-1])), model_name=model_name)
         else:
-            d = SAE(d_in, d_sae, kind, site=site, layer=layer, k=k, model_name=meta.get("model_name", cfg.get("model_name", "")))
-            if not cfg.get("apply_b_dec_to_input", True):
+            d = SAE(d_in, d_sae, kind, site=site, layer=layer, k=k, model_name=model_name)
+            if not b_dec_in:
                 d._no_b_dec_in = True  # type: ignore[attr-defined]
+    if tuple(w["W_dec"].shape) != tuple(d.W_dec.shape):
+        raise ValueError(f"W_dec has shape {list(w['W_dec'].shape)}; cfg.json implies {list(d.W_dec.shape)}")
     with torch.no_grad():
-        for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
-            getattr(d, key).data = w[key].float().clone()
+        p = {key: w[key].double() for key in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        threshold = w["threshold"].double() if "threshold" in w else None
+        if kind == "jumprelu" and threshold is None:
+            raise ValueError("a jumprelu SAE needs a 'threshold' tensor in sae_weights.safetensors")
+        if scaling is not None:  # SAELens 4-5: decode(f) = (f * scaling_factor) @ W_dec + b_dec
+            p["W_dec"] = p["W_dec"] * scaling.double()[:, None]
+        if norm_scale is not None:  # SAELens' fold_activation_norm_scaling_factor
+            p["W_enc"] = p["W_enc"] * norm_scale
+            p["W_dec"] = p["W_dec"] / norm_scale
+            p["b_dec"] = p["b_dec"] / norm_scale
+        if rescale:
+            # SAELens TopK: pre-acts * |W_dec_i| before the top-k, decode(f) = (f / |W_dec_i|) @ W_dec.
+            # Folding the norms makes encode return those activations and decode invert them.
+            n = p["W_dec"].norm(dim=-1)
+            p["W_enc"], p["b_enc"], p["W_dec"] = p["W_enc"] * n, p["b_enc"] * n, p["W_dec"] / n[:, None]
+        for key, value in p.items():
+            getattr(d, key).data = value.to(target).clone()
         if kind == "jumprelu":
-            if "threshold" not in w:
-                raise ValueError("a jumprelu SAE needs a 'threshold' tensor in sae_weights.safetensors")
-            d.log_threshold.data = w["threshold"].float().clamp_min(1e-12).log()  # type: ignore[union-attr]
+            d.log_threshold.data = threshold.clamp_min(1e-12).log().to(target)  # type: ignore[union-attr]
+    d.prepend_bos = field("prepend_bos")  # type: ignore[attr-defined]
     return d.eval()
 
 
