@@ -41,6 +41,7 @@ import torch
 
 from ..metrics import token_id
 from ..model import Model
+from ..model.remote import require_local
 
 EDITS = ("remove", "corrupt")
 
@@ -122,6 +123,11 @@ def generate_trace(
     ``answer_prompt``; the prompt's and the generated text's sentences become the steps (labels
     ``"given i"`` / ``"generated i"``) and the token after ``answer_prompt`` the answer.
     Raises ``ValueError`` if the model never writes ``answer_prompt``."""
+    require_local(
+        model, "generate_trace",
+        "it runs transformers' generate and torch hooks on the model; use steer_generate or "
+        "patchscope (run remotely) or load the model without remote",
+    )
     if not model.causal:
         raise ValueError(f"{model.name} ({model.family}) is not a causal language model; it generates no trace")
     ids = model.to_tokens(prompt)
@@ -383,6 +389,11 @@ def cot_faithfulness(
     the gradient × input of every token (see the module docstring). One forward per edited text,
     one forward + backward per trace for attribution. Answers and corrupt answers must each be one
     token (checked before any forward pass)."""
+    require_local(
+        model, "cot_faithfulness",
+        "it runs transformers' generate and torch hooks on the model; use steer_generate or "
+        "patchscope (run remotely) or load the model without remote",
+    )
     if not model.causal:
         raise ValueError(f"{model.name} ({model.family}) is not a causal language model; it writes no answer")
     trs = [traces] if isinstance(traces, CoTTrace) else list(traces)
