@@ -139,8 +139,13 @@ class Model:
         if not self.causal:
             raise ValueError(f"{self.name} ({self.family}) is not a causal language model; it predicts no next token")
         ids = self.to_tokens(text).to(self.device)
-        with torch.no_grad():
-            logits = self.hf(ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
+        if self.remote:  # one trace (the weights may be on NDIF); its body names no self
+            nn = self.nn
+            with torch.no_grad(), nn.trace(ids, attention_mask=torch.ones_like(ids), remote=self.remote):
+                logits = nn.output.logits[0, -1].float().save()
+        else:
+            with torch.no_grad():
+                logits = self.hf(ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
         probs = torch.softmax(logits, -1)
         top = torch.topk(probs, min(k, probs.shape[0]))
         return [(self.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
