@@ -45,7 +45,7 @@ def _sort_key(node: str, n_layers: int) -> tuple[float, int]:
 
 def first_clean_prompt(task: Any) -> str | None:
     """The task's first clean prompt: ``task`` itself if a string, else ``task.clean`` /
-    ``task["clean"]`` / ``task.prompts`` (a string or a list whose first item is one, or a dict
+    ``task["clean"]`` / ``task.pairs_clean`` (core/circuits' Task) / ``task.prompts`` (a string or a list whose first item is one, or a dict
     with ``"clean"``, ``"prompt"`` or ``"text"``); ``None`` when none is found."""
 
     def first(x: Any) -> str | None:
@@ -64,7 +64,7 @@ def first_clean_prompt(task: Any) -> str | None:
         return None
     if isinstance(task, (str, dict, list, tuple)):
         return first(task)
-    for attr in ("clean", "clean_prompts", "prompts"):
+    for attr in ("pairs_clean", "clean", "clean_prompts", "prompts"):
         if hasattr(task, attr):
             got = first(getattr(task, attr))
             if got is not None:
@@ -184,14 +184,23 @@ class CircuitGraph(MIWidget):
             self.curve = wire.encode(torch.tensor([sizes, values], dtype=torch.float32).T.contiguous(), "float32")
         else:
             self.curve = {}
-        self.can_compute = callable(getattr(c, "faithfulness", None)) and c.model is not None
+        self.can_compute = self._can_compute()
         prompt = first_clean_prompt(c.task)
         self.prompt = prompt or ""
         self.can_attend = c.model is not None and prompt is not None
 
+    def _can_compute(self) -> bool:
+        """``circuit.faithfulness(n)`` can run: the method exists and a task or model is attached
+        (core's Circuit needs its task; it raises a clear error when something is missing)."""
+        c = self._circuit
+        return callable(getattr(c, "faithfulness", None)) and (c.task is not None or c.model is not None)
+
     def edge_order(self) -> torch.Tensor:
         """Edge indices by ``|score|`` descending (NaN last, ties in edge order): the view's top-n
-        are the first n of this order."""
+        are the first n of this order (``Circuit.order()``, so ``faithfulness(n)`` keeps the same
+        edges the view draws)."""
+        if callable(getattr(self._circuit, "order", None)):
+            return self._circuit.order().cpu()
         s = torch.as_tensor(self._circuit.scores).detach().float().cpu().reshape(-1).abs()
         s = torch.nan_to_num(s, nan=-1.0)
         return torch.argsort(-s, stable=True)
@@ -236,9 +245,8 @@ class CircuitGraph(MIWidget):
         c = self._circuit
         if n in self._faith_memo:
             return self._faith_memo[n], "computed"
-        fn = getattr(c, "faithfulness", None)
-        if callable(fn) and c.model is not None:
-            value = float(fn(n))
+        if self._can_compute():
+            value = float(c.faithfulness(n))
             self._faith_memo[n] = value
             return value, "computed"
         if n in c.curve_sizes:

@@ -263,3 +263,33 @@ def test_to_html_is_static_self_contained_and_escaped(tmp_path, circuit):
     assert "b64" in state["scores"] and "buffer" not in state["scores"]
     assert state["node_cache"] == {}  # no model: no attention to carry
     assert "7/" in w._fallback_text()
+
+
+def test_on_a_real_eap_circuit_the_readout_is_the_circuits_faithfulness(ioi_model):
+    """EAP on zoo:ioi (core/circuits): the view's top-n are Circuit.order()'s, the faithfulness
+    request answers circuit.faithfulness(n), and a head's attention uses the task's first prompt."""
+    import random
+
+    from mi_widgets.core.circuits import edge_attribution_patching
+    from mi_widgets.zoo import compiled
+
+    ps = compiled.ioi_prompts(2, seed=1)
+    rng = random.Random(0)
+    clean, corrupt = [], []
+    for p in ps:
+        a, b, c = rng.sample([n for n in compiled.IOI_NAMES if " " + n not in (p["io"], p["s"])], 3)
+        clean.append(p["text"])
+        corrupt.append(compiled.IOI_TEMPLATES[p["template"]].format(A=a, B=b, S=c))
+    metric = mw.logit_diff([p["io"] for p in ps], [p["s"] for p in ps])
+    circ = edge_attribution_patching(ioi_model, clean, corrupt, metric, curve=False, top_n=20, progress=False)
+    w = circ.widget()
+    assert isinstance(w, CircuitGraph) and w.can_compute and w.n_edges_shown == 20
+    assert set(w.nodes) >= set(circ.senders) | set(circ.receivers)
+    assert dec(w.rank).tolist() == circ.order().tolist()
+    reply = w.request("faithfulness", {"n": 20})
+    assert reply["source"] == "computed"
+    assert reply["value"] == pytest.approx(circ.faithfulness(20))
+    assert w.prompt == clean[0]
+    head = next(circ.receivers[i] for i in w.shown_edges() if circ.receivers[i].startswith("a"))
+    reply, buffers = CircuitGraph._node(w, {"node": head}, None)
+    assert reply["tokens"] == mw.attention(ioi_model, clean[0]).str_tokens and len(buffers) == 1
