@@ -234,10 +234,45 @@ function render({ model, el }: RenderProps): Cleanup {
     lists.appendChild(topkList("corrupt", `corrupt ${escapeToken(str(model.get("corrupt_prompt")))}`, asTopk(model.get("corrupt_topk")), "not available"));
   }
 
+  /** The `selected_cell` trait's value for a cell: its model indices ({} for none). */
+  function cellTrait(cell: Cell | null): Record<string, number> {
+    if (!cell) return {};
+    const t: Record<string, number> = { layer: cell.layer };
+    if (cell.head != null) t.head = cell.head;
+    if (cell.position != null) t.position = cell.position;
+    return t;
+  }
+
+  /** Grid row/col of a `selected_cell` value, or null when it names no cell of this grid. */
+  function cellOfTrait(v: unknown): [number, number] | null {
+    if (!v || typeof v !== "object") return null;
+    const t = v as Record<string, unknown>;
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) {
+        const cell = cellAt(r, c);
+        if (
+          cell.layer === t.layer &&
+          (cell.head == null || cell.head === t.head) &&
+          (cell.position == null || cell.position === t.position)
+        )
+          return [r, c];
+      }
+    return null;
+  }
+
+  /** Keep `selected_cell` (Python's view of the selection) equal to the cell shown. */
+  function syncSelectedTrait(): void {
+    const want = cellTrait(selected);
+    if (JSON.stringify(model.get("selected_cell") ?? {}) === JSON.stringify(want)) return;
+    model.set("selected_cell", want);
+    model.save_changes();
+  }
+
   async function selectCell(r: number, c: number): Promise<void> {
     if (r < 0 || c < 0 || r >= rows || c >= cols) return;
     const cell = cellAt(r, c);
     selected = cell;
+    syncSelectedTrait();
     for (const el of cells) el.tabIndex = -1;
     cells[r * cols + c].tabIndex = 0;
     renderSelection();
@@ -290,7 +325,9 @@ function render({ model, el }: RenderProps): Cleanup {
     const p = Number(model.get("progress"));
     const nf = Number(model.get("n_filled"));
     const nc = Number(model.get("n_cells"));
-    pill.set(status, status === "running" ? `running ${nf}/${nc}` : isStatic() ? "static" : status);
+    const text =
+      status === "running" ? `running ${nf}/${nc}` : status === "waiting" ? "waiting for the model" : isStatic() ? "static" : status;
+    pill.set(status, text);
     bar.show(status === "running");
     bar.set(p);
     root.classList.toggle("mw-busy", status === "running");
@@ -366,8 +403,24 @@ function render({ model, el }: RenderProps): Cleanup {
     if (layoutKey !== before) {
       selected = null;
       patched = null;
+      const rc = cellOfTrait(model.get("selected_cell"));
+      if (rc) void selectCell(rc[0], rc[1]);
     }
     renderPanel();
+  });
+  listen(["selected_cell"], () => {
+    // set from Python (or echoed back from our own set): select that cell, or clear
+    const want = model.get("selected_cell");
+    if (JSON.stringify(want ?? {}) === JSON.stringify(cellTrait(selected))) return;
+    const rc = cellOfTrait(want);
+    if (rc) void selectCell(rc[0], rc[1]);
+    else {
+      selected = null;
+      patched = null;
+      cellSeq++;
+      renderSelection();
+      renderPanel();
+    }
   });
   listen(["status", "progress", "error", "n_filled", "n_cells", "static", "can_sweep"], renderStatus);
   listen(["site", "sites", "mode", "direction", "metric_name"], renderControls);
@@ -377,6 +430,10 @@ function render({ model, el }: RenderProps): Cleanup {
   build();
   renderPanel();
   renderStatus();
+  {
+    const rc = cellOfTrait(model.get("selected_cell"));
+    if (rc) void selectCell(rc[0], rc[1]);
+  }
 
   return () => {
     cellSeq++;

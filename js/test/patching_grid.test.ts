@@ -180,3 +180,63 @@ describe("PatchingGrid: live kernel", () => {
     expect(cancel.disabled).toBe(true);
   });
 });
+
+describe("PatchingGrid: selected_cell", () => {
+  it("a click sets selected_cell to the cell's model indices and saves it", () => {
+    const { model, saves } = liveModel(baseState({ selected_cell: {} }));
+    const { cell } = mount(model);
+    click(cell(1, 3));
+    expect(model.get("selected_cell")).toEqual({ layer: 1, position: 3 });
+    expect(saves()).toBe(1);
+    click(cell(2, 0));
+    expect(model.get("selected_cell")).toEqual({ layer: 2, position: 0 });
+    expect(saves()).toBe(2);
+  });
+
+  it("layers × heads × positions: the trait carries layer, head and position", () => {
+    const state = baseState({
+      dims: ["layer", "head", "position"],
+      layers: [0, 1],
+      heads: [0, 1],
+      positions: [0, 1, 2],
+      values: f32(new Array(12).fill(0.1), [4, 3]),
+      filled: wireB64("uint8", [4, 3], new Uint8Array(12).fill(1)),
+      n_filled: 12,
+      n_cells: 12,
+    });
+    const { model } = liveModel(state);
+    const { cell } = mount(model);
+    click(cell(3, 2));
+    expect(model.get("selected_cell")).toEqual({ layer: 1, head: 1, position: 2 });
+  });
+
+  it("set from Python: the view selects that cell and asks for its top-k; {} clears", () => {
+    const { model, sent, saves } = liveModel(baseState({ selected_cell: {} }));
+    const { root, cell } = mount(model);
+    model.set("selected_cell", { layer: 2, position: 5 });
+    expect(cell(2, 5).classList.contains("mw-selected")).toBe(true);
+    expect(sent[0]).toMatchObject({ name: "cell", msg: { layer: 2, position: 5 } });
+    expect(saves()).toBe(0); // no echo back to Python
+    model.set("selected_cell", {});
+    expect(root.querySelector(".mw-cell.mw-selected")).toBeNull();
+    expect(root.querySelector(".mw-cell-title")!.textContent).toContain("click a cell");
+  });
+
+  it("a selection present when the view opens is shown", () => {
+    const { model, sent } = liveModel(baseState({ selected_cell: { layer: 0, position: 1 } }));
+    const { cell } = mount(model);
+    expect(cell(0, 1).classList.contains("mw-selected")).toBe(true);
+    expect(sent[0]).toMatchObject({ name: "cell", msg: { layer: 0, position: 1 } });
+  });
+});
+
+describe("PatchingGrid: waiting for the model", () => {
+  it("status 'waiting' reads 'waiting for the model'", () => {
+    const { model } = liveModel(baseState());
+    const { root } = mount(model);
+    model.set("status", "waiting");
+    const pill = root.querySelector<HTMLElement>(".mw-status")!;
+    expect(pill.dataset.status).toBe("waiting");
+    expect(pill.textContent).toBe("waiting for the model");
+  });
+});

@@ -7,34 +7,160 @@ from __future__ import annotations
 
 import html
 import json
-import traceback
+import math
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anywidget
+import ipywidgets
 import traitlets
 
 from .. import wire
+from ..core.model.lock import on_wait
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 _HANDLER = "_mw_request_name"
 
 
-def request_handler(name: str) -> Callable:
+_FIELDS = "_mw_request_fields"
+
+#: the envelope's bounds: a request id, a request name, a request's JSON size and nesting
+MAX_ID = 100
+MAX_NAME = 100
+MAX_REQUEST_BYTES = 256 * 1024
+MAX_DEPTH = 16
+MAX_BUFFER_BYTES = 16 * 1024 * 1024
+#: an error reply's message is cut to this many characters (no traceback, no echo of big inputs)
+MAX_ERROR = 300
+
+
+class Field:
+    """The type and range of one field of a request's ``msg`` (see :func:`request_handler`).
+
+    ``kind``: ``int`` (not bool), ``float`` (int or float, finite), ``str``, ``bool``, ``list``,
+    ``dict`` or ``object`` (anything). ``required``: the field must be present. ``nullable``:
+    ``None`` is allowed. ``min``/``max``: bounds of a number, the length of a str or list.
+    ``choices``: the allowed values, or a callable ``(widget) -> values``. ``items``: a Field
+    every list item must satisfy.
+    """
+
+    __slots__ = ("kind", "required", "nullable", "min", "max", "choices", "items")
+
+    def __init__(
+        self,
+        kind: type,
+        *,
+        required: bool = False,
+        nullable: bool = False,
+        min: float | None = None,  # noqa: A002 - the natural names for a range
+        max: float | None = None,  # noqa: A002
+        choices: Any = None,
+        items: Field | None = None,
+    ) -> None:
+        if kind not in (int, float, str, bool, list, dict, object):
+            raise TypeError(f"Field kind must be int, float, str, bool, list, dict or object, got {kind!r}")
+        self.kind, self.required, self.nullable = kind, required, nullable
+        self.min, self.max = min, (200 if kind is str and max is None else max)
+        self.choices, self.items = choices, items
+
+    def check(self, widget: Any, name: str, value: Any) -> Any:
+        """``value`` if it fits, else ``ValueError`` with a short message (no echo of big values)."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise ValueError(f"{name} must not be null")
+        kind = self.kind
+        ok = {
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value),
+            str: isinstance(value, str),
+            bool: isinstance(value, bool),
+            list: isinstance(value, list),
+            dict: isinstance(value, dict),
+            object: True,
+        }[kind]
+        if not ok:
+            want = "a finite number" if kind is float else f"{'an' if kind is int else 'a'} {kind.__name__}"
+            raise ValueError(f"{name} must be {want}, got {_short(value)}")
+        if kind in (str, list):
+            if self.min is not None and len(value) < self.min:
+                raise ValueError(f"{name} must have at least {self.min:g} items/characters, got {len(value)}")
+            if self.max is not None and len(value) > self.max:
+                raise ValueError(f"{name} must have at most {self.max:g} items/characters, got {len(value)}")
+        elif kind in (int, float):
+            if self.min is not None and value < self.min:
+                raise ValueError(f"{name} must be >= {self.min:g}, got {_short(value)}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"{name} must be <= {self.max:g}, got {_short(value)}")
+        if self.choices is not None:
+            choices = self.choices(widget) if callable(self.choices) else self.choices
+            if value not in list(choices):
+                raise ValueError(f"{name} must be one of {_short(list(choices))}, got {_short(value)}")
+        if self.items is not None:
+            value = [self.items.check(widget, f"{name}[{i}]", v) for i, v in enumerate(value)]
+        return value
+
+
+def request_handler(name: str, *, strict: bool = False, **fields: Field | type) -> Callable:
     """Mark a method as the handler of browser request ``name``.
 
     The method receives ``(msg: dict, progress: Callable[[int, int], None])`` and returns a
     JSON-able dict, optionally with a list of binary buffers as ``(dict, buffers)``.
+
+    ``fields`` declare the request's ``msg``: ``name=Field(int, min=0)`` (or just a type). When
+    given, a message with another field or a value of the wrong type or range is refused with a
+    short error before the method runs, and the method sees only the declared fields.
+    ``strict=True`` with no fields: the request takes none.
     """
+    spec = {k: (v if isinstance(v, Field) else Field(v)) for k, v in fields.items()}
 
     def mark(fn: Callable) -> Callable:
         setattr(fn, _HANDLER, name)
+        setattr(fn, _FIELDS, spec if (fields or strict) else None)
         return fn
 
     return mark
+
+
+def _short(value: Any, n: int = 60) -> str:
+    """A repr of ``value`` cut to about ``n`` characters (big inputs are never echoed)."""
+    if isinstance(value, (dict, list, tuple, set)) and len(value) > 20:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ must not break the reply
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _size(value: Any, budget: int, depth: int = 0) -> int:
+    """An upper bound on ``value``'s JSON size, stopping early once it exceeds ``budget``."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"the request is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        # a str's UTF-8 is at least one byte per character: measure it only when it may fit
+        return 2 + len(value) if len(value) > budget else 2 + len(value.encode("utf-8", "replace"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, dict):
+        total = 2
+        for k, v in value.items():
+            total += _size(k, budget - total, depth + 1) + _size(v, budget - total, depth + 1) + 2
+            if total > budget:
+                return total
+        return total
+    if isinstance(value, (list, tuple)):
+        total = 2
+        for v in value:
+            total += _size(v, budget - total, depth + 1) + 1
+            if total > budget:
+                return total
+        return total
+    return 24
 
 
 def bundle(stem: str, kind: str = "esm") -> Path:
@@ -70,34 +196,142 @@ class MIWidget(anywidget.AnyWidget):
 
     # -- requests ----------------------------------------------------------------------
 
-    def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:
-        if not isinstance(content, dict) or content.get("kind") != "mw-request":
+    #: traits that report on work rather than hold the view's state: a failed request may set them
+    _report_traits = frozenset({"status", "progress", "error"})
+
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: list | None = None) -> None:
+        """Answer one browser message with exactly one ``mw-response`` (after any ``mw-progress``);
+        never raises (a KeyboardInterrupt is answered, then re-raised)."""
+        rid = content.get("id") if isinstance(content, dict) else None
+        if not (isinstance(rid, str) and 0 < len(rid) <= MAX_ID):
+            rid = None  # never echo an id we refuse
+        try:
+            name, handler, msg = self._validate_envelope(content, buffers)
+        except ValueError as exc:
+            self._reply_error(rid, exc)
             return
-        rid = content.get("id")
-        name = content.get("name")
-        handler = self._handlers.get(name)
-        if handler is None:
-            self.send({"kind": "mw-response", "id": rid, "ok": False, "error": f"unknown request {name!r}"})
+        if rid is None:
+            self._reply_error(rid, ValueError(f"a request needs an id: a string of 1..{MAX_ID} characters"))
             return
 
         def progress(done: int, total: int) -> None:
             self.send({"kind": "mw-progress", "id": rid, "done": int(done), "total": int(total)})
 
         try:
-            result = handler(self, content.get("msg") or {}, progress)
+            result = self._run_handler(name, handler, msg, progress)
+            out_buffers: list = []
+            if isinstance(result, tuple):
+                result, out_buffers = result
+            self.send({"kind": "mw-response", "id": rid, "ok": True, "response": result or {}}, out_buffers)
+        except KeyboardInterrupt as exc:
+            self._reply_error(rid, exc)
+            raise
         except Exception as exc:  # the view shows the message; the kernel keeps going
+            self._reply_error(rid, exc)
+
+    def _reply_error(self, rid: str | None, exc: BaseException) -> None:
+        try:
             self.send({"kind": "mw-response", "id": rid, "ok": False, "error": _message(exc)})
-            return
-        out_buffers: list = []
-        if isinstance(result, tuple):
-            result, out_buffers = result
-        self.send({"kind": "mw-response", "id": rid, "ok": True, "response": result or {}}, out_buffers)
+        except Exception:  # noqa: BLE001 - e.g. the comm is closed; nothing left to tell
+            pass
+
+    def _validate_envelope(self, content: Any, buffers: Any) -> tuple[str, Callable, dict]:
+        """``(name, handler, msg)`` of a well-formed request, else ``ValueError``."""
+        if not isinstance(content, dict):
+            raise ValueError(f"a request must be a JSON object, got {type(content).__name__}")
+        if content.get("kind") != "mw-request":
+            raise ValueError(f"unknown message kind {_short(content.get('kind'), 40)}; expected 'mw-request'")
+        name = content.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise ValueError(f"a request name must be a string of 1..{MAX_NAME} characters, got {_short(name, 40)}")
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise ValueError(f"unknown request {_short(name, 40)}; this view answers {sorted(self._handlers)}")
+        msg = content.get("msg")
+        msg = {} if msg is None else msg
+        if not isinstance(msg, dict):
+            raise ValueError(f"a request's msg must be a JSON object, got {type(msg).__name__}")
+        if any(not isinstance(k, str) for k in msg):
+            raise ValueError("a request's msg must have string keys")
+        size = _size(msg, MAX_REQUEST_BYTES)
+        if size > MAX_REQUEST_BYTES:
+            raise ValueError(f"the request is too large (over {MAX_REQUEST_BYTES // 1024} KiB)")
+        if buffers:
+            if not isinstance(buffers, (list, tuple)) or len(buffers) > 16:
+                raise ValueError("a request carries at most 16 binary buffers")
+            if sum(memoryview(b).nbytes for b in buffers) > MAX_BUFFER_BYTES:
+                raise ValueError(f"a request's buffers are over {MAX_BUFFER_BYTES // 2**20} MiB")
+        return name, handler, msg
+
+    def _checked(self, name: str, handler: Callable, msg: dict) -> dict:
+        """``msg`` checked against the handler's declared fields (only those kept)."""
+        spec = getattr(handler, _FIELDS, None)
+        if spec is None:
+            return msg
+        unknown = [k for k in msg if k not in spec]
+        if unknown:
+            raise ValueError(
+                f"request {name!r} takes {sorted(spec) or 'no fields'}; unknown field {_short(unknown[0], 40)}"
+            )
+        out = {}
+        for key, field in spec.items():
+            if key in msg:
+                out[key] = field.check(self, key, msg[key])
+            elif field.required:
+                raise ValueError(f"request {name!r} needs the field {key!r}")
+        return out
+
+    def _run_handler(self, name: str, handler: Callable, msg: dict, progress: Callable) -> Any:
+        """Check ``msg``, run the handler; if it raises, put back every state trait it changed
+        (a failed request never leaves invalid state) and re-raise."""
+        msg = self._checked(name, handler, msg)
+        names = [n for n in self.trait_names(sync=True) if not n.startswith("_") and n not in self._not_state]
+        before = {n: getattr(self, n) for n in names}
+
+        def waiting(on: bool) -> None:
+            if "status" in names:
+                if on and self.status != "waiting":
+                    self._status_before_wait = self.status
+                    self.status = "waiting"
+                elif not on and self.status == "waiting":
+                    self.status = getattr(self, "_status_before_wait", before["status"])
+
+        try:
+            with on_wait(waiting):
+                return handler(self, msg, progress)
+        except BaseException:
+            with self.hold_trait_notifications():
+                for n, v in before.items():
+                    if n in self._report_traits and not (
+                        n == "status" and getattr(self, n) in ("loading", "running", "waiting")
+                    ):
+                        continue
+                    if getattr(self, n) is not v:
+                        try:
+                            setattr(self, n, v)
+                        except Exception:  # noqa: BLE001 - keep restoring the others
+                            pass
+            raise
 
     def request(self, name: str, msg: dict | None = None) -> dict:
-        """Run a request handler from Python, as the browser would (useful in tests)."""
-        handler = self._handlers[name]
-        result = handler(self, msg or {}, lambda done, total: None)
+        """Run a request handler from Python, as the browser would (same checks; useful in
+        tests). Raises the handler's error instead of replying."""
+        handler = self._handlers.get(name)
+        if handler is None:
+            raise ValueError(f"unknown request {_short(name, 40)}; this view answers {sorted(self._handlers)}")
+        result = self._run_handler(name, handler, msg or {}, lambda done, total: None)
         return result[0] if isinstance(result, tuple) else result
+
+    def close(self) -> None:
+        """Close the view and the widgets it owns (its ``Layout``), which ipywidgets would
+        otherwise keep registered (one comm each) for the rest of the kernel."""
+        children = [
+            v for v in self._trait_values.values()
+            if isinstance(v, ipywidgets.Widget) and v is not self
+        ]
+        super().close()
+        for child in children:
+            child.close()
 
     # -- static export -----------------------------------------------------------------
 
@@ -142,16 +376,19 @@ class MIWidget(anywidget.AnyWidget):
             "})();</script>\n"
         )
 
-    def to_html(self, path: str | Path | None = None, *, title: str | None = None) -> str:
+    def to_html(self, path: str | Path | None = None, *, title: str | None = None) -> str | Path:
         """One self-contained HTML page (script and data inline, no network) that renders this
-        view read-only. Written to ``path`` if given; the HTML is returned either way."""
+        view read-only. With ``path``: written there, and the path is returned (so a notebook
+        cell ending with it does not print the page); without: the page is returned."""
         page = (
             "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title or type(self).__name__)}</title></head><body>\n"
             f"{self.html_fragment()}</body></html>\n"
         )
         if path is not None:
-            Path(path).write_text(page, encoding="utf-8")
+            path = Path(path)
+            path.write_text(page, encoding="utf-8")
+            return path
         return page
 
     def _fallback_text(self) -> str:
@@ -172,6 +409,14 @@ class MIWidget(anywidget.AnyWidget):
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, (ValueError, FileNotFoundError, KeyError)):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    """A short message for an error reply: at most MAX_ERROR characters, no traceback."""
+    if isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    elif isinstance(exc, (ValueError, FileNotFoundError)):
+        text = str(exc)
+    elif isinstance(exc, KeyError):
+        text = f"unknown key {_short(exc.args[0] if exc.args else None, 60)}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = text.strip() or type(exc).__name__
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"

@@ -19,7 +19,7 @@ from ..core.description.attention import (
     head_scores,
 )
 from ..core.model import Model
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, request_handler
 
 SORT_KEYS = ("layer", *SCORE_KINDS)
 _HEAD_RE = re.compile(r"^(\d+)\.(\d+)$")
@@ -209,7 +209,7 @@ class AttentionPatterns(MIWidget):
                 raise ValueError(f"{name} must be an int in 0..{hi - 1}, got {v!r}")
         return wire.quantize(self._result.patterns[layer, head], 8)
 
-    @request_handler("head")
+    @request_handler("head", layer=Field(int, required=True, min=0), head=Field(int, required=True, min=0))
     def _head(self, msg: dict, progress: Any) -> tuple[dict, list]:
         layer, head = msg.get("layer"), msg.get("head")
         pattern = self.head_pattern(layer, head)

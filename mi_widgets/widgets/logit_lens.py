@@ -14,7 +14,7 @@ import traitlets
 
 from .. import wire
 from ..core.description.lens import LENS_SITES, LensResult, TunedLens, _target_id, logit_lens
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, request_handler
 
 LENSES = ("logit", "tuned")
 
@@ -170,12 +170,12 @@ class LogitLens(MIWidget):
 
     # -- requests ---------------------------------------------------------------------------
 
-    @request_handler("lens")
+    @request_handler("lens", lens=Field(str))
     def _lens_request(self, msg: dict, progress: Any) -> dict:
         self._set_busy(lambda: self.set_lens(str(msg.get("lens", ""))))
         return {"lens": self.lens}
 
-    @request_handler("target")
+    @request_handler("target", token=Field(object))
     def _target_request(self, msg: dict, progress: Any) -> dict:
         token = msg.get("token", "")
         if not isinstance(token, (str, int)) or isinstance(token, bool):

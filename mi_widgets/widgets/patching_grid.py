@@ -18,7 +18,8 @@ from ..core.interventions.attribution_patching import attribution_patching
 from ..core.interventions.checks import PATCH_SITES
 from ..core.interventions.patching import PatchingResult, activation_patching
 from ..core.metrics import Metric, as_metric
-from ._base import MIWidget, bundle, request_handler
+from ..core.model.lock import on_wait
+from ._base import Field, MIWidget, bundle, request_handler
 
 MODES = ("exact", "attribution")
 
@@ -93,6 +94,9 @@ class PatchingGrid(MIWidget):
     progress = traitlets.Float(1.0).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
+    #: the clicked cell as model indices: ``{"layer", "position"}``, ``{"layer", "head"}``, both,
+    #: or ``{"layer"}``; ``{}`` for none. Set it from Python to select a cell in the view.
+    selected_cell = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self,
@@ -125,6 +129,29 @@ class PatchingGrid(MIWidget):
             self.n_pairs = result.n_pairs
         if self._model is not None:
             self.clean_topk, self.corrupt_topk = self._baseline_topk(result)
+
+    @traitlets.validate("selected_cell")
+    def _valid_selection(self, proposal: Any) -> dict:
+        value = proposal["value"]
+        if not value:
+            return {}
+        try:
+            layer, head, position, _, _ = self._cell_index(dict(value))
+        except (ValueError, TypeError) as exc:
+            raise traitlets.TraitError(f"selected_cell: {exc}") from None
+        return _cell_dict(layer, head, position)
+
+    def select(self, layer: int | None, position: int | None = None, head: int | None = None) -> None:
+        """Select a cell (model indices), as a click in the view does; ``layer=None`` clears."""
+        if layer is None:
+            self.selected_cell = {}
+            return
+        msg: dict[str, Any] = {"layer": layer}
+        if position is not None:
+            msg["position"] = position
+        if head is not None:
+            msg["head"] = head
+        self.selected_cell = msg
 
     @classmethod
     def from_result(cls, result: PatchingResult, **kwargs: Any) -> PatchingGrid:
@@ -169,6 +196,20 @@ class PatchingGrid(MIWidget):
         self.values = wire.encode(grid, "float32")
         self.filled = wire.encode(torch.ones_like(grid, dtype=torch.uint8), "uint8")
         self.n_cells = self.n_filled = grid.numel()
+        self._keep_selection()
+
+    def _keep_selection(self) -> None:
+        """Drop the selection if the current grid has no such cell (e.g. after a sweep of
+        another site changed the dims)."""
+        sel = self.selected_cell
+        if sel:
+            try:
+                layer, head, position, _, _ = self._cell_index(dict(sel))
+            except (ValueError, TypeError):
+                self.selected_cell = {}
+            else:
+                if _cell_dict(layer, head, position) != sel:
+                    self.selected_cell = {}
 
     def _cell_index(self, msg: dict) -> tuple[int, int | None, int | None, int, int]:
         """``(layer, head, position, row, col)`` of a request's cell (``{layer, position|head}``
@@ -288,7 +329,10 @@ class PatchingGrid(MIWidget):
             self._cell_memo[key] = self._topk(patched)
         return self._cell_memo[key]
 
-    @request_handler("cell")
+    @request_handler(
+        "cell", layer=Field(int, min=0), position=Field(int, min=0), head=Field(int, min=0),
+        row=Field(int, min=0), col=Field(int, min=0),
+    )
     def _cell(self, msg: dict, progress: Any) -> dict:
         if self._model is None:
             raise ValueError("this grid has no model attached, so cells cannot be re-run")
@@ -304,12 +348,12 @@ class PatchingGrid(MIWidget):
 
     # -- sweeps ---------------------------------------------------------------------------
 
-    @request_handler("sweep")
+    @request_handler("sweep", site=Field(str, choices=PATCH_SITES), mode=Field(str, choices=MODES))
     def _sweep_request(self, msg: dict, progress: Any) -> dict:
         self.sweep(msg.get("site", self.site), msg.get("mode", self.mode), background=True)
         return {"started": True, "site": self.site, "mode": self.mode}
 
-    @request_handler("cancel")
+    @request_handler("cancel", strict=True)  # takes no fields
     def _cancel_request(self, msg: dict, progress: Any) -> dict:
         running = self._thread is not None and self._thread.is_alive()
         self._cancel.set()
@@ -354,7 +398,21 @@ class PatchingGrid(MIWidget):
         """Runs with ``self._lock`` held; releases it."""
         old = self._result
         old_state = {n: getattr(self, n) for n in ("mode", "site", "values", "filled", "n_filled", "n_cells",
-                                                     "dims", "layers", "positions", "heads")}
+                                                     "dims", "layers", "positions", "heads", "selected_cell")}
+
+        def restore() -> None:
+            self._result = old
+            for name, v in old_state.items():
+                setattr(self, name, v)
+
+        def waiting(on: bool) -> None:  # another job holds the model: say so, then go on
+            if on and self.status == "running":
+                self.status = "waiting"
+            elif not on and self.status == "waiting":
+                self.status = "running"
+
+        wait_hook = on_wait(waiting)
+        wait_hook.__enter__()
         try:
             kw: dict[str, Any] = dict(
                 site=site,
@@ -403,17 +461,19 @@ class PatchingGrid(MIWidget):
                 self.status, self.progress = "ready", 1.0
         except _Cancelled:
             with self.hold_trait_notifications():
-                self._result = old
-                for name, v in old_state.items():
-                    setattr(self, name, v)
+                restore()
                 self.status, self.progress = "cancelled", 1.0
         except Exception as exc:  # shown in the view; the previous grid stays
             with self.hold_trait_notifications():
-                self._result = old
-                for name, v in old_state.items():
-                    setattr(self, name, v)
-                self.status, self.error, self.progress = "error", f"{type(exc).__name__}: {exc}", 1.0
+                restore()
+                self.status, self.error, self.progress = "error", f"{type(exc).__name__}: {exc}"[:300], 1.0
+        except BaseException:  # Ctrl-C in a foreground sweep: the previous grid, then re-raise
+            with self.hold_trait_notifications():
+                restore()
+                self.status, self.progress = "cancelled", 1.0
+            raise
         finally:
+            wait_hook.__exit__(None, None, None)
             self._cancel.clear()
             self._lock.release()
 
@@ -447,3 +507,13 @@ class PatchingGrid(MIWidget):
 def _base_direction(result: PatchingResult) -> str:
     """``"denoise"`` or ``"noise"`` (attribution results say e.g. ``"denoise (attribution)"``)."""
     return result.direction.split(" ")[0]
+
+
+def _cell_dict(layer: int, head: int | None, position: int | None) -> dict:
+    """A cell as the ``selected_cell`` trait holds it."""
+    out: dict[str, int] = {"layer": int(layer)}
+    if head is not None:
+        out["head"] = int(head)
+    if position is not None:
+        out["position"] = int(position)
+    return out

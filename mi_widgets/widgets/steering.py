@@ -321,7 +321,7 @@ class Steering(MIWidget):
         self.generate(background=True, **{k: v for k, v in msg.items() if k in _SETTINGS})
         return {"started": True}
 
-    @request_handler("cancel")
+    @request_handler("cancel", strict=True)
     def _cancel_request(self, msg: dict, progress: Any) -> dict:
         running = self._thread is not None and self._thread.is_alive()
         self._cancel.set()

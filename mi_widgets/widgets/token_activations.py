@@ -10,7 +10,7 @@ import traitlets
 from .. import wire
 from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, request_handler
 
 
 class TokenActivations(MIWidget):
@@ -223,7 +223,7 @@ class TokenActivations(MIWidget):
         finally:
             self._updating = False
 
-    @request_handler("fetch")
+    @request_handler("fetch", site=Field(str), layer=Field(int))
     def _fetch(self, msg: dict, progress: Any) -> dict:
         site = msg.get("site", self.site)
         layer = msg.get("layer", self.layer)

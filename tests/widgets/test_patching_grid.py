@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+import traitlets
 
 import mi_widgets as mw
 from mi_widgets import wire
@@ -298,3 +299,64 @@ def test_ablation_result_displays_as_its_view(tiny, metric):
     bundle = res._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
     assert "application/vnd.jupyter.widget-view+json" in data and "text/html" in data
+
+
+# -------------------------------------------------------------------------------------------
+# selection trait; Ctrl-C during a foreground sweep
+
+
+def test_selected_cell_is_validated_and_normalised(grid, result):
+    assert grid.selected_cell == {}
+    grid.selected_cell = {"layer": 1, "position": 3}
+    assert grid.selected_cell == {"layer": 1, "position": 3}
+    grid.selected_cell = {"row": 2, "col": 0}  # grid indices are turned into model indices
+    assert grid.selected_cell == {"layer": result.layers[2], "position": result.positions[0]}
+    for bad in ({"layer": 99, "position": 0}, {"layer": 0}, {"layer": "x", "position": 1}, {"row": 0, "col": 99}):
+        with pytest.raises(traitlets.TraitError):
+            grid.selected_cell = bad
+        assert grid.selected_cell == {"layer": result.layers[2], "position": result.positions[0]}
+    grid.select(0, position=1)
+    assert grid.selected_cell == {"layer": 0, "position": 1}
+    grid.select(None)
+    assert grid.selected_cell == {}
+
+
+def test_selected_cell_from_the_browser_reaches_python(grid):
+    # what ipywidgets does with a state update from the view
+    grid.set_state({"selected_cell": {"layer": 2, "position": 4}})
+    assert grid.selected_cell == {"layer": 2, "position": 4}
+    assert grid.state()["selected_cell"] == {"layer": 2, "position": 4}
+
+
+def test_selection_survives_a_sweep_only_if_the_cell_still_exists(grid):
+    grid.selected_cell = {"layer": 1, "position": 2}
+    grid.sweep("attn_out")  # same dims: kept
+    assert grid.selected_cell == {"layer": 1, "position": 2}
+    grid.sweep("head_out")  # layer × head × position: a cell needs a head now
+    assert grid.status == "ready" and grid.dims == ["layer", "head", "position"]
+    assert grid.selected_cell == {}
+
+
+def test_ctrl_c_during_a_foreground_sweep_restores_the_grid(result, metric):
+    state = {"armed": False}
+
+    def interrupting(logits):
+        # Ctrl-C arrives once the sweep has switched the view to head_out and filled a batch
+        if state["armed"] and w.site == "head_out":
+            raise KeyboardInterrupt
+        state["calls"] = state.get("calls", 0) + 1
+        return logits[:, 0] - logits[:, 1]
+
+    w = result.widget(metric=interrupting)
+    w.selected_cell = {"layer": 1, "position": 2}
+    before = {n: getattr(w, n) for n in ("values", "filled", "n_filled", "n_cells", "dims", "heads", "site", "mode")}
+    state["armed"] = True
+    with pytest.raises(KeyboardInterrupt):
+        w.sweep("head_out", background=False)
+    assert state["calls"] > 0 and w.status == "cancelled" and w.progress == 1.0
+    assert {n: getattr(w, n) for n in before} == before
+    assert w.site == w.result.site == "resid_pre" and w.result is result
+    assert w.selected_cell == {"layer": 1, "position": 2}
+    state["armed"] = False
+    w.sweep("attn_out")  # the sweep lock was released
+    assert w.status == "ready" and w.site == "attn_out"
