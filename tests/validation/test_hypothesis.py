@@ -1,0 +1,200 @@
+"""Hypotheses and verdicts on the compiled zoo, whose answers are known by construction.
+
+- ``zoo:induction`` head 1.2 is an induction head (``compiled._build_induction``): a correct
+  description of it passes every test; "a previous-token head" (true of 0.1, not of 1.2) fails with
+  counterexamples at first occurrences; the hand-set induction pattern replaces it.
+- ``zoo:ioi_backup`` head 2.3 is the name mover and 3.0 its backup: zero-ablation of 2.3 is repaired
+  by 3.0, so a zero-ablation test understates 2.3 while mean/resample ablation and the direct effect
+  (later heads frozen) do not, and the verdict flags the disagreement.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mi_widgets as mw
+from mi_widgets.core.validation import (
+    AblationPrediction,
+    ActivationPrediction,
+    AttentionPrediction,
+    Hypothesis,
+    ReplacementPrediction,
+    Task,
+    Verdict,
+    direct_effect,
+    validate,
+)
+from mi_widgets.zoo import compiled as C
+
+
+def seen_before(toks, i):
+    """Induction: fires at a token that occurred earlier (not at BOS)."""
+    return None if i == 0 else toks[i] in toks[1:i]
+
+
+def after_earlier_copy(toks, i):
+    """Induction: attends to the token after each earlier occurrence of the current token."""
+    return [j + 1 for j in range(1, i) if toks[j] == toks[i]]
+
+
+def previous(toks, i):
+    return [i - 1] if i > 0 else []
+
+
+@pytest.fixture(scope="module")
+def ind():
+    return mw.load("zoo:induction")
+
+
+@pytest.fixture(scope="module")
+def ind_data():
+    corpus, _ = C.induction_texts(n=6, seq_len=10, seed=11)
+    prompts, answers = C.induction_texts(n=12, seq_len=8, seed=12, cut=12)
+    neutral, _ = C.induction_texts(n=3, seq_len=8, seed=13, cut=9)  # no repeat to predict
+    task = Task(prompts, mw.prob(answers), "induction")
+    return corpus, task, neutral
+
+
+@pytest.fixture(scope="module")
+def correct(ind, ind_data):
+    corpus, task, neutral = ind_data
+    hyp = Hypothesis(
+        "1.2",
+        "induction head: at a repeated token, attends to the token after its earlier occurrence and copies it",
+        activation=ActivationPrediction(seen_before, corpus),
+        attention=AttentionPrediction(after_earlier_copy, corpus),
+        ablation=AblationPrediction(task, drop_at_least=0.5),
+        replacement=ReplacementPrediction(task, "pattern", neutral=neutral),
+    )
+    return validate(hyp, ind, progress=False)
+
+
+@pytest.fixture(scope="module")
+def wrong(ind, ind_data):
+    corpus, task, _ = ind_data
+    hyp = Hypothesis(
+        "1.2",
+        "previous-token head: active everywhere, attends to the previous token",
+        activation=ActivationPrediction(lambda t, i: None if i == 0 else True, corpus),
+        attention=AttentionPrediction(previous, corpus),
+        replacement=ReplacementPrediction(task, "pattern"),
+    )
+    return validate(hyp, ind, progress=False)
+
+
+def test_correct_induction_hypothesis_passes_every_test(correct):
+    assert isinstance(correct, Verdict)
+    names = [t.name for t in correct.tests]
+    for kind in ("zero", "mean", "resample"):
+        assert f"ablation ({kind})" in names
+    assert correct.passed, correct
+    assert correct.test("activation: detection accuracy").figure > 0.99
+    assert correct.test("attention: mass on predicted keys").figure > 0.99
+    assert not correct.disagreements and not correct.counterexamples
+
+
+def test_hand_set_induction_pattern_recovers_the_induction_metric(correct):
+    kept = correct.test("replacement: metric kept")
+    assert kept.figure >= 0.9
+    assert abs(correct.test("replacement: loss change on neutral text").figure) < 0.05
+
+
+def test_previous_token_hypothesis_fails_with_counterexamples(wrong):
+    assert not wrong.passed
+    for name in ("activation: detection accuracy", "attention: mass on predicted keys",
+                 "replacement: metric kept"):  # fmt: skip
+        assert not wrong.test(name).passed, name
+    ce = wrong.test("activation: detection accuracy").counterexamples
+    assert ce and all(c.kind == "predicted, silent" for c in ce)
+    # each counterexample is a first occurrence: 1.2 has nothing to copy there
+    for c in ce:
+        assert c.activation < 1e-3
+    att = wrong.test("attention: mass on predicted keys").counterexamples
+    assert att and all(c.activation < 0.5 for c in att)
+    table = wrong.counterexamples_table()
+    assert {"test", "rank", "context", "activation"} <= set(table.columns)
+    assert "FAILS" in repr(wrong)
+
+
+@pytest.fixture(scope="module")
+def ioi_task():
+    prompts = C.ioi_prompts(n=20, seed=31)
+    ref = C.ioi_reference(prompts, seed=32)
+    task = Task([p["text"] for p in prompts],
+                mw.logit_diff([p["io"] for p in prompts], [p["s"] for p in prompts]), "IOI")  # fmt: skip
+    return task, [p["text"] for p in ref]
+
+
+def test_zero_ablation_understates_the_name_mover_that_a_backup_repairs(ioi_task):
+    model = mw.load("zoo:ioi_backup")
+    task, ref = ioi_task
+    hyp = Hypothesis(
+        "2.3",
+        "name mover: copies IO to the output",
+        ablation=AblationPrediction(task, drop_at_least=5.0, reference=ref),
+    )
+    v = validate(hyp, model, progress=False)
+    zero, mean, res = (v.test(f"ablation ({k})") for k in ("zero", "mean", "resample"))
+    assert not zero.passed and abs(zero.figure) < 0.5  # the backup 3.0 repairs it
+    assert mean.passed and res.passed and res.figure > 8
+    assert v.disagreements and "zero" in v.disagreements[0]
+    # path patching to the logits (later heads frozen) shows the whole effect, even with zeros
+    d = direct_effect(model, task.prompts, task.metric, "2.3", "zero", progress=False)
+    assert d.clean_mean - d.ablated_mean > 8
+    r = direct_effect(model, task.prompts, task.metric, "2.3", "resample", ref, progress=False)
+    assert r.clean_mean - r.ablated_mean > 8
+    # ... and the backup's own direct effect is nil: it is silent on clean runs
+    b = direct_effect(model, task.prompts, task.metric, "3.0", "zero", progress=False)
+    assert abs(b.clean_mean - b.ablated_mean) < 0.05
+
+
+def test_direction_hypothesis_reads_the_planted_prev_block(ind, ind_data):
+    # In zoo:induction head 0.1 writes a one-hot of the previous token into the 'prev' block.
+    corpus, _, _ = ind_data
+    lay = C.layout("induction")
+    vocab = C.induction_vocab()
+    w = " apple"
+    vec = torch.zeros(ind.d_model)
+    vec[lay.idx("prev", vocab.index(w))] = 1.0
+    hyp = Hypothesis(("resid_pre", 1, vec), "the previous token was ' apple'",
+                     activation=ActivationPrediction(lambda t, i: t[i - 1] == w if i else None,
+                                                     corpus + [" apple river apple stone"]))  # fmt: skip
+    v = validate(hyp, ind, progress=False)
+    assert v.passed, v
+
+
+def test_verdict_table_and_plot(correct):
+    df = correct.to_pandas()
+    assert list(df.columns[:5]) == ["test", "figure", "threshold", "direction", "passed"]
+    assert df["passed"].all()
+    fig = correct.plot()
+    assert len(fig.axes) == 1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_bad_input_is_refused_before_any_forward(ind, ind_data):
+    corpus, task, _ = ind_data
+    act = ActivationPrediction(seen_before, corpus)
+    with pytest.raises(ValueError, match="out of range"):
+        validate(Hypothesis("7.0", "x", activation=act), ind)
+    with pytest.raises(ValueError, match="at least one testable part"):
+        Hypothesis("1.2", "x")
+    with pytest.raises(ValueError, match="attention="):
+        Hypothesis("1.2", "x", replacement=ReplacementPrediction(task))
+    with pytest.raises(ValueError, match="kinds"):
+        AblationPrediction(task, 0.5, kinds=("half",))
+    with pytest.raises(TypeError):
+        ActivationPrediction("not a function", corpus)
+    with pytest.raises(ValueError, match="give the model"):
+        validate(Hypothesis("1.2", "x", activation=act))
+    vec = torch.ones(ind.d_model)
+    with pytest.raises(ValueError, match="heads and neurons"):
+        validate(
+            Hypothesis(("resid_pre", 1, vec), "x", ablation=AblationPrediction(task, 0.1)), ind
+        )
+    one = Task([task.prompts[0]], mw.prob(" apple"), "one")
+    with pytest.raises(ValueError, match="same token length"):
+        validate(Hypothesis("1.2", "x", ablation=AblationPrediction(one, 0.1)), ind)
