@@ -563,6 +563,38 @@ class _NNsightEngine:
         self, tokens: torch.Tensor, start: int, hidden: torch.Tensor, writes: list[_Write]
     ) -> torch.Tensor:
         model = self.model
+        plan = self._plan(start, hidden, writes)
+        with (
+            torch.no_grad(),
+            model.nn.trace(
+                tokens.to(model.device), remote=model.remote, **_forward_kwargs(model, tokens)
+            ),
+        ):
+            logits = _run_plan(plan).save()
+        return logits
+
+    def forward_many(
+        self, calls: list[tuple[torch.Tensor, int, torch.Tensor, list[_Write]]]
+    ) -> list[torch.Tensor]:
+        """:meth:`forward` of each ``(tokens, start, hidden, writes)``, all traces in one
+        ``session``: one remote job for a whole sweep instead of one per batch."""
+        model = self.model
+        runs = [
+            (tokens.to(model.device), _forward_kwargs(model, tokens), self._plan(start, hidden, writes))
+            for tokens, start, hidden, writes in calls
+        ]
+        nn = model.nn
+        with torch.no_grad(), nn.session(remote=model.remote):
+            outs = _save([])
+            for toks, kw, plan in runs:
+                with nn.trace(toks, **kw):
+                    outs.append(_run_plan(plan).save())
+        return list(outs)
+
+    def _plan(self, start: int, hidden: torch.Tensor, writes: list[_Write]) -> tuple:
+        """Everything a trace of :func:`_run_plan` names (envoys, plain values, the writes'
+        functions), never the Model: a remote request ships what the trace body names."""
+        model = self.model
         n = model.n_layers
         stream: dict[int, list[Callable]] = {}
         inner: dict[int, list[_Write]] = {}
@@ -574,13 +606,9 @@ class _NNsightEngine:
         h0 = hidden
         for fn in stream.pop(start, ()):
             h0 = fn(h0)
-        unembed = _get(model.nn, _unembed_path(model), envoy=True)
-        # Everything the trace body names is looked up here (envoys, plain values, the writes'
-        # functions), never the Model: a remote request ships what the body names.
         dims = SimpleNamespace(n_heads=model.n_heads, d_head=model.d_head)
         skipped = [model._module(j, "") for j in range(start)]
-        first = model._module(0, "")
-        set_first = start == 0 and h0 is not hidden
+        first = model._module(0, "") if start == 0 and h0 is not hidden else None
         steps = []
         for i in range(start, n):
             layer_writes = sorted(inner.get(i, []), key=lambda w: _order(model, w.site))
@@ -594,45 +622,52 @@ class _NNsightEngine:
                 k += len(group)
                 groups.append((model._module(i, rel), io, [(w.site, w.fn) for w in group]))
             needs_x = any(w.site == "resid_mid" for w in layer_writes)
-            steps.append((i, model._module(i, ""), stream.get(i, []), needs_x, groups))
+            steps.append((i == start, model._module(i, ""), stream.get(i, []), needs_x, groups))
         last = model._module(n - 1, "")
         final = stream.get(n, []) if start < n else []
-        with (
-            torch.no_grad(),
-            model.nn.trace(
-                tokens.to(model.device), remote=model.remote, **_forward_kwargs(model, tokens)
-            ),
-        ):
-            for block in skipped:
-                block.skip(h0)
-            if set_first:
-                first.input = h0
-            for i, block, fns, needs_x, groups in steps:
-                # the block's input: h0 at the start block (skipped blocks return it, or it
-                # was set above); read from the trace further on, when a write needs it
-                x = h0 if i == start else None
-                if fns:
-                    x = block.input
-                    for fn in fns:
-                        x = fn(x)
-                    block.input = x
-                if needs_x and x is None:
-                    x = block.input
-                for env, io, group in groups:
-                    v = env.output if io == "output" else env.input
-                    for site, fn in group:
-                        v = _apply(dims, site, fn, v, x)
-                    if io == "output":
-                        env.output = v
-                    else:
-                        env.input = v
-            if final:
-                v = last.output
-                for fn in final:
-                    v = fn(v)
-                last.output = v
-            logits = unembed.output[:, -1].save()
-        return logits
+        unembed = _get(model.nn, _unembed_path(model), envoy=True)
+        return (h0, skipped, first, steps, last, final, dims, unembed)
+
+
+def _save(obj: Any) -> Any:
+    import nnsight
+
+    return nnsight.save(obj)
+
+
+def _run_plan(plan: tuple) -> Any:
+    """The nnsight engine's trace body (called inside a trace): skip the blocks before the
+    start with the cached residual, apply the writes, return the final-position logits."""
+    h0, skipped, first, steps, last, final, dims, unembed = plan
+    for block in skipped:
+        block.skip(h0)
+    if first is not None:
+        first.input = h0
+    for at_start, block, fns, needs_x, groups in steps:
+        # the block's input: h0 at the start block (skipped blocks return it, or it was set
+        # above); read from the trace further on, when a write needs it
+        x = h0 if at_start else None
+        if fns:
+            x = block.input
+            for fn in fns:
+                x = fn(x)
+            block.input = x
+        if needs_x and x is None:
+            x = block.input
+        for env, io, group in groups:
+            v = env.output if io == "output" else env.input
+            for site, fn in group:
+                v = _apply(dims, site, fn, v, x)
+            if io == "output":
+                env.output = v
+            else:
+                env.input = v
+    if final:
+        v = last.output
+        for fn in final:
+            v = fn(v)
+        last.output = v
+    return unembed.output[:, -1]
 
 
 def _forward_kwargs(model: Model, tokens: torch.Tensor) -> dict[str, Any]:

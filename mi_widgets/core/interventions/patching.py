@@ -499,6 +499,8 @@ def activation_patching(
         pending.clear()
 
     deferred = isinstance(eng, _DirectEngine)
+    # a remote model runs every batch's trace in one session: one job per sweep, not per batch
+    in_session: list[tuple[tuple, list, torch.Tensor, int]] | None = [] if model.remote else None
     kv_ready: dict[int, bool] = {}
     bar = _progress(len(plan), progress, f"patching {site}")
     try:
@@ -557,6 +559,9 @@ def activation_patching(
                 mask = mask[:, p0:] if mask is not None else None
                 extra["prefix"] = (g_rows, p0)
             w = _Write(site, layer, _replace(mask, src))
+            if in_session is not None:
+                in_session.append(((bc.tokens[g_rows], start, hidden, [w]), specs, pairs, li))
+                continue
             out = eng.forward(bc.tokens[g_rows], start, hidden, [w], **extra)
             if deferred:
                 pending.append((out, specs, pairs, li))
@@ -571,6 +576,17 @@ def activation_patching(
                         model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize
                     ),
                     done,
+                    len(plan),
+                )
+        if in_session:
+            outs = eng.forward_many([c for c, *_ in in_session])  # type: ignore[union-attr]
+            for out, (_, specs, pairs, li) in zip(outs, in_session):
+                record(out.float(), specs, pairs, li)
+            bar.update(len(in_session))
+            if on_update is not None:
+                on_update(
+                    _result(model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize),
+                    len(plan),
                     len(plan),
                 )
         flush()
