@@ -15,7 +15,16 @@ from typing import Any
 
 import torch
 
-from .families import SITES, _arch_for, _get
+from .families import (
+    _SITE_HELP,
+    SITES,
+    Arch,
+    _arch_for,
+    _dims,
+    _fold_logit_softcap,
+    _get,
+    arch_from_components,
+)
 from .lock import install as install_lock
 from .remote import check_remote
 
@@ -29,27 +38,28 @@ class Model:
     """
 
     def __init__(
-        self, nn_model: Any, hf: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool | str = False
+        self,
+        nn_model: Any,
+        hf: torch.nn.Module,
+        tokenizer: Any,
+        name: str,
+        *,
+        remote: bool | str = False,
+        components: Arch | dict[str, Any] | None = None,
     ):
         self.nn = nn_model
         self.hf = hf
         self.tokenizer = tokenizer
         self.name = name
         self.remote = remote
-        self.arch = _arch_for(hf)
-        cfg = hf.config
+        # the component map: built in per family (families.py), or the caller's own
+        self.arch = _arch_for(hf) if components is None else arch_from_components(hf, components)
         self.family = self.arch.family
-        self.n_layers = int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer)
-        self.n_heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
-        self.d_model = int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
-        self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
-        inner = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
-        self.d_mlp = int(inner or 4 * self.d_model)
-        self.d_vocab = int(cfg.vocab_size)
-        self.causal = self.arch.family != "bert"
-        self.n_ctx = int(
-            getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None) or 2048
-        )
+        dims = _dims(hf, self.arch)
+        self.n_layers, self.n_heads = dims["n_layers"], dims["n_heads"]
+        self.d_model, self.d_head, self.d_mlp = dims["d_model"], dims["d_head"], dims["d_mlp"]
+        self.d_vocab, self.n_ctx = dims["d_vocab"], dims["n_ctx"]
+        self.causal = self.arch.causal
         # every forward on this model (nnsight or torch) holds self.lock; see lock.py
         install_lock(self)
 
@@ -72,8 +82,18 @@ class Model:
 
     @property
     def sites(self) -> tuple[str, ...]:
-        """Sites this model defines (``resid_mid`` is undefined for parallel-residual NeoX)."""
+        """Sites this model defines (``resid_mid`` is undefined for parallel-residual blocks,
+        ``mlp_post`` for mixture-of-experts MLPs; :meth:`site_help` says why)."""
         return tuple(s for s in SITES if s in self.arch.reads)
+
+    def site_help(self, site: str) -> str:
+        """What ``site`` holds in this model, or why it is not defined (docs/models.md)."""
+        if site not in SITES:
+            raise ValueError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")
+        if site not in self.arch.reads:
+            return f"{site}: not defined for {self.family} ({self.arch.absent.get(site, 'not in the component map')})"
+        note = self.arch.notes.get(site)
+        return f"{site}: {_SITE_HELP[site]}" + (f"; {self.family}: {note}" if note else "")
 
     def site_width(self, site: str) -> int:
         """Number of units a site has per token: neurons, dimensions or heads."""
@@ -91,9 +111,10 @@ class Model:
                 f"unknown site {site!r}; choose one of {', '.join(SITES)}"
             )
         if site not in self.arch.reads:
+            why = self.arch.absent.get(site, "not in its component map")
             raise ValueError(
-                f"site {site!r} is not defined for {self.name} ({self.family}"
-                f"{', parallel residual' if self.family == 'neox' else ''}); choose one of {', '.join(self.sites)}"
+                f"site {site!r} is not defined for {self.name} ({self.family}, {why}); "
+                f"choose one of {', '.join(self.sites)}"
             )
         if layer is not None:
             self.check_layer(layer)
@@ -176,21 +197,30 @@ class Model:
         # The trace body names only envoys and small values (never self: its tokenizer would be
         # pickled into every remote request). head_out is z @ W_O per head, computed inside the
         # trace from the projection's own weight, so it also runs where the weights are remote.
+        # clone: a value the model later changes in place (Falcon adds attention into its MLP output)
         plan = [
-            (key, self._module(key[0], key[2]), key[3], any(s == "head_out" for s, _ in keys[key]))
+            (
+                key,
+                self._module(key[0], key[2]),
+                key[3],
+                any(s == "head_out" for s, _ in keys[key]),
+                any(self.arch.reads[s].clone for s, _ in keys[key]),
+            )
             for key in sorted(keys)
         ]
         nh, dh, conv = self.n_heads, self.d_head, self.arch.o_proj_kind == "conv1d"
         saved: dict[tuple[int, int, str, str], Any] = {}
         with torch.no_grad(), self.nn.trace(tokens.to(self.device), remote=self.remote):
-            for key, envoy, io, per_head in plan:
+            for key, envoy, io, per_head, clone in plan:
                 value = envoy.input if io == "input" else envoy.output
                 if per_head:
                     w = envoy.weight if conv else envoy.weight.T  # [n_heads*d_head, d_model]
                     z = value[0]
                     value = torch.einsum(
-                        "thd,hdm->thm", z.reshape(z.shape[0], nh, dh).to(w.dtype), w.reshape(nh, dh, -1)
+                        "thd,hdm->thm", z.reshape(z.shape[0], nh, dh).float(), w.reshape(nh, dh, -1).float()
                     )
+                elif clone:
+                    value = value.clone()
                 saved[key] = value.save()
         out: dict[tuple[str, int], torch.Tensor] = {}
         for key, wanted in keys.items():
@@ -203,7 +233,9 @@ class Model:
                         f"{self.name} returned no attention probabilities; load it with "
                         "attn_implementation='eager' (mi_widgets.load does so by default)"
                     )
-                value = value.detach() if site == "head_out" else value.detach()[0]
+                # head_out has no batch axis left; a flat read is [B*T, ...] with B = 1
+                flat = site == "head_out" or self.arch.reads[site].flat
+                value = value.detach() if flat else value.detach()[0]
                 out[(site, layer)] = value.float().cpu()
         return out
 
@@ -215,8 +247,8 @@ class Model:
         w = proj.weight.detach()
         w = w if self.arch.o_proj_kind == "conv1d" else w.T  # -> [n_heads*d_head, d_model]
         t = z.shape[0]
-        zh = z.reshape(t, self.n_heads, self.d_head).to(w.dtype)
-        wh = w.reshape(self.n_heads, self.d_head, -1)
+        zh = z.reshape(t, self.n_heads, self.d_head).float()
+        wh = w.reshape(self.n_heads, self.d_head, -1).float()
         return torch.einsum("thd,hdm->thm", zh, wh)
 
 
@@ -249,6 +281,7 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     attn_implementation: str = "eager",
+    components: Arch | dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Model:
     """Load a model and wrap it as a :class:`Model`.
@@ -259,7 +292,10 @@ def load(
     and tokenizer only, no weights) and runs every trace on NDIF through nnsight
     (``nnsight.CONFIG`` must hold your API key); ``remote="local"`` loads the weights here and
     runs every trace through nnsight's local simulation of a remote run (see :mod:`.remote`).
-    ``attn_implementation="eager"`` keeps attention probabilities readable. Extra keyword
+    ``attn_implementation="eager"`` keeps attention probabilities readable. ``device`` and
+    ``dtype`` (a ``torch.dtype`` or its name, e.g. ``"bfloat16"``) place the weights; values read
+    from the model still come back float32 on the CPU. ``components``: your own component map
+    for a family without a built-in one (a dict or :class:`Arch`; docs/models.md). Extra keyword
     arguments go to ``from_pretrained``.
     """
     from nnsight.modeling.transformers import TransformersModel
@@ -274,9 +310,11 @@ def load(
     remote = check_remote(remote)
     display, source = _resolve(name_or_path)
     if isinstance(dtype, str):
-        if not hasattr(torch, dtype):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'float16', 'bfloat16'")
         dtype = getattr(torch, dtype)
+    elif dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype or its name (e.g. 'bfloat16'), got {type(dtype).__name__}")
     local = Path(source).exists()
     try:
         config = AutoConfig.from_pretrained(source, **({} if local else {"trust_remote_code": kwargs.get("trust_remote_code", False)}))
@@ -304,7 +342,7 @@ def load(
         nn_model = TransformersModel(
             source, task=task, tokenizer=tokenizer, attn_implementation=attn_implementation, **kwargs
         )
-        return Model(nn_model, nn_model._module, nn_model.tokenizer, display, remote=True)
+        return Model(nn_model, nn_model._module, nn_model.tokenizer, display, remote=True, components=components)
 
     load_kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, **kwargs}
     if dtype is not None:
@@ -322,7 +360,8 @@ def load(
     hf.eval()
     if device is not None:
         hf.to(device)
-    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display, remote=remote)
+    _fold_logit_softcap(hf)
+    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display, remote=remote, components=components)
 
 
 class _quiet_progress:
@@ -346,9 +385,17 @@ class _quiet_progress:
             hf_logging.enable_progress_bar()
 
 
-def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None, *, remote: bool | str = False) -> Model:
+def wrap(
+    hf: torch.nn.Module,
+    tokenizer: Any,
+    name: str | None = None,
+    *,
+    remote: bool | str = False,
+    components: Arch | dict[str, Any] | None = None,
+) -> Model:
     """Wrap an already-loaded transformers model (e.g. a randomly initialised config);
-    ``remote="local"`` runs its traces through nnsight's local simulation of a remote run."""
+    ``remote="local"`` runs its traces through nnsight's local simulation of a remote run;
+    ``components``: your own component map (docs/models.md)."""
     remote = check_remote(remote)
     if getattr(hf.config, "_attn_implementation", "eager") != "eager":
         hf.config._attn_implementation = "eager"
@@ -356,7 +403,10 @@ def wrap(hf: torch.nn.Module, tokenizer: Any, name: str | None = None, *, remote
         "fill-mask" if type(hf).__name__.endswith("ForMaskedLM") else "feature-extraction"
     )
     hf.eval()
-    return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__, remote=remote)
+    _fold_logit_softcap(hf)
+    return Model(
+        _nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__, remote=remote, components=components
+    )
 
 
 def _nnsight(hf: torch.nn.Module, tokenizer: Any, task: str) -> Any:
