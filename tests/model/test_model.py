@@ -232,3 +232,130 @@ def test_next_tokens_are_the_softmax_top_k(family_model):
     top = m.next_tokens(TEXT, k=3)
     assert [t for t, _ in top] == m.to_str_tokens(torch.topk(probs, 3).indices)
     assert top[0][1] == pytest.approx(float(probs.max()), rel=1e-5)
+
+
+# -- your own component map -------------------------------------------------------------------
+
+_LLAMA_COMPONENTS = {
+    "layers": "model.layers", "embed": "model.embed_tokens", "final_norm": "model.norm", "unembed": "lm_head",
+    "sites": {
+        "resid_pre": "input",
+        "head_out": "self_attn.o_proj.input",
+        "attn_out": "self_attn.output.0",
+        "attn_pattern": "self_attn.output.1",
+        "resid_mid": "post_attention_layernorm.input",
+        "mlp_post": "mlp.down_proj.input",
+        "mlp_out": "mlp.output",
+        "resid_post": "output",
+    },
+}
+
+
+def test_a_components_dict_reads_the_same_values_as_the_built_in_map(bpe_tokenizer):
+    from conftest import _family_model
+
+    hf = _family_model("llama", len(bpe_tokenizer))
+    built_in = mw.wrap(hf, bpe_tokenizer)
+    own = mw.wrap(hf, bpe_tokenizer, components={**_LLAMA_COMPONENTS, "family": "mine"})
+    assert own.family == "mine" and own.sites == built_in.sites
+    assert (own.n_layers, own.d_head, own.d_mlp) == (built_in.n_layers, built_in.d_head, built_in.d_mlp)
+    ids = own.to_tokens(TEXT)
+    reads = [(s, 1) for s in own.sites]
+    a, b = built_in.run(ids, reads), own.run(ids, reads)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_a_family_without_a_built_in_map_works_with_components(bpe_tokenizer):
+    """GPTBigCode (StarCoder) has no built-in map: the error names components=, and a dict of its
+    module paths gives sites that match transformers' hidden states and the residual algebra."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=4, n_positions=128, vocab_size=len(bpe_tokenizer))
+    hf = tf.GPTBigCodeForCausalLM(cfg).eval()
+    with pytest.raises(ValueError, match=r"'gpt_bigcode'.*no built-in component map.*components="):
+        mw.wrap(hf, bpe_tokenizer)
+    m = mw.wrap(hf, bpe_tokenizer, components={
+        "layers": "transformer.h", "embed": "transformer.wte", "final_norm": "transformer.ln_f", "unembed": "lm_head",
+        "sites": {"resid_pre": "input", "head_out": "attn.c_proj.input", "attn_out": "attn.output.0",
+                  "resid_mid": "ln_2.input", "mlp_post": "mlp.c_proj.input", "mlp_out": "mlp.output",
+                  "resid_post": "output"},
+    })
+    assert "attn_pattern" not in m.sites
+    with pytest.raises(ValueError, match="attn_pattern.*not defined.*not given in components"):
+        m.check_site("attn_pattern")
+    ids = m.to_tokens(TEXT)
+    hs = _hidden_states(m, ids)
+    o = m.run(ids, [(s, 1) for s in m.sites] + [("resid_post", 0)])
+    torch.testing.assert_close(o[("resid_pre", 1)], hs[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o[("resid_post", 0)], hs[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(o[("resid_mid", 1)] - o[("resid_pre", 1)], o[("attn_out", 1)], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(o[("resid_post", 1)] - o[("resid_mid", 1)], o[("mlp_out", 1)], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        proj = hf.transformer.h[1].attn.c_proj
+        torch.testing.assert_close(o[("head_out", 1)].sum(1) + proj.bias, o[("attn_out", 1)], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "components, error, match",
+    [
+        ([1], TypeError, "components must be a dict or an mw.Arch"),
+        ({"layers": "model.layers"}, ValueError, "components needs 'embed'"),
+        ({**_LLAMA_COMPONENTS, "heads": 4}, ValueError, r"unknown components key\(s\) \['heads'\]"),
+        ({**_LLAMA_COMPONENTS, "layers": "model.blocks"}, ValueError, "layers 'model.blocks' is not a module"),
+        ({**_LLAMA_COMPONENTS, "sites": {"resid_pre": "input"}}, ValueError, "needs 'resid_post'"),
+        ({**_LLAMA_COMPONENTS, "sites": {"resid_pre": "input", "resid_post": "output", "mlp_in": "mlp.input"}},
+         ValueError, r"unknown site\(s\) \['mlp_in'\]"),
+        ({**_LLAMA_COMPONENTS, "sites": {"resid_pre": "input", "resid_post": "output", "mlp_out": "mlp"}},
+         ValueError, "end it with .input or .output"),
+        ({**_LLAMA_COMPONENTS, "sites": {"resid_pre": "input", "resid_post": "output", "mlp_out": "ffn.output"}},
+         ValueError, "site 'mlp_out' reads 'ffn', which block 0 does not have"),
+    ],
+)
+def test_a_bad_components_map_is_refused_by_name(bpe_tokenizer, components, error, match):
+    from conftest import _family_model
+
+    hf = _family_model("llama", len(bpe_tokenizer))
+    with pytest.raises(error, match=match):
+        mw.wrap(hf, bpe_tokenizer, components=components)
+
+
+def test_an_unsupported_model_type_is_refused_before_weights_load(tmp_path, bpe_tokenizer):
+    import transformers as tf
+
+    cfg = tf.GPTBigCodeConfig(n_embd=16, n_layer=1, n_head=2, vocab_size=len(bpe_tokenizer))
+    cfg.architectures = ["GPTBigCodeForCausalLM"]
+    cfg.save_pretrained(tmp_path)  # a config and no weights: the refusal must come first
+    with pytest.raises(ValueError, match="no built-in component map.*components="):
+        mw.load(tmp_path)
+
+
+# -- devices and dtypes -----------------------------------------------------------------------
+
+
+def test_bfloat16_loads_and_reads_float32_on_cpu_within_bf16_of_transformers(tmp_path, bpe_tokenizer):
+    """dtype= reaches the weights; every value read comes back float32 on the CPU and equals the
+    bf16 transformers model's own hidden states and logits (bf16 tolerance)."""
+    from conftest import _family_model
+
+    _family_model("llama", len(bpe_tokenizer)).save_pretrained(tmp_path)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    m = mw.load(tmp_path, dtype="bfloat16", device="cpu")
+    assert m.hf.dtype == torch.bfloat16 and m.device.type == "cpu"
+    ids = m.to_tokens(TEXT)
+    out = m.run(ids, [(s, layer) for layer in range(m.n_layers) for s in m.sites])
+    assert {(v.dtype, v.device.type) for v in out.values()} == {(torch.float32, "cpu")}
+    with torch.no_grad():
+        ref = m.hf(ids, output_hidden_states=True)
+    for layer in range(m.n_layers):
+        torch.testing.assert_close(out[("resid_pre", layer)], ref.hidden_states[layer][0].float(), atol=0, rtol=0)
+    pre, attn, mid = (out[(s, 1)] for s in ("resid_pre", "attn_out", "resid_mid"))
+    torch.testing.assert_close(mid, pre + attn, atol=2e-2, rtol=1.6e-2)  # the add itself rounds in bf16
+    lens = mw.logit_lens(m, TEXT, k=3)
+    probs = torch.softmax(ref.logits[0].float(), -1).topk(3).values
+    torch.testing.assert_close(lens.top_probs[-1], probs, atol=1e-3, rtol=1.6e-2)
+    with pytest.raises(ValueError, match="unknown dtype 'bfloat17'"):
+        mw.load(tmp_path, dtype="bfloat17")
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype or its name"):
+        mw.load(tmp_path, dtype=16)

@@ -405,6 +405,24 @@ def _check_config(mt: str, cfg: Any) -> None:
         pass  # dense layers in a MoE model: mlp_post stays undefined for every layer (one rule)
 
 
+def check_supported(config: Any) -> None:
+    """Refuse, before any weights are loaded, a config with no built-in component map or with a
+    field the built-in map does not implement (the error names the way out: ``components=``)."""
+    mt = getattr(config, "model_type", "")
+    if mt not in SUPPORTED:
+        raise ValueError(_no_map_message(mt, type(config).__name__))
+    _check_config(mt, config)
+
+
+def _no_map_message(mt: str, what: str) -> str:
+    return (
+        f"model type {mt!r} ({what}) has no built-in component map; built-in: "
+        f"{', '.join(SUPPORTED)}. Describe its modules yourself with mw.load(..., components={{...}}) "
+        "or mw.wrap(hf_model, tokenizer, components={...}) (docs/models.md, 'Your own component map'). "
+        "The raw nnsight model is still usable as model.nn."
+    )
+
+
 def _arch_for(hf: torch.nn.Module) -> Arch:
     mt = getattr(hf.config, "model_type", "")
     names = {n for n, _ in hf.named_children()}
@@ -439,12 +457,7 @@ def _arch_for(hf: torch.nn.Module) -> Arch:
     if mt in ("bert", "roberta"):
         prefix = f"{mt}." if mt in names else ""
         return _bert(prefix, has_lm_head=any(n in names for n in ("cls", "lm_head")), family=mt)
-    raise ValueError(
-        f"model type {mt!r} ({type(hf).__name__}) has no built-in component map; built-in: "
-        f"{', '.join(SUPPORTED)}. Describe its modules yourself with mw.load(..., components={{...}}) "
-        "or mw.wrap(hf_model, tokenizer, components={...}) (docs/models.md, 'Your own component map'). "
-        "The raw nnsight model is still usable as model.nn."
-    )
+    raise ValueError(_no_map_message(mt, type(hf).__name__))
 
 
 class _Chain(torch.nn.Module):

@@ -24,6 +24,7 @@ from .families import (
     _fold_logit_softcap,
     _get,
     arch_from_components,
+    check_supported,
 )
 from .lock import install as install_lock
 from .remote import check_remote
@@ -327,6 +328,8 @@ def load(
             "Pass a local model directory, or check the id and your connection. "
             f"Underlying error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
+    if components is None:
+        check_supported(config)  # before any weights are loaded
     archs = list(getattr(config, "architectures", None) or [])
     if getattr(config, "is_decoder", False) or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         auto, task = AutoModelForCausalLM, "text-generation"
