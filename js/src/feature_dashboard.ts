@@ -6,6 +6,9 @@
  * them as batches finish). Right: the selected feature (`feature` trait): activation histogram,
  * logit effects, top and band-sampled examples coloured by the feature, and steer / ablate on a
  * prompt (request "steer"), with the before/after next-token distributions.
+ * Automated interpretability: score badges (`scores`: per feature, each score next to its
+ * random-explanation baseline) in the list and under the title; the Explain button sends
+ * request "explain" for the selected feature (progress shown; errors as short replies).
  * Tokens are only ever written with textContent.
  */
 
@@ -42,6 +45,12 @@ interface Logit {
   token: string;
   id: number;
   value: number;
+}
+interface Badge {
+  name: string;
+  label: string;
+  value: number;
+  baseline: number | null;
 }
 interface TopTok {
   token: string;
@@ -123,6 +132,19 @@ function render({ model, el }: RenderProps): Cleanup {
     steerNote,
     steerPanel,
   ]);
+  // autointerp controls, also outside `pane`'s redraws
+  const explainBtn = h("button", "mw-explain-btn", "explain");
+  explainBtn.type = "button";
+  explainBtn.title = "write an explanation of the selected feature and score it (simulation, detection, fuzzing, intervention) against random explanations";
+  const aiText = h("div", "mw-ai-text");
+  const aiBadges = h("div", "mw-ai-badges");
+  const aiNote = h("div", "mw-ai-note");
+  const aiBox = h("div", "mw-ai", [
+    h("div", "mw-ai-head", [h("span", "mw-section", "Explanation & scores (vs random explanations)"), explainBtn]),
+    aiText,
+    aiBadges,
+    aiNote,
+  ]);
   const root = h("div", "mw-feature-dashboard", [
     style(CSS),
     h("div", "mw-header", [title, h("span", "mw-status-wrap", [bar.el, pill.el, stopBtn])]),
@@ -134,7 +156,7 @@ function render({ model, el }: RenderProps): Cleanup {
         listEl,
         listNote,
       ]),
-      h("div", "mw-feature-pane", [pane, steerBox]),
+      h("div", "mw-feature-pane", [aiBox, pane, steerBox]),
     ]),
     tip.el,
   ]);
@@ -143,6 +165,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const isStatic = () => model.get("static") === true;
   let localError = "";
   let busy = false;
+  let aiBusy = false;
   let exActs: ArrayLike<number> | null = null;
 
   // ------------------------------------------------------------------ header
@@ -172,6 +195,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const maxa = wireData(model.get("max_act"));
     const n = num(model.get("d_sae"));
     const expl = (model.get("explanations") as Record<string, unknown> | null) ?? {};
+    const scores = (model.get("scores") as Record<string, unknown> | null) ?? {};
     const q = search.value.trim().toLowerCase();
     const sel = num(model.get("selected"), -1);
     let ids = Array.from({ length: n }, (_, i) => i);
@@ -188,8 +212,11 @@ function render({ model, el }: RenderProps): Cleanup {
     const frag = document.createDocumentFragment();
     for (const i of ids.slice(0, MAX_ROWS)) {
       const e = str(expl[String(i)]);
+      const first = badgesOf(scores[String(i)])[0];
+      const nameCell = h("span", "mw-fcell", [h("span", "mw-fname", e ? `#${i} ${e}` : `#${i}`)]);
+      if (first) nameCell.appendChild(badgeEl(first, "mw-score-badge"));
       const row = h("button", "mw-feature-row", [
-        h("span", "mw-fname", e ? `#${i} ${e}` : `#${i}`),
+        nameCell,
         h("span", "mw-num", freq ? fmt(freq[i], 3) : "–"),
         h("span", "mw-num", maxa ? fmt(maxa[i], 3) : "–"),
       ]);
@@ -288,6 +315,78 @@ function render({ model, el }: RenderProps): Cleanup {
     });
   }
 
+  // ------------------------------------------------------------------ autointerp
+  function badgesOf(x: unknown): Badge[] {
+    if (x == null || typeof x !== "object") return [];
+    return arr<Badge>((x as Record<string, unknown>).badges).filter((b) => b && typeof b === "object");
+  }
+
+  /** A score badge: "label value", the random baseline in the title; coloured by whether the
+   * explanation beats the baseline. */
+  function badgeEl(b: Badge, cls: string): HTMLElement {
+    const v = num(b.value, NaN);
+    const base = b.baseline == null ? NaN : num(b.baseline, NaN);
+    const el = h("span", cls, `${str(b.label)} ${fmt(v, 2)}`);
+    el.dataset.name = str(b.name);
+    el.dataset.value = String(v);
+    if (Number.isFinite(base)) {
+      el.dataset.baseline = String(base);
+      el.classList.add(v > base ? "mw-beats" : "mw-fails");
+    }
+    el.title = `${str(b.name)} ${fmt(v, 3)}${Number.isFinite(base) ? ` · random explanations ${fmt(base, 3)}` : ""}`;
+    return el;
+  }
+
+  function renderAI(): void {
+    const sel = num(model.get("selected"), -1);
+    const stat = isStatic();
+    explainBtn.disabled = model.get("can_explain") !== true || stat || sel < 0 || aiBusy;
+    explainBtn.hidden = stat;
+    const expl = (model.get("explanations") as Record<string, unknown> | null) ?? {};
+    const scores = (model.get("scores") as Record<string, unknown> | null) ?? {};
+    const e = sel >= 0 ? str(expl[String(sel)]) : "";
+    setText(aiText, e ? e : sel >= 0 ? "no explanation yet" : "");
+    aiText.classList.toggle("mw-empty-expl", !e);
+    clear(aiBadges);
+    for (const b of badgesOf(scores[String(sel)])) {
+      const wrap = h("span", "mw-badge-wrap", [badgeEl(b, "mw-badge")]);
+      if (b.baseline != null && Number.isFinite(num(b.baseline, NaN))) wrap.appendChild(h("span", "mw-badge-base", `random ${fmt(num(b.baseline), 2)}`));
+      aiBadges.appendChild(wrap);
+    }
+    if (!aiBusy) setText(aiNote, "");
+  }
+
+  async function runExplain(): Promise<void> {
+    const feature = num(model.get("selected"), -1);
+    if (feature < 0) return;
+    aiBusy = true;
+    localError = "";
+    setText(aiNote, "explaining…");
+    renderAI();
+    renderHeader();
+    try {
+      const { response } = await request<Record<string, unknown>>(model, "explain", { feature }, {
+        timeoutMs: 30 * 60_000,
+        onProgress: (done, total) => setText(aiNote, `explaining… ${done}/${total}`),
+      });
+      // the kernel sets the traits too; apply the reply at once so the view never lags it
+      const expl = { ...((model.get("explanations") as Record<string, unknown> | null) ?? {}) };
+      expl[String(feature)] = str(response.explanation);
+      model.set("explanations", expl);
+      if (response.scores && typeof response.scores === "object" && "badges" in (response.scores as object)) {
+        const sc = { ...((model.get("scores") as Record<string, unknown> | null) ?? {}) };
+        sc[String(feature)] = response.scores;
+        model.set("scores", sc);
+      }
+    } catch (e) {
+      localError = errorText(e);
+    } finally {
+      aiBusy = false;
+      renderAI();
+      renderHeader();
+    }
+  }
+
   // ------------------------------------------------------------------ steering
   function topList(rows: TopTok[], run: string): HTMLElement {
     const list = h("div", "mw-topk-list", [h("div", "mw-note", run)]);
@@ -355,6 +454,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const onSteer = () => void runSteer("steer");
   const onAblate = () => void runSteer("ablate");
   const onStop = () => void request(model, "stop", {}).catch(() => undefined);
+  const onExplain = () => void runExplain();
   const onPrompt = () => {
     model.set("prompt", promptIn.value);
     model.save_changes();
@@ -375,17 +475,20 @@ function render({ model, el }: RenderProps): Cleanup {
   dom(steerBtn, "click", onSteer);
   dom(ablateBtn, "click", onAblate);
   dom(stopBtn, "click", onStop);
+  dom(explainBtn, "click", onExplain);
   dom(promptIn, "change", onPrompt);
   dom(coefIn, "change", onCoef);
 
   listen(["status", "progress", "n_texts_done", "error", "n_tokens"], renderHeader);
-  listen(["frequency", "max_act", "explanations", "selected", "d_sae"], renderList);
+  listen(["frequency", "max_act", "explanations", "scores", "selected", "d_sae"], renderList);
+  listen(["explanations", "scores", "selected", "can_explain"], renderAI);
   listen(["feature", "selected"], renderFeature);
   listen(["steer_result", "prompt", "coef", "selected", "can_steer"], renderSteer);
   renderHeader();
   renderList();
   renderFeature();
   renderSteer();
+  renderAI();
 
   return () => {
     dispose();

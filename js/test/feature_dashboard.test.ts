@@ -183,3 +183,65 @@ describe("FeatureDashboard: live kernel", () => {
     expect(sent[0]).toMatchObject({ name: "stop" });
   });
 });
+
+describe("FeatureDashboard: explanations and scores", () => {
+  const scores = {
+    "0": {
+      explanation: "<b>cities</b>",
+      scorer: "rule",
+      badges: [
+        { name: "simulation", label: "sim", value: 0.98, baseline: -0.04 },
+        { name: "intervention", label: "int", value: 0.4, baseline: 0.47 },
+      ],
+    },
+  };
+
+  it("shows score badges next to a feature and under its title, each with its random baseline", () => {
+    const { root } = mount(staticModel(baseState({ scores })));
+    const rowBadge = root.querySelector<HTMLElement>('.mw-feature-row[data-feature="0"] .mw-score-badge')!;
+    expect(rowBadge.textContent).toBe("sim 0.98");
+    expect(rowBadge.classList.contains("mw-beats")).toBe(true);
+    expect(root.querySelector('.mw-feature-row[data-feature="3"] .mw-score-badge')).toBeNull();
+    // the row's name cell still reads as before
+    expect(root.querySelector('.mw-feature-row[data-feature="0"] .mw-fname')!.textContent).toBe("#0 <b>cities</b>");
+    const badges = Array.from(root.querySelectorAll<HTMLElement>(".mw-ai-badges .mw-badge"));
+    expect(badges.map((b) => b.textContent)).toEqual(["sim 0.98", "int 0.40"]);
+    expect(badges[1].classList.contains("mw-fails")).toBe(true);
+    expect(Array.from(root.querySelectorAll(".mw-badge-base")).map((b) => b.textContent)).toEqual(["random -0.040", "random 0.47"]);
+    expect(root.querySelector(".mw-ai-text")!.textContent).toBe("<b>cities</b>");
+    expect(root.querySelector("b")).toBeNull();
+    // static: no Explain
+    expect(root.querySelector<HTMLButtonElement>("button.mw-explain-btn")!.disabled).toBe(true);
+  });
+
+  it("Explain sends 'explain' for the selected feature, shows progress, then the explanation and badges", async () => {
+    const { model, sent, reply } = liveModel(baseState({ can_explain: true, selected: 3, explanations: {} }));
+    const { root, rows } = mount(model);
+    const btn = root.querySelector<HTMLButtonElement>("button.mw-explain-btn")!;
+    expect(btn.disabled).toBe(false);
+    expect(root.querySelector(".mw-ai-text")!.textContent).toBe("no explanation yet");
+    click(btn);
+    expect(sent[0]).toMatchObject({ kind: "mw-request", name: "explain", msg: { feature: 3 } });
+    expect(btn.disabled).toBe(true);
+    reply({ kind: "mw-progress", id: sent[0].id, done: 2, total: 8 });
+    expect(root.querySelector(".mw-ai-note")!.textContent).toBe("explaining… 2/8");
+    const response = {
+      feature: 3, explanation: "tokens in {Paris, Rome}",
+      scores: { explanation: "tokens in {Paris, Rome}", scorer: "rule", badges: [{ name: "simulation", label: "sim", value: 0.9, baseline: 0.1 }] },
+    };
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response });
+    await flush();
+    expect(btn.disabled).toBe(false);
+    expect(root.querySelector(".mw-ai-text")!.textContent).toBe("tokens in {Paris, Rome}");
+    expect(root.querySelector('.mw-feature-row[data-feature="3"] .mw-score-badge')!.textContent).toBe("sim 0.90");
+    const search = root.querySelector<HTMLInputElement>("input.mw-search")!;
+    search.value = "paris";
+    search.dispatchEvent(new Event("input"));
+    expect(rows()).toEqual([3]);
+    click(btn);
+    reply({ kind: "mw-response", id: sent[1].id, ok: false, error: "LMError: HTTP 401 from http://x/v1/chat/completions" });
+    await flush();
+    expect(root.querySelector(".mw-error")!.textContent).toContain("HTTP 401");
+    expect(root.querySelector(".mw-ai-text")!.textContent).toBe("tokens in {Paris, Rome}");
+  });
+});

@@ -10,6 +10,8 @@ import torch
 import traitlets
 
 from .. import wire
+from ..core.autointerp.batch import Cache, autointerp_feature
+from ..core.autointerp.scoring import SCORES, Scores
 from ..core.decomposition.features import (
     FeatureData,
     FeatureExample,
@@ -61,6 +63,14 @@ class FeatureDashboard(MIWidget):
     negative logit effects, and steer / ablate buttons showing the next-token distribution of a
     prompt before and after.
 
+    Automated interpretability: the list searches explanation text and shows score badges
+    (``scores``); the Explain button runs :func:`~mi_widgets.core.autointerp.batch.autointerp_feature`
+    on the selected feature (request ``"explain"``, with progress) with ``explainer`` (default a
+    :class:`~mi_widgets.core.autointerp.explain.RuleExplainer`; or an ``OpenAIClient`` /
+    ``LocalLM``) and ``scorer`` (default a ``RuleSimulator``), through ``autointerp_cache`` (a
+    file path) when given; ``autointerp_kwargs`` go to it (``scores=``, ``n_prompts=`` ...).
+    ``set_scores(result)`` shows the scores of a batch run (``autointerp(...)``).
+
     ``FeatureDashboard(model, sae, texts=None, explanations=None, prompt=..., **pass_kwargs)``
     starts :func:`~mi_widgets.core.decomposition.features.feature_pass` in a background thread; the list fills
     as batches finish (``status="running"``, ``progress``), and ``stop()`` ends it early.
@@ -89,6 +99,8 @@ class FeatureDashboard(MIWidget):
     progress = traitlets.Float(1.0).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
+    scores = traitlets.Dict().tag(sync=True)
+    can_explain = traitlets.Bool(False).tag(sync=True)
 
     #: seconds between list refreshes while the pass runs
     refresh_s = 0.5
@@ -104,8 +116,18 @@ class FeatureDashboard(MIWidget):
         data: FeatureData | None = None,
         background: bool = True,
         k: int = 10,
+        explainer: Any = None,
+        scorer: Any = None,
+        autointerp_cache: Any = None,
+        autointerp_kwargs: dict | None = None,
         **pass_kwargs: Any,
     ) -> None:
+        if explainer is not None and not (hasattr(explainer, "explain_records") or hasattr(explainer, "complete")):
+            raise TypeError(f"explainer must be a RuleExplainer or a language model client, got {type(explainer).__name__}")
+        if scorer is not None and not (hasattr(scorer, "simulate") or hasattr(scorer, "complete")):
+            raise TypeError(f"scorer must be a RuleSimulator, an LMScorer or a language model client, got {type(scorer).__name__}")
+        if autointerp_kwargs is not None and not isinstance(autointerp_kwargs, dict):
+            raise TypeError("autointerp_kwargs must be a dict")
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
         if data is None:
             if model is None or sae is None:
@@ -119,6 +141,9 @@ class FeatureDashboard(MIWidget):
         self._sae = data.sae
         self._last_push = 0.0
         self._push_lock = threading.Lock()
+        self._explainer, self._scorer = explainer, scorer
+        self._ai_cache = Cache(autointerp_cache) if autointerp_cache is not None and not isinstance(autointerp_cache, Cache) else autointerp_cache
+        self._ai_kwargs = dict(autointerp_kwargs or {})
         super().__init__(k=k)
         with self.hold_trait_notifications():
             self.model_name, self.site, self.layer = data.model_name, data.site, data.layer
@@ -126,6 +151,7 @@ class FeatureDashboard(MIWidget):
             self.explanations = {str(a): b for a, b in data.explanations.items()}
             self.prompt = prompt
             self.can_steer = self._model is not None and self._sae is not None and self._model.causal
+            self.can_explain = self._model is not None and self._sae is not None
             self._push(force=True)
         if data.running:
             data._listeners.append(lambda d: self._push())
@@ -234,6 +260,40 @@ class FeatureDashboard(MIWidget):
             self.steer_result = out
         return out
 
+    def set_scores(self, scores: Any) -> None:
+        """Show scores: a ``Scores``, a list of them, a dict ``{feature: Scores}`` or an
+        ``AutointerpResult`` (its explanations are shown too)."""
+        if hasattr(scores, "scores") and hasattr(scores, "explanations"):
+            self.explanations = {**self.explanations, **{str(f): e.text for f, e in scores.explanations.items()}}
+            for f, e in scores.explanations.items():
+                self._data.explanations[int(f)] = e.text
+            scores = scores.scores
+        items = list(scores.values()) if isinstance(scores, dict) else [scores] if isinstance(scores, Scores) else list(scores)
+        if not all(isinstance(s, Scores) for s in items):
+            raise TypeError("scores must be Scores (from score_explanation or autointerp)")
+        self.scores = {**self.scores, **{str(s.feature): scores_payload(s) for s in items}}
+
+    @request_handler("explain")
+    def _explain(self, msg: dict, progress: Any) -> dict:
+        if not self.can_explain:
+            raise ValueError("explaining needs the model and the dictionary of the pass")
+        f = msg.get("feature", self.selected)
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < self.d_sae:
+            raise ValueError(f"feature must be an int in 0..{self.d_sae - 1}, got {f!r}")
+        if int(self._data.stats.n_fire[f]) == 0:
+            raise ValueError(f"feature {f} never fired in the pass: nothing to explain")
+        kw = {"scores": SCORES, **self._ai_kwargs}
+        e, s, _ = autointerp_feature(self._data, f, explainer=self._explainer, scorer=self._scorer,
+                                     cache=self._ai_cache, progress=progress, **kw)
+        self._data.explanations[f] = e.text
+        with self.hold_trait_notifications():
+            self.explanations = {**self.explanations, str(f): e.text}
+            if s is not None:
+                self.scores = {**self.scores, str(f): scores_payload(s)}
+            if self.selected == f:
+                self.feature = feature_payload(self._data.feature(f))
+        return {"feature": f, "explanation": e.text, "scores": scores_payload(s) if s is not None else {}}
+
     @request_handler("stop")
     def _stop(self, msg: dict, progress: Any) -> dict:
         running = self._data.running
@@ -243,13 +303,26 @@ class FeatureDashboard(MIWidget):
     # -- static export ------------------------------------------------------------------
 
     def _static_extra(self, budget: int) -> dict:
-        return {"can_steer": False}
+        return {"can_steer": False, "can_explain": False}
 
     def _fallback_text(self) -> str:
         return (
             f"FeatureDashboard · {self.model_name} · {self.site} layer {self.layer} · {self.d_sae} features · "
             f"{self.n_texts_done}/{self.n_texts} texts"
         )
+
+
+#: the scores shown as badges (name in Scores.values, short label)
+BADGES = (("simulation", "sim"), ("detection_balanced_accuracy", "det"), ("fuzzing_balanced_accuracy", "fuzz"),
+          ("intervention", "int"))
+
+
+def scores_payload(s: Scores) -> dict:
+    """A feature's badges for the view: ``{explanation, scorer, badges: [{name, label, value,
+    baseline}]}`` (the scores measured, in BADGES order, each with its random baseline)."""
+    return {"explanation": s.explanation, "scorer": s.scorer, "badges": [
+        {"name": n, "label": lab, "value": float(s.values[n]), "baseline": float(s.baseline[n]) if n in s.baseline else None}
+        for n, lab in BADGES if n in s.values]}
 
 
 def _default_coef(max_act: float) -> float:

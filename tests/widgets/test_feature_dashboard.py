@@ -162,7 +162,8 @@ def test_from_result_and_repr(tiny, sae, texts):
 def test_static_export_shows_list_and_first_feature_literally(dash, tiny, tmp_path, pytestconfig):
     dash.select(0)
     out = tmp_path / "dash.html"
-    page_html = dash.to_html(out, title="<script>window.__pwned=4</script>")
+    assert dash.to_html(out, title="<script>window.__pwned=4</script>") == out  # with a path: the path
+    page_html = out.read_text(encoding="utf-8")
     assert "window.__pwned=7" in page_html and "<img src=x" not in page_html.split("<script>")[0]
     browser = launch(pytestconfig)
     try:
@@ -216,3 +217,41 @@ def test_hostile_text_tokens_render_literally_in_examples(tiny, sae, texts, tmp_
         assert page.locator(".mw-feature-dashboard img, .mw-feature-dashboard b").count() == 0
     finally:
         browser.close()
+
+
+def test_explain_request_writes_the_explanation_and_score_badges(dash, tmp_path):
+    """"explain" runs the rule explainer and scorer on the selected feature: the planted city
+    feature gets a rule naming cities, badges that beat their random baselines, and a second
+    request comes from the cache; a failing language model leaves the state as it was."""
+    from mi_widgets.core.autointerp.client import LMError, OpenAIClient
+    from mi_widgets.core.autointerp.explain import parse_rule
+
+    saved = dict(dash.data.explanations)
+    try:
+        w = FeatureDashboard.from_result(
+            dash.data, autointerp_cache=tmp_path / "ai.sqlite",
+            autointerp_kwargs={"scores": ("simulation", "detection"), "n_negative": 4, "n_baseline": 2},
+        )
+        assert w.can_explain
+        seen = []
+        out = w._explain({"feature": 0}, lambda d, t: seen.append((d, t)))
+        assert seen and seen[-1][0] == seen[-1][1]
+        m = parse_rule(out["explanation"])
+        assert any(m(c) for c in CITY_TOKENS) and not m(" the")
+        assert w.explanations["0"] == out["explanation"] == dash.data.explanations[0]
+        badges = w.scores["0"]["badges"]
+        assert [b["name"] for b in badges] == ["simulation", "detection_balanced_accuracy"]
+        assert all(b["value"] > b["baseline"] for b in badges) and badges[0]["value"] > 0.5
+        assert w.request("explain", {"feature": 0}) == out  # cached: the same answer
+        json.dumps(w.scores, allow_nan=False)  # no NaN reaches the browser
+        with pytest.raises(ValueError, match="feature"):
+            w.request("explain", {"feature": 99})
+        broken = FeatureDashboard.from_result(dash.data, explainer=OpenAIClient("http://127.0.0.1:9/v1", "m", retries=0, timeout=2))
+        with pytest.raises(LMError, match="cannot reach"):
+            broken.request("explain", {"feature": 1})
+        assert "1" not in broken.scores and broken.explanations.get("1", "") == saved.get(1, "")
+        with pytest.raises(TypeError, match="explainer"):
+            FeatureDashboard.from_result(dash.data, explainer="gpt-4")
+    finally:
+        dash.data.explanations.clear()
+        dash.data.explanations.update(saved)

@@ -54,6 +54,21 @@ ${R} .mw-coef{width:6em}
 ${R} .mw-steer-panel{display:flex;gap:16px;margin:6px 0 0}
 ${R} .mw-topk-row .mw-up{color:rgb(178,24,43)}
 ${R} .mw-topk-row .mw-down{color:rgb(33,102,172)}
+${R} .mw-fcell{display:flex;gap:4px;align-items:baseline;min-width:0}
+${R} .mw-fcell .mw-fname{flex:1 1 auto;min-width:0}
+${R} .mw-score-badge,${R} .mw-badge{flex:0 0 auto;font-family:${CODE};font-size:10.5px;font-weight:400;padding:0 4px;border-radius:8px;
+  border:1px solid var(--mw-border);white-space:nowrap}
+${R} .mw-beats{background:rgba(27,120,55,.14);border-color:rgba(27,120,55,.5)}
+${R} .mw-fails{background:rgba(127,127,127,.12)}
+${R} .mw-ai{border:1px solid var(--mw-border);border-radius:4px;padding:4px 6px;margin:0 0 8px}
+${R} .mw-ai-head{display:flex;align-items:center;justify-content:space-between;gap:8px}
+${R} .mw-ai-head .mw-section{margin:2px 0}
+${R} .mw-ai-text{font-size:13px;overflow-wrap:anywhere;margin:2px 0}
+${R} .mw-ai-text.mw-empty-expl{color:var(--mw-fg2);font-size:12px}
+${R} .mw-ai-badges{display:flex;flex-wrap:wrap;gap:4px 10px;margin:2px 0}
+${R} .mw-badge-wrap{display:inline-flex;gap:4px;align-items:baseline}
+${R} .mw-badge-base{color:var(--mw-fg2);font-size:10.5px}
+${R} .mw-ai-note{color:var(--mw-fg2);font-size:11.5px;min-height:0}
 ${R} .mw-tooltip{position:absolute;z-index:20;pointer-events:none;max-width:min(360px,95%);padding:4px 8px;background:var(--mw-bg0);
   border:1px solid var(--mw-border);border-radius:4px;box-shadow:0 2px 10px rgba(0,0,0,.2);font-size:12px}
 ${R} .mw-tt-token{font-family:${CODE};white-space:pre-wrap;overflow-wrap:anywhere;font-weight:600}
