@@ -87,6 +87,13 @@ ATTN_OUT = _table(
     e=(("self_attention.dense", None), ("bloom",)),
     f=(("self_attention", 0), ("falcon_sequential_alibi", *_FALCON_PARALLEL)),
 )
+MLP_OUT = _table(
+    a=(("mlp", None), ("gpt2", "gptj", "phi", *_LLAMA, "neox", "neox_sequential", "falcon_sequential_alibi",
+                       *_FALCON_PARALLEL)),
+    b=(("post_feedforward_layernorm", None), _SANDWICH),
+    c=(("fc2", None), _OPT),
+    d=(("mlp.dense_4h_to_h", None), ("bloom",)),
+)
 POST_LN_NORMS = {
     "bert": ("attention.output.LayerNorm", "output.LayerNorm"),
     "roberta": ("attention.output.LayerNorm", "output.LayerNorm"),
@@ -102,7 +109,8 @@ _MODELS: dict[str, tuple] = {}
 
 @pytest.fixture
 def fam(request, bpe_tokenizer):
-    """(family, Model, the config's final logit soft-cap before wrapping), built once per family;
+    """(family, Model, the config's final logit soft-cap, transformers' hidden states and logits
+    on TEXT, both taken before wrapping), built once per family;
     norm weights and biases are random so that (1+w) norms and biases are exercised."""
     name = request.param
     if name not in _MODELS:
@@ -113,7 +121,12 @@ def fam(request, bpe_tokenizer):
                 if p.ndim == 1 and pname.endswith("weight"):  # norm gains
                     p.add_(torch.randn(p.shape, generator=g) * 0.3)
         cap = getattr(hf.config, "final_logit_softcapping", None)
-        _MODELS[name] = (name, mw.wrap(hf, bpe_tokenizer, name), cap)
+        ids = bpe_tokenizer(TEXT, return_tensors="pt")["input_ids"]
+        with torch.no_grad():  # transformers' own outputs, before mi-widgets touches the model
+            out = hf(ids, output_hidden_states=True)
+        logits = out.logits[0].float().clone() if name not in ENCODERS else None
+        ref = ([h[0].clone() for h in out.hidden_states], logits)
+        _MODELS[name] = (name, mw.wrap(hf, bpe_tokenizer, name), cap, ref)
     return _MODELS[name]
 
 
@@ -138,28 +151,39 @@ def _hf_out(m, ids):
 
 
 @_fams(ALL_FAMILIES)
+def test_wrapping_leaves_the_models_outputs_unchanged(fam):
+    """wrap() prepares some families (Gemma's soft-cap into lm_head, OPT's unflattened MLP,
+    Falcon's copied MLP output): the model's hidden states and logits stay what they were."""
+    _, m, _, (hs, logits) = fam
+    out = _hf_out(m, m.to_tokens(TEXT))
+    for a, b in zip(out.hidden_states, hs, strict=True):
+        torch.testing.assert_close(a[0], b, atol=1e-6, rtol=1e-5)
+    if logits is not None:
+        torch.testing.assert_close(out.logits[0].float(), logits, atol=1e-6, rtol=1e-5)
+
+
+@_fams(ALL_FAMILIES)
 def test_resid_stream_matches_transformers_hidden_states(fam):
-    family, m, _ = fam
+    family, m, _, (hs, _) = fam
     ids = m.to_tokens(TEXT)
-    hs = _hf_out(m, ids).hidden_states
     L = m.n_layers
     out = m.run(ids, [(s, layer) for layer in range(L) for s in ("resid_pre", "resid_post")])
     for layer in range(L):
-        torch.testing.assert_close(out[("resid_pre", layer)], hs[layer][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[("resid_pre", layer)], hs[layer], atol=1e-5, rtol=1e-5)
     for layer in range(L - 1):
-        torch.testing.assert_close(out[("resid_post", layer)], hs[layer + 1][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[("resid_post", layer)], hs[layer + 1], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(out[("resid_pre", layer + 1)], out[("resid_post", layer)])
     # transformers' last hidden state is after the final norm (and OPT's project_out) in decoders
     last = out[("resid_post", L - 1)]
     with torch.no_grad():
         for p in FINAL[family]:
             last = _get(m.hf, p)(last)
-    torch.testing.assert_close(last, hs[L][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last, hs[L], atol=1e-5, rtol=1e-5)
 
 
 @_fams(SEQUENTIAL)
 def test_sequential_blocks_add_attn_out_then_mlp_out(fam):
-    _, m, _ = fam
+    _, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     for layer in range(m.n_layers):
         o = m.run(ids, [(s, layer) for s in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")])
@@ -171,7 +195,7 @@ def test_sequential_blocks_add_attn_out_then_mlp_out(fam):
 
 @_fams(PARALLEL)
 def test_parallel_blocks_add_both_and_have_no_resid_mid(fam):
-    _, m, _ = fam
+    _, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     o = m.run(ids, [(s, 1) for s in ("resid_pre", "attn_out", "mlp_out", "resid_post")])
     torch.testing.assert_close(o[("resid_post", 1)] - o[("resid_pre", 1)], o[("attn_out", 1)] + o[("mlp_out", 1)],
@@ -184,7 +208,7 @@ def test_parallel_blocks_add_both_and_have_no_resid_mid(fam):
 
 @_fams(POST_LN)
 def test_post_ln_blocks_normalise_after_each_add(fam):
-    family, m, _ = fam
+    family, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     o = m.run(ids, [(s, 1) for s in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")])
     blk = _get(m.hf, BLOCKS[family])[1]
@@ -212,7 +236,7 @@ def test_head_out_is_each_heads_write_through_the_output_projection(fam):
     """head_out equals z (a hook on the projection's input) per head times the projection's
     weight; the heads plus the bias sum to the projection's output, which is attn_out except
     behind a post-attention norm (Gemma 2/3, OLMo 2), where that norm of it is attn_out."""
-    family, m, _ = fam
+    family, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     proj = _get(_get(m.hf, BLOCKS[family])[2], O_PROJ[family])
     zbox, h1 = _capture(proj, "pre")
@@ -243,7 +267,7 @@ def test_head_out_is_each_heads_write_through_the_output_projection(fam):
 def test_mlp_post_through_the_down_projection_is_mlp_out(fam):
     """mlp_post is what the down projection reads (checked with a hook on it); projected, it is
     mlp_out, or for Gemma 2/3 and OLMo 2 the MLP output before post_feedforward_layernorm."""
-    family, m, _ = fam
+    family, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     blk = _get(m.hf, BLOCKS[family])[0]
     down = _get(blk, DOWN[family])
@@ -264,7 +288,7 @@ def test_mlp_post_through_the_down_projection_is_mlp_out(fam):
 
 @_fams(MOE)
 def test_moe_blocks_refuse_mlp_post_and_read_the_moe_output(fam):
-    family, m, _ = fam
+    family, m, _, _ = fam
     ids = m.to_tokens(TEXT)
     with pytest.raises(ValueError, match="mlp_post.*not defined.*mixture-of-experts.*read mlp_out"):
         m.run(ids, [("mlp_post", 0)])
@@ -281,10 +305,8 @@ def test_moe_blocks_refuse_mlp_post_and_read_the_moe_output(fam):
 def test_unembedding_path_and_logit_lens_give_the_models_logits(fam):
     """The map's final norm and unembedding turn the last resid_post into the model's logits
     (soft-capped where the config says so), and the logit lens' rows equal a hand-written tail."""
-    family, m, cap = fam
+    family, m, cap, (_, logits) = fam
     ids = m.to_tokens(TEXT)
-    out = _hf_out(m, ids)
-    logits = out.logits[0].float()
     L = m.n_layers
     o = m.run(ids, [("resid_post", L - 1), ("resid_post", L - 2)])
     torch.testing.assert_close(_hand_tail(m, family, cap, o[("resid_post", L - 1)]), logits, atol=1e-5, rtol=1e-4)
@@ -305,10 +327,12 @@ def _reference_patching(m, family, site, layers, positions):
     clean, corrupt = m.to_tokens(CLEAN), m.to_tokens(CORRUPT)
     blocks = _get(m.hf, BLOCKS[family])
 
-    def module(layer):
-        return blocks[layer] if site == "resid_pre" else _get(blocks[layer], ATTN_OUT[family][0])
+    where = MLP_OUT[family] if site == "mlp_out" else ATTN_OUT.get(family)
 
-    item = None if site == "resid_pre" else ATTN_OUT[family][1]
+    def module(layer):
+        return blocks[layer] if site == "resid_pre" else _get(blocks[layer], where[0])
+
+    item = None if site == "resid_pre" else where[1]
     cache = {}
     handles = []
     block_in = {}
@@ -381,9 +405,9 @@ RESID_MID_PATCHABLE = ["llama", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "p
 
 
 @_fams(PATCHABLE)
-@pytest.mark.parametrize("site", ["resid_pre", "attn_out"])
+@pytest.mark.parametrize("site", ["resid_pre", "attn_out", "mlp_out"])
 def test_activation_patching_grid_equals_a_torch_hook_reference(fam, site):
-    family, m, _ = fam
+    family, m, _, _ = fam
     t = m.to_tokens(CLEAN).shape[1]
     positions = [1, t - 5, t - 1]
     res = mw.activation_patching(m, CLEAN, CORRUPT, mw.logit_diff(" Mary", " John"), site=site,
@@ -394,7 +418,7 @@ def test_activation_patching_grid_equals_a_torch_hook_reference(fam, site):
 
 @_fams(RESID_MID_PATCHABLE)
 def test_resid_mid_patching_equals_a_torch_hook_reference(fam):
-    family, m, _ = fam
+    family, m, _, _ = fam
     t = m.to_tokens(CLEAN).shape[1]
     positions = [t - 5, t - 1]
     res = mw.activation_patching(m, CLEAN, CORRUPT, mw.logit_diff(" Mary", " John"), site="resid_mid",
@@ -405,7 +429,7 @@ def test_resid_mid_patching_equals_a_torch_hook_reference(fam):
 
 @_fams(ALL_FAMILIES)
 def test_token_activations_construct_for_every_family(fam):
-    _, m, _ = fam
+    _, m, _, _ = fam
     site = "mlp_post" if "mlp_post" in m.sites else "mlp_out"
     w = mw.TokenActivations(m, TEXT, site=site, layer=1)
     assert w is not None

@@ -69,14 +69,12 @@ _POST_NORM_HEAD = (
 class _Read:
     """Where a site lives in a block: module path relative to the block, input or output,
     tuple element, and its rank in the block's execution order (nnsight reads must follow
-    execution order). ``flat``: the module sees the tokens flattened to ``[B*T, ...]`` (OPT's MLP)."""
+    execution order)."""
 
     module: str
     io: Literal["input", "output"]
     order: int
     item: int | None = None
-    flat: bool = False
-    clone: bool = False  # the model changes this value in place after the module returns it
 
 
 @dataclass(frozen=True)
@@ -247,8 +245,6 @@ def _falcon(prefix: str, cfg: Any) -> Arch:
     if parallel:
         arch = _parallel("falcon", prefix, "h", "word_embeddings", "ln_f", "self_attention", "dense",
                          "dense_4h_to_h", resid_item=0)
-        # Falcon adds the attention output into the MLP's output tensor in place
-        arch.reads["mlp_out"] = _Read("mlp", "output", 5, clone=True)
         return arch
     return Arch(
         family="falcon",
@@ -305,12 +301,10 @@ def _opt(cfg: Any, names: set[str]) -> Arch:
         "head_out": _Read("self_attn.out_proj", "input", 1),
         "attn_out": _Read("self_attn", "output", 2, 0),
         "attn_pattern": _Read("self_attn", "output", 2, 1),
-        # OPT flattens the tokens to [B*T, d] for its MLP (and, pre-LN, for the norm before it)
-        "resid_mid": _Read("final_layer_norm", "input", 3, flat=True)
-        if pre_ln
-        else _Read("self_attn_layer_norm", "output", 3),
-        "mlp_post": _Read("fc2", "input", 4, flat=True),
-        "mlp_out": _Read("fc2", "output", 5, flat=True),
+        # [B, T, ...] inside the MLP too: _prepare_model keeps OPT's layers from flattening tokens
+        "resid_mid": _Read("final_layer_norm", "input", 3) if pre_ln else _Read("self_attn_layer_norm", "output", 3),
+        "mlp_post": _Read("fc2", "input", 4),
+        "mlp_out": _Read("fc2", "output", 5),
         "resid_post": _Read("", "output", 6),
     }
     has_final_ln = pre_ln and not getattr(cfg, "_remove_final_layer_norm", False)
@@ -478,6 +472,69 @@ def _attach_chain(hf: torch.nn.Module, paths: list[str]) -> None:
     object.__setattr__(hf, _CHAIN_ATTR, _Chain([_get(hf, p) for p in paths]))
 
 
+def _prepare_model(hf: torch.nn.Module) -> None:
+    """Make every site a plain module input/output of shape ``[batch, tokens, ...]`` that the
+    model does not change afterwards, without changing any output of the model: Gemma 2/3's
+    logit soft-cap moves into ``lm_head``; OPT's layers stop flattening tokens to ``[B*T, d]``
+    for their MLP; Falcon's MLP output is copied before the layer adds attention into it in
+    place. Runs before nnsight wraps the model (nnsight keeps the forwards it finds)."""
+    _fold_logit_softcap(hf)
+    mt = getattr(hf.config, "model_type", "")
+    if mt == "opt":
+        _unflatten_opt(hf)
+    if mt == "falcon" and (hf.config.new_decoder_architecture or hf.config.parallel_attn):
+        for mod in hf.modules():
+            if type(mod).__name__ == "FalconDecoderLayer" and not getattr(mod.mlp, "_mw_copy_out", False):
+                mod.mlp.register_forward_hook(lambda _m, _a, out: out.clone())
+                mod.mlp._mw_copy_out = True
+
+
+def _unflatten_opt(hf: torch.nn.Module) -> None:
+    from transformers.models.opt.modeling_opt import OPTDecoderLayer
+
+    class _OPTDecoderLayer(OPTDecoderLayer):
+        """transformers' OPTDecoderLayer.forward without the reshape to [B*T, d] before the MLP
+        (LayerNorm and Linear act on the last axis, so the numbers are the same)."""
+
+        def forward(self, hidden_states, attention_mask=None, cache=None, use_cache=False, position_ids=None,
+                    **kwargs):  # type: ignore[no-untyped-def]
+            drop = torch.nn.functional.dropout
+            residual = hidden_states
+            if self.do_layer_norm_before:
+                hidden_states = self.self_attn_layer_norm(hidden_states)
+            hidden_states, _ = self.self_attn(hidden_states=hidden_states, cache=cache, position_ids=position_ids,
+                                              attention_mask=attention_mask, **kwargs)
+            hidden_states = residual + drop(hidden_states, p=self.dropout, training=self.training)
+            if not self.do_layer_norm_before:
+                hidden_states = self.self_attn_layer_norm(hidden_states)
+            residual = hidden_states
+            if self.do_layer_norm_before:
+                hidden_states = self.final_layer_norm(hidden_states)
+            hidden_states = self.fc2(self.activation_fn(self.fc1(hidden_states)))
+            hidden_states = residual + drop(hidden_states, p=self.dropout, training=self.training)
+            if not self.do_layer_norm_before:
+                hidden_states = self.final_layer_norm(hidden_states)
+            return hidden_states
+
+    layers = [m for m in hf.modules() if type(m) is OPTDecoderLayer]
+    if not layers:
+        return
+    # the copy must compute what transformers' layer computes (checked on this model, once)
+    x = torch.randn(2, 3, layers[0].embed_dim, generator=torch.Generator().manual_seed(0))
+    p = next(layers[0].parameters())
+    x = x.to(device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        ref = OPTDecoderLayer.forward(layers[0], x)
+        got = _OPTDecoderLayer.forward(layers[0], x)
+    if ref.shape != got.shape or not torch.allclose(ref, got, atol=1e-5, rtol=1e-4):
+        raise ValueError(
+            "this transformers version's OPT layer differs from the one mi-widgets knows; pass your own "
+            "component map with components= (docs/models.md)"
+        )
+    for layer in layers:
+        layer.__class__ = _OPTDecoderLayer
+
+
 class _SoftcappedLinear(torch.nn.Linear):
     """An unembedding that soft-caps its logits: ``c * tanh(W h / c)`` (Gemma 2/3)."""
 
@@ -528,14 +585,10 @@ _ARCH_KEYS = ("layers", "embed", "final_norm", "unembed", "sites", "family", "ca
 
 def _parse_where(site: str, where: str, order: int) -> _Read:
     """``"<module>.input"``, ``"<module>.output"``, ``"<module>.output.<i>"`` (tuple element i);
-    ``"input"``/``"output"`` for the block itself. A trailing ``.flat`` marks a module that sees
-    the tokens flattened to ``[B*T, ...]``."""
+    ``"input"``/``"output"`` for the block itself. Values must be ``[batch, tokens, ...]``."""
     if not isinstance(where, str) or not where:
         raise TypeError(f"components['sites'][{site!r}] must be a string like 'mlp.down_proj.input', got {where!r}")
     parts = where.split(".")
-    flat = parts[-1] == "flat"
-    if flat:
-        parts = parts[:-1]
     item = None
     if parts and parts[-1].isdigit():
         item = int(parts.pop())
@@ -545,7 +598,7 @@ def _parse_where(site: str, where: str, order: int) -> _Read:
             "for a tuple element), e.g. 'self_attn.output.0' or 'mlp.down_proj.input'"
         )
     io = parts.pop()
-    return _Read(".".join(parts), io, order, item, flat)  # type: ignore[arg-type]
+    return _Read(".".join(parts), io, order, item)  # type: ignore[arg-type]
 
 
 def arch_from_components(hf: torch.nn.Module, components: Arch | dict[str, Any]) -> Arch:

@@ -21,8 +21,8 @@ from .families import (
     Arch,
     _arch_for,
     _dims,
-    _fold_logit_softcap,
     _get,
+    _prepare_model,
     arch_from_components,
     check_supported,
 )
@@ -198,21 +198,14 @@ class Model:
         # The trace body names only envoys and small values (never self: its tokenizer would be
         # pickled into every remote request). head_out is z @ W_O per head, computed inside the
         # trace from the projection's own weight, so it also runs where the weights are remote.
-        # clone: a value the model later changes in place (Falcon adds attention into its MLP output)
         plan = [
-            (
-                key,
-                self._module(key[0], key[2]),
-                key[3],
-                any(s == "head_out" for s, _ in keys[key]),
-                any(self.arch.reads[s].clone for s, _ in keys[key]),
-            )
+            (key, self._module(key[0], key[2]), key[3], any(s == "head_out" for s, _ in keys[key]))
             for key in sorted(keys)
         ]
         nh, dh, conv = self.n_heads, self.d_head, self.arch.o_proj_kind == "conv1d"
         saved: dict[tuple[int, int, str, str], Any] = {}
         with torch.no_grad(), self.nn.trace(tokens.to(self.device), remote=self.remote):
-            for key, envoy, io, per_head, clone in plan:
+            for key, envoy, io, per_head in plan:
                 value = envoy.input if io == "input" else envoy.output
                 if per_head:
                     w = envoy.weight if conv else envoy.weight.T  # [n_heads*d_head, d_model]
@@ -220,8 +213,6 @@ class Model:
                     value = torch.einsum(
                         "thd,hdm->thm", z.reshape(z.shape[0], nh, dh).float(), w.reshape(nh, dh, -1).float()
                     )
-                elif clone:
-                    value = value.clone()
                 saved[key] = value.save()
         out: dict[tuple[str, int], torch.Tensor] = {}
         for key, wanted in keys.items():
@@ -234,9 +225,7 @@ class Model:
                         f"{self.name} returned no attention probabilities; load it with "
                         "attn_implementation='eager' (mi_widgets.load does so by default)"
                     )
-                # head_out has no batch axis left; a flat read is [B*T, ...] with B = 1
-                flat = site == "head_out" or self.arch.reads[site].flat
-                value = value.detach() if flat else value.detach()[0]
+                value = value.detach() if site == "head_out" else value.detach()[0]
                 out[(site, layer)] = value.float().cpu()
         return out
 
@@ -363,7 +352,7 @@ def load(
     hf.eval()
     if device is not None:
         hf.to(device)
-    _fold_logit_softcap(hf)
+    _prepare_model(hf)
     return Model(_nnsight(hf, tokenizer, task), hf, tokenizer, display, remote=remote, components=components)
 
 
@@ -406,7 +395,7 @@ def wrap(
         "fill-mask" if type(hf).__name__.endswith("ForMaskedLM") else "feature-extraction"
     )
     hf.eval()
-    _fold_logit_softcap(hf)
+    _prepare_model(hf)
     return Model(
         _nnsight(hf, tokenizer, task), hf, tokenizer, name or type(hf).__name__, remote=remote, components=components
     )
