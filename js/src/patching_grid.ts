@@ -8,7 +8,7 @@
  * arrive; "cancel" stops it.
  */
 
-import { diverging, fmt, legend, maxAbs } from "./lib/colour";
+import { diverging, fmt, legend, maxAbs, neutral } from "./lib/colour";
 import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -396,6 +396,12 @@ function render({ model, el }: RenderProps): Cleanup {
   dom(siteSelect, "change", onChange);
   dom(modeSelect, "change", onChange);
   dom(cancelBtn, "click", onCancel);
+  // the page's theme changed (lib/colour.ts followHostTheme): new neutral end of the scale
+  const onTheme = () => {
+    colourLegend.setNeutral(neutral());
+    colour();
+  };
+  root.addEventListener("mw-theme", onTheme);
 
   listen(["values", "filled", "dims", "layers", "heads", "positions", "clean_tokens", "corrupt_tokens"], () => {
     const before = layoutKey;
@@ -437,6 +443,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     cellSeq++;
+    root.removeEventListener("mw-theme", onTheme);
     dispose();
     root.remove();
   };

@@ -382,6 +382,8 @@ class MIWidget(anywidget.AnyWidget):
         cell ending with it does not print the page); without: the page is returned."""
         page = (
             "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+            # the page follows the OS's light/dark preference, and the view with it
+            "<meta name=\"color-scheme\" content=\"light dark\">"
             f"<title>{html.escape(title or type(self).__name__)}</title></head><body>\n"
             f"{self.html_fragment()}</body></html>\n"
         )

@@ -325,3 +325,91 @@ def test_to_html_with_a_path_returns_the_path_not_the_page(tiny, tmp_path):
     assert isinstance(page, str) and page.startswith("<!doctype html>")
     assert math.isclose(len(out.read_text(encoding="utf-8")), len(page), rel_tol=0.01)
     assert w.to_html(str(out)) == out
+
+
+# -- themes: text stays readable on the host's background (headless chromium) -----------------
+
+_MEASURE = """() => {
+  const parse = (s) => { const m = s.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  let cs = getComputedStyle(document.documentElement).colorScheme;
+  if (!cs || cs === 'normal') cs = (document.querySelector('meta[name=color-scheme]') || {content: ''}).content;
+  const canvasDark = /dark/.test(cs) && (!/light/.test(cs) || matchMedia('(prefers-color-scheme: dark)').matches);
+  const behind = (el) => { for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor); if (c && c[3] >= 0.5) return c; }
+    return canvasDark ? [18, 18, 18, 1] : [255, 255, 255, 1]; };
+  const out = [];
+  for (const el of document.querySelectorAll(SELECTORS)) {
+    if (!el.textContent.trim() || el.closest('[hidden]') || el.offsetParent === null) continue;
+    out.push({cls: el.className, text: el.textContent.slice(0, 20),
+              fg: parse(getComputedStyle(el).color), bg: behind(el)});
+  }
+  return {items: out, scheme: getComputedStyle(document.querySelector('.mw-patching-grid')).colorScheme};
+}"""
+_TEXT = ".mw-title, .mw-status, .mw-col-label, .mw-row-label, .mw-cell-title, .mw-note, .mw-topk-head, .mw-tok, .mw-legend-hi, label.mw-control"
+
+
+def _lum(rgb) -> float:
+    def lin(c: float) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * lin(rgb[0]) + 0.7152 * lin(rgb[1]) + 0.0722 * lin(rgb[2])
+
+
+def _contrast(fg, bg) -> float:
+    a = fg[3]
+    fg = [fg[i] * a + bg[i] * (1 - a) for i in range(3)]  # text with alpha, over its background
+    hi, lo = sorted([_lum(fg), _lum(bg)], reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+_HOSTS = {
+    # name: (OS preference, <html> attributes, <body> attributes, body CSS)
+    "static page, OS light": ("light", "", "", ""),
+    "static page, OS dark": ("dark", "", "", ""),
+    "marimo dark (no theme variables), OS light": ("light", 'class="dark"', "", "background:#181c1a;color:#e6e6e6"),
+    "marimo light, OS dark": ("dark", 'class="light"', "", "background:#ffffff"),
+    "unknown dark host (no markers), OS light": ("light", "", "", "background:#202124"),
+    "VS Code dark": ("light", "", 'class="vscode-dark"',
+                     "--vscode-foreground:#cccccc;--vscode-descriptionForeground:#9d9d9d;"
+                     "--vscode-editor-background:#1e1e1e;--vscode-editorWidget-background:#252526;"
+                     "--vscode-textLink-foreground:#3794ff;background:#1e1e1e"),
+    "JupyterLab light, OS dark": ("dark", "", 'data-jp-theme-light="true"',
+                                  "--jp-ui-font-color1:rgba(0,0,0,.87);--jp-ui-font-color2:rgba(0,0,0,.54);"
+                                  "--jp-layout-color0:#fff;--jp-layout-color1:#fff;--jp-layout-color2:#eee;background:#fff"),
+}
+
+
+def test_text_is_readable_in_light_and_dark_hosts(tiny, tmp_path, pytestconfig):
+    from _browser import launch
+
+    r = mw.activation_patching(tiny, CLEAN, CORRUPT, mw.logit_diff(" Paris", " Tokyo"), positions="each", progress=False)
+    w = r.widget()
+    w.selected_cell = {"layer": 1, "position": 2}
+    fragment = w.html_fragment()
+    browser = launch(pytestconfig)
+    worst: dict[str, float] = {}
+    try:
+        for name, (os_scheme, html_attrs, body_attrs, body_css) in _HOSTS.items():
+            path = tmp_path / "host.html"
+            path.write_text(
+                f'<!doctype html><html {html_attrs}><head><meta charset="utf-8"></head>'
+                f'<body {body_attrs} style="{body_css}">{fragment}</body></html>',
+                encoding="utf-8",
+            ) if name.startswith(("marimo", "unknown", "VS", "Jupyter")) else w.to_html(path)
+            page = browser.new_page(color_scheme=os_scheme)
+            page.goto(path.resolve().as_uri())
+            page.wait_for_selector(".mw-patching-grid .mw-cell")
+            page.wait_for_timeout(100)  # followHostTheme runs once the view is in the page
+            got = page.evaluate(_MEASURE.replace("SELECTORS", json.dumps(_TEXT)))
+            page.close()
+            assert len(got["items"]) >= 10, (name, got)
+            ratios = [(_contrast(i["fg"], i["bg"]), i["cls"], i["text"]) for i in got["items"]]
+            low = min(ratios)
+            worst[name] = low[0]
+            assert low[0] >= 4.5, (name, got["scheme"], low, [i for i in got["items"] if "cell-title" in i["cls"]])
+    finally:
+        browser.close()
+    print("\n[theme] lowest text contrast per host: "
+          + "; ".join(f"{k}: {v:.1f}" for k, v in worst.items()), flush=True)

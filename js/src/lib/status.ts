@@ -3,6 +3,7 @@
  * through textContent only (messages from Python may contain anything).
  */
 
+import { followHostTheme } from "./colour";
 import { h, setText } from "./dom";
 
 export interface StatusPill {
@@ -11,11 +12,15 @@ export interface StatusPill {
   set(state: string, text: string): void;
 }
 
-/** `role`: role=status; `live`: aria-live=polite. Both default to true. */
+/**
+ * `role`: role=status; `live`: aria-live=polite. Both default to true. Every view has one pill,
+ * so it is also where a view starts following the page's light/dark theme (colour.ts).
+ */
 export function statusPill({ role = true, live = true }: { role?: boolean; live?: boolean } = {}): StatusPill {
   const el = h("span", "mw-status");
   if (role) el.setAttribute("role", "status");
   if (live) el.setAttribute("aria-live", "polite");
+  followHostTheme(el);
   return {
     el,
     set(state, text) {
