@@ -686,6 +686,11 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   function onSelected(): void {
+    // a selection made elsewhere (Python, an edge row) starts a new multi-selection
+    const sd = selectedDisplay();
+    if (sd < 0) multi = new Set();
+    else if (!multi.has(sd)) multi = new Set([sd]);
+    renderControls();
     place();
     draw();
     const sel = str(model.get("selected_node"));
@@ -810,7 +815,9 @@ function render({ model, el }: RenderProps): Cleanup {
   const onUp = () => {
     if (!drag) return;
     if (drag.moved) {
+      // the click that may follow this pointerup is the drag's, not a selection
       suppressClick = true;
+      setTimeout(() => (suppressClick = false), 0);
       setPin(drag.d, pos.get(drag.d) as [number, number]);
       place();
     }

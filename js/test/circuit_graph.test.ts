@@ -229,6 +229,13 @@ describe("CircuitGraph: static model", () => {
     click(root.querySelector(".mw-ungroup")!);
     expect(model.get("groups")).toEqual([]);
     expect(drawnEdges(root)).toBe(before);
+    // a selection from Python starts a new multi-selection
+    click(node("a0.h0"));
+    node("a0.h1").dispatchEvent(new MouseEvent("click", { bubbles: true, shiftKey: true }));
+    expect(root.querySelectorAll(".mw-node.mw-multi")).toHaveLength(2);
+    model.set("selected_node", "m2");
+    expect(Array.from(root.querySelectorAll<HTMLElement>(".mw-node.mw-multi")).map((b) => b.dataset.node)).toEqual(["m2"]);
+    expect(groupBtn.disabled).toBe(true);
   });
 
   it("suggested groupings: heads by layer, and connected components of the kept graph", () => {

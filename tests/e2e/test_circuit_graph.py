@@ -137,6 +137,45 @@ def test_click_a_head_opens_its_panel_with_attention(nb, capsys):
     expect(sup).to_have_count(0)
 
 
+def test_drag_pins_a_node_and_shift_click_groups(nb):
+    root = graph_root(nb)
+    nb.py("w.n_edges_shown = 40; w.pinned = {}; w.groups = []; w.selected_node = ''")
+    expect(root).to_have_attribute("data-drawn-edges", "40")
+    name = root.locator(".mw-node:not([hidden])").first.get_attribute("data-node")
+    node = root.locator(f'.mw-node[data-node="{name}"]')
+    node.scroll_into_view_if_needed()
+    box = node.bounding_box()
+    graph = root.locator(".mw-graph").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    dx = 80 if x < graph["x"] + graph["width"] / 2 else -80  # towards the middle: no clamping at the edge
+    dy = 50 if y < graph["y"] + graph["height"] / 2 else -50
+    nb.page.mouse.move(x, y)
+    nb.page.mouse.down()
+    nb.page.mouse.move(x + dx / 2, y + dy / 2, steps=5)
+    nb.page.mouse.move(x + dx, y + dy, steps=5)
+    nb.page.mouse.up()
+    assert nb.wait_py(f"w.pinned.get({name!r}) is not None", True) is True
+    fx, fy = nb.py_json(f"w.pinned[{name!r}]")
+    # the node's centre follows the pointer; pinned is a fraction of the graph (inside its 1px border)
+    assert fx * (graph["width"] - 2) == pytest.approx(x + dx - graph["x"] - 1, abs=3)
+    assert fy * (graph["height"] - 2) == pytest.approx(y + dy - graph["y"] - 1, abs=3)
+    expect(node).to_have_class(re.compile(r"(^|\s)mw-pinned(\s|$)"))
+    assert nb.py_json("w.selected_node") == ""  # a drag is not a click
+
+    visible = root.locator(".mw-node:not([hidden]):not(.mw-group)").evaluate_all("els => els.map(e => e.dataset.node)")
+    picks = [n for n in visible if n.startswith("a")][:2]
+    for n in picks:
+        root.locator(f'.mw-node[data-node="{n}"]').click(modifiers=["Shift"])
+    root.locator("button.mw-group-btn").click()
+    assert nb.wait_py("w.groups", [{"name": "G1", "nodes": picks}]) == [{"name": "G1", "nodes": picks}]
+    expect(root.locator('.mw-node.mw-group[data-group="G1"]')).to_have_text("G1 (2)")
+    root.locator('.mw-node.mw-group[data-group="G1"]').click()
+    assert nb.wait_py("w.selected_node", "G1") == "G1"
+    root.locator("button.mw-ungroup").click()
+    assert nb.wait_py("w.groups", []) == []
+    nb.py("w.pinned = {}")
+
+
 def test_32k_edges_redraw_in_chromium(nb, capsys):
     root = graph_root(nb, 1)
     E = nb.py_json("big.n_edges")
