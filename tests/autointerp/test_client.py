@@ -108,3 +108,16 @@ def test_local_lm_decodes_greedily(tiny):
     assert all(lp <= 0 for _, alts in r.logprobs for _, lp in alts)
     again = lm.complete([{"role": "user", "content": prompt}], max_tokens=3)
     assert again.text == r.text and again.logprobs is None
+    # the KV-cached decoding equals argmax over full forwards of the growing sequence
+    import torch
+
+    ids = tiny.tokenizer(prompt + "\n", return_tensors="pt")["input_ids"]
+    want = []
+    with torch.no_grad():
+        for _ in range(3):
+            nxt = int(tiny.hf(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].argmax())
+            if nxt == tiny.tokenizer.eos_token_id:
+                break
+            want.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+    assert want and r.text == tiny.tokenizer.decode(want)

@@ -202,12 +202,18 @@ class LocalLM:
         out, lps = [], []
         past = None
         cur = ids
+        # transformers 5 names the KV cache `cache` (older releases: `past_key_values`)
+        import inspect
+
+        kv = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
         with torch.no_grad():
             for _ in range(int(max_tokens)):
                 if ids.shape[1] + len(out) > self.max_context:
                     break
-                res = hf(input_ids=cur, past_key_values=past, use_cache=True)
-                past = res.past_key_values
+                n_seen = ids.shape[1] + len(out)
+                res = hf(input_ids=cur, attention_mask=torch.ones(1, n_seen, dtype=torch.long, device=ids.device),
+                         use_cache=True, **{kv: past})
+                past = getattr(res, kv, None)
                 logp = torch.log_softmax(res.logits[0, -1].float(), -1)
                 nxt = int(logp.argmax())
                 if tok.eos_token_id is not None and nxt == tok.eos_token_id:
