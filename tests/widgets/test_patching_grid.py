@@ -360,3 +360,44 @@ def test_ctrl_c_during_a_foreground_sweep_restores_the_grid(result, metric):
     state["armed"] = False
     w.sweep("attn_out")  # the sweep lock was released
     assert w.status == "ready" and w.site == "attn_out"
+
+
+def test_waiting_for_the_model_while_another_job_holds_it(result):
+    """A click or a sweep while another thread runs on the model: status "waiting" (the view
+    says "waiting for the model"), then the job runs."""
+    import threading
+
+    w = result.widget()
+    model = result.model
+    seen: list[str] = []
+    w.observe(lambda ch: seen.append(ch["new"]), "status")
+    holding, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with model.lock:
+            holding.set()
+            release.wait(30)
+
+    for start in (
+        lambda: w.request("cell", {"layer": 1, "position": 2}),
+        lambda: w.sweep("attn_out", background=True),
+    ):
+        seen.clear()
+        t = threading.Thread(target=other_job)
+        t.start()
+        holding.wait(10)
+        job = threading.Thread(target=start)
+        job.start()
+        for _ in range(200):
+            if w.status == "waiting":
+                break
+            threading.Event().wait(0.01)
+        assert w.status == "waiting"
+        release.set()
+        job.join(30)
+        w.wait(30)
+        t.join(10)
+        release.clear()
+        holding.clear()
+        assert w.status == "ready" and "waiting" in seen
+    assert seen[: seen.index("waiting") + 1] == ["running", "waiting"] and seen[-1] == "ready"
