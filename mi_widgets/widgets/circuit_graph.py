@@ -332,7 +332,10 @@ class CircuitGraph(MIWidget):
             heads = [sel, *[h for h in heads if h != sel]][:n]
         cache = {}
         for h in heads:
-            pat = self.head_pattern(h)
+            try:
+                pat = self.head_pattern(h)
+            except Exception:  # noqa: BLE001 - a static copy without attention still shows the graph
+                break
             if pat is not None:
                 cache[h] = pat
         return {"node_cache": cache}

@@ -293,3 +293,15 @@ def test_on_a_real_eap_circuit_the_readout_is_the_circuits_faithfulness(ioi_mode
     head = next(circ.receivers[i] for i in w.shown_edges() if circ.receivers[i].startswith("a"))
     reply, buffers = CircuitGraph._node(w, {"node": head}, None)
     assert reply["tokens"] == mw.attention(ioi_model, clean[0]).str_tokens and len(buffers) == 1
+
+
+def test_a_failing_attention_pass_does_not_break_the_static_copy():
+    class Broken:
+        pass  # not a Model: attention() fails on it
+
+    w = CircuitGraph(make_circuit(model=Broken(), task=PROMPT), selected_node="a0.h0")
+    assert w.can_attend
+    with pytest.raises(AttributeError):  # the live request says why
+        w.request("node", {"node": "a0.h0"})
+    assert w._static_extra(32) == {"node_cache": {}}
+    assert "circuit_graph" in w.html_fragment(32)
