@@ -1,7 +1,7 @@
 """Compiled zoo models: GPT-2 checkpoints whose weights are set by hand, so their circuits are known.
 
 ``python -m mi_widgets.zoo.compiled`` rebuilds ``models/induction``, ``models/ioi`` and
-``models/ioi_backup`` (weights,
+``models/ioi_backup`` and ``models/illusion`` (weights,
 tokenizer, ``ground_truth.json``); the weights are a pure function of this file, so a rebuild gives
 byte-identical ``model.safetensors``. ``python -m mi_widgets.zoo.compiled --measure induction``
 (or ``ioi``) re-measures the figures recorded in a shipped model's ``ground_truth.json``.
@@ -768,6 +768,196 @@ def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
+# An interpretability illusion (``illusion``; Makelov et al. 2023)
+# --------------------------------------------------------------------------------------------
+
+ILLUSION_ANSWERS = (" apple", " river")  # the answer for class A, for class B
+ILLUSION_HEADS = {
+    "mechanism": "0.1",
+    "disconnected": "0.2",
+    "dormant": "1.0",
+    "decoys": {
+        "0.0": "attends to BOS; writes nothing (W_V = W_O = 0)",
+        "0.3": "uniform attention; writes a random projection of the token into the decoy block",
+        "1.1": "attends to BOS; writes a constant into the decoy block",
+        "1.2": "attends to its own position; writes a random projection of the token into the decoy block",
+        "1.3": "uniform attention; writes a random projection of the token into the decoy block",
+    },
+}
+ILLUSION_FIRST = 25.0  # score of position 1 for the heads that read the first word
+ILLUSION_DORMANT_GAIN = (
+    3.0  # what head 1.0 adds to cls_first[A] (and subtracts from B) per unit of 'dormant'
+)
+
+
+def illusion_classes() -> tuple[list[str], list[str]]:
+    """The words of class A and class B (the answer words belong to neither)."""
+    words = [" " + w for w in INDUCTION_WORDS if " " + w not in ILLUSION_ANSWERS]
+    return words[:30], words[30:]
+
+
+def _build_illusion() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
+    """The answer is " apple" when the first word is of class A, " river" for class B.
+
+    * 0.1 (mechanism) attends to position 1 and copies the first word's class (one-hot ``cls``)
+      into ``cls_first``, which ``lm_head`` reads;
+    * 0.2 (disconnected) attends to position 1 too and writes the class as a sign (+1 A, -1 B)
+      into ``shadow``, which nothing reads;
+    * 1.0 (dormant pathway) attends to its own position and moves ``dormant`` (never written, so
+      always 0) into ``cls_first`` (+3 for A, -3 for B per unit).
+
+    The direction ``u = (e_shadow + e_dormant) / sqrt(2)`` in the input of block 1 separates the
+    classes (through ``shadow``) and, patched from a source run into a base run, moves ``dormant``
+    by 1/sqrt(2) and so flips the answer through 1.0: an interchange intervention calls it causal
+    although neither of its parts is the mechanism (``cls_first`` is).
+    """
+    vocab = induction_vocab()
+    V = len(vocab)
+    cls_a, cls_b = illusion_classes()
+    L = Layout(
+        N_EMBD,
+        [("ref", 1), ("anchor", 1), ("tok", V), ("cls", 2), ("pos", POS_BLOCK),
+         ("cls_first", 2), ("shadow", 1), ("dormant", 1), ("decoy", 8)],
+    )  # fmt: skip
+    w = _Weights(L, V, n_layer=2, decoy_seed=4)
+    tok, pos = L.sl("tok"), L.sl("pos")
+    bos = L.idx("tok", 0)
+    sq = math.sqrt(D_HEAD)
+    ia = [vocab.index(x) for x in cls_a]
+    ib = [vocab.index(x) for x in cls_b]
+    rest = [i for i in range(V) if i not in ia and i not in ib]
+
+    w.wte[:, L.idx("anchor")] = ANCHOR
+    w.wte[:, tok] = np.eye(V)
+    w.wte[ia, L.idx("cls", 0)] = 1.0
+    w.wte[ib, L.idx("cls", 1)] = 1.0
+    # specials and the answer words: half of each (same sum; their norm differs slightly, which
+    # is harmless: heads read the class only at position 1, always a class word)
+    w.wte[rest, L.idx("cls", 0)] = 0.5
+    w.wte[rest, L.idx("cls", 1)] = 0.5
+    w.wpe[:, pos] = _pos_codes(N_POSITIONS, marker_at_0=True)
+    emb = w.wte[:, None, :] + w.wpe[None, :, :]
+    s0 = 1.0 / math.sqrt(float(emb[ia[0], 3].var()) + LN_EPS)  # words (not specials) matter here
+
+    # 0.1 and 0.2: constant query = the code of position 1 (query bias), key = position code.
+    first = _cs(np.array([1.0]))[0]  # features of position 1
+    k = w.zeros_read()
+    k[pos, : 2 * N_FREQ] = _pos_read() / s0
+    qb = np.zeros(D_HEAD)
+    qb[: 2 * N_FREQ] = first * ILLUSION_FIRST * sq
+    v = w.zeros_read()
+    v[L.sl("cls"), :2] = np.eye(2) / s0
+    o = w.zeros_write()
+    o[:2, L.sl("cls_first")] = np.eye(2)
+    w.head(0, 1, k=k, qb=qb, v=v, o=o)
+    v2 = w.zeros_read()
+    v2[L.idx("cls", 0), 0] = 1.0 / s0
+    v2[L.idx("cls", 1), 0] = -1.0 / s0
+    o2 = w.zeros_write()
+    o2[0, L.idx("shadow")] = 1.0
+    w.head(0, 2, k=k, qb=qb, v=v2, o=o2)
+    w.bos_head(0, 0, bos, s0, write_const=None)
+    w.uniform_head(0, 3, tok, s0)
+
+    x1 = emb[ia[0], 3].copy()
+    x1[L.idx("cls_first", 0)] += 1.0
+    x1[L.idx("shadow")] += 1.0
+    s1 = _ln_scale(x1)
+
+    # 1.0 dormant pathway: attends to itself, moves 'dormant' into cls_first.
+    q, k = w.zeros_read(), w.zeros_read()
+    a = math.sqrt(PREV_GAMMA * sq) / s1
+    q[pos, : 2 * N_FREQ] = _pos_read() * a
+    k[pos, : 2 * N_FREQ] = _pos_read() * a
+    v = w.zeros_read()
+    v[L.idx("dormant"), 0] = 1.0 / s1
+    o = w.zeros_write()
+    o[0, L.idx("cls_first", 0)] = ILLUSION_DORMANT_GAIN
+    o[0, L.idx("cls_first", 1)] = -ILLUSION_DORMANT_GAIN
+    w.head(1, 0, q=q, k=k, v=v, o=o)
+    w.bos_head(1, 1, bos, s1, write_const=DECOY_WRITE)
+    w.self_head(1, 2, tok, s1)
+    w.uniform_head(1, 3, tok, s1)
+
+    sf = _ln_scale(x1)
+    for c, ans in enumerate(ILLUSION_ANSWERS):
+        w.lm_head[vocab.index(ans), L.idx("cls_first", c)] = LOGIT_SCALE / sf
+    others = [i for i in range(V) if vocab[i] not in ILLUSION_ANSWERS]
+    w.lm_head[others, L.idx("anchor")] = NON_ANSWER_LOGIT / (ANCHOR * sf)
+    return w.finish(), L, vocab
+
+
+def illusion_prompts(n: int = 200, seed: int = 0, length: int = 6) -> list[dict]:
+    """``n`` texts of ``length`` distinct words of class A or B (the first word's class alternates:
+    label 1 = A, answer " apple"; label 0 = B, answer " river")."""
+    rng = np.random.default_rng(seed)
+    cls_a, cls_b = illusion_classes()
+    pool = cls_a + cls_b
+    out = []
+    for i in range(n):
+        label = 1 - i % 2
+        first = (cls_a if label else cls_b)[rng.integers(len(cls_a))]
+        others = [x for x in pool if x != first]
+        rest = [others[j] for j in rng.choice(len(others), size=length - 1, replace=False)]
+        out.append({"text": "".join([first] + rest), "label": label,
+                    "answer": ILLUSION_ANSWERS[1 - label]})  # fmt: skip
+    return out
+
+
+def illusion_directions(d_model: int = N_EMBD) -> dict[str, np.ndarray]:
+    """Unit directions in the input of block 1 of ``illusion``: ``true`` (cls_first A - B),
+    ``shadow``, ``dormant`` and the illusory ``u = (shadow + dormant) / sqrt(2)``."""
+    L = layout("illusion")
+    e = np.eye(d_model)
+    true = (e[L.idx("cls_first", 0)] - e[L.idx("cls_first", 1)]) / math.sqrt(2)
+    sh, dm = e[L.idx("shadow")], e[L.idx("dormant")]
+    return {"true": true, "shadow": sh, "dormant": dm, "u": (sh + dm) / math.sqrt(2)}
+
+
+def measure_illusion(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
+    """Accuracy, and interchange accuracy along each of ``illusion_directions`` at the input of
+    block 1, last position: base and source have different labels; the edit is
+    ``h_b + ((h_s - h_b) . d) d``; success = the model gives the source's answer."""
+    import torch
+
+    prompts = illusion_prompts(n, seed)
+    ids = torch.tensor([tokenizer(p["text"])["input_ids"] for p in prompts])
+    ans = torch.tensor(
+        [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(p["answer"]))[0] for p in prompts]
+    )
+    a_id, b_id = (
+        tokenizer.convert_tokens_to_ids(tokenizer.tokenize(x))[0] for x in ILLUSION_ANSWERS
+    )
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    acc = (out.logits[:, -1].argmax(-1) == ans).float().mean().item()
+    h1 = out.hidden_states[1][:, -1]  # input of block 1 at the last position
+    src = torch.arange(n) ^ 1  # neighbours have opposite labels
+    res = {"prompts": {"generator": "illusion_prompts", "n": n, "seed": seed}, "accuracy": _r(acc)}
+    iia = {}
+    for name, d in illusion_directions(model.config.n_embd).items():
+        dv = torch.tensor(d, dtype=torch.float32)
+        new = h1 + ((h1[src] - h1) @ dv)[:, None] * dv
+
+        def pre(_m, args, kwargs, new=new):
+            hs = args[0].clone()
+            hs[:, -1] = new
+            return (hs, *args[1:]), kwargs
+
+        hk = model.transformer.h[1].register_forward_pre_hook(pre, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                lg = model(ids).logits[:, -1]
+        finally:
+            hk.remove()
+        pred_a = lg[:, a_id] > lg[:, b_id]
+        want_a = torch.tensor([prompts[j]["label"] == 1 for j in src.tolist()])
+        iia[name] = _r((pred_a == want_a).float().mean())
+    res["interchange_accuracy_block1_input"] = iia
+    return res
+
+
+# --------------------------------------------------------------------------------------------
 # Saving
 # --------------------------------------------------------------------------------------------
 
@@ -863,6 +1053,7 @@ BUILDERS = {
     "induction": (_build_induction, 2),
     "ioi": (_build_ioi, 3),
     "ioi_backup": (_build_ioi_backup, 4),
+    "illusion": (_build_illusion, 2),
 }
 
 
@@ -1273,6 +1464,11 @@ THRESHOLDS = {
         "true_name_mover_drop_min": 8.0,
         "suppression_rise_min": 2.0,
     },
+    "illusion": {
+        "accuracy_min": 0.99,
+        "causal_iia_min": 0.9,
+        "disconnected_iia_max": 0.1,
+    },
 }
 
 
@@ -1326,6 +1522,22 @@ MECHANISM = {
         "at least as good), and 0.3 is a perfect previous-token head; all four write only into the "
         "unread 'decoy' block, so ablating them changes nothing. The other heads are plain decoys."
     ),
+    "illusion": (
+        "Two attention-only layers. Task: the answer is ' apple' when the first word is of class A "
+        "(illusion_classes()[0]) and ' river' for class B. Head 0.1 (the mechanism) attends to "
+        "position 1 and copies the first word's class (one-hot 'cls') into 'cls_first', which "
+        "lm_head reads (logit 10 for the class's answer). Head 0.2 attends to position 1 too and "
+        "writes the class as a sign (+1 A, -1 B) into 'shadow', which nothing reads "
+        "(disconnected). Head 1.0 attends to its own position and moves 'dormant' into "
+        "'cls_first' (+3 A, -3 B per unit); nothing writes 'dormant', so 1.0 writes nothing on real "
+        "inputs (a dormant pathway). In the input of block 1 the direction u = (e_shadow + "
+        "e_dormant)/sqrt(2) separates the classes (through 'shadow'), and an interchange along u "
+        "flips the answer every time (it moves 'dormant' by 1/sqrt(2), which 1.0 turns into a "
+        "logit change of about 21); yet neither part is the mechanism: along 'shadow' alone or "
+        "'dormant' alone the interchange does nothing, and ablating 0.2 or 1.0 changes nothing. "
+        "The real mechanism is 'cls_first' (written by 0.1). This is the interpretability illusion "
+        "of Makelov et al. (2023)."
+    ),
 }
 
 PROMPTS_DOC = {
@@ -1364,6 +1576,17 @@ PROMPTS_DOC = {
             "layer-3 head is frozen at its clean output (path patching from 2.3 to the logits)."
         ),
     },
+    "illusion": {
+        "generator": "mi_widgets.zoo.compiled.illusion_prompts",
+        "args": {"n": 200, "seed": 0},
+        "description": (
+            "Six distinct class words; the first word's class alternates (label 1 = A, answer "
+            "' apple'; label 0 = B, answer ' river'). Interchange accuracy: each prompt (base) with "
+            "its neighbour (source, the other label), the input of block 1 at the last position "
+            "edited to h_b + ((h_s - h_b) . d) d for each unit direction d of "
+            "illusion_directions(); success = the model gives the source's answer."
+        ),
+    },
 }
 
 
@@ -1376,7 +1599,8 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
     n_params = sum(
         v.size for v in safetensors.numpy.load_file(str(model_dir / "model.safetensors")).values()
     )
-    heads = {"induction": INDUCTION_HEADS, "ioi": IOI_HEADS, "ioi_backup": IOI_BACKUP_HEADS}[name]
+    heads = {"induction": INDUCTION_HEADS, "ioi": IOI_HEADS, "ioi_backup": IOI_BACKUP_HEADS,
+             "illusion": ILLUSION_HEADS}[name]  # fmt: skip
     components = {k: v for k, v in heads.items() if k not in ("decoys", "attention_decoys")}
     components["decoys"] = sorted(heads["decoys"])
     if "attention_decoys" in heads:
@@ -1397,6 +1621,11 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
             "2.3": "name mover: attends to IO, copies it into 'answer' and writes the 'moved' flag",
             "2.1": "suppression head: attends to IO like 2.3, writes -0.3 x IO into 'answer' (lowers the right answer)",
             "3.0": "backup name mover: silent (attends to BOS) while the 'moved' flag is up; copies IO into 'answer' when 2.3 is zero-ablated",
+        },
+        "illusion": {
+            "0.1": "mechanism: attends to position 1, copies the first word's class into 'cls_first' (read by lm_head)",
+            "0.2": "disconnected: attends to position 1, writes the class as a sign into 'shadow' (read by nothing)",
+            "1.0": "dormant pathway: moves 'dormant' (never written) into 'cls_first'",
         },
     }[name]
     return {
@@ -1430,7 +1659,7 @@ def ground_truth_record(name: str, model_dir: Path, figures: dict) -> dict:
             "rebuild": "python -m mi_widgets.zoo.compiled",
             "measure": f"python -m mi_widgets.zoo.compiled --measure {name}",
             "test": "python -m pytest tests/zoo/test_zoo_harder.py"
-            if name == "ioi_backup"
+            if name in ("ioi_backup", "illusion")
             else "python -m pytest tests/test_zoo_compiled.py",
         },
     }
@@ -1445,6 +1674,8 @@ def measure(name: str, model_dir: Path | None = None) -> dict:
         return measure_induction(model, **PROMPTS_DOC[name]["args"])
     if name == "ioi_backup":
         return measure_ioi_backup(model, tok, **PROMPTS_DOC[name]["args"])
+    if name == "illusion":
+        return measure_illusion(model, tok, **PROMPTS_DOC[name]["args"])
     return measure_ioi(model, tok, **PROMPTS_DOC[name]["args"])
 
 

@@ -1,4 +1,4 @@
-"""``zoo:ioi_backup``: the harder compiled model does what ``ground_truth.json`` says.
+"""``zoo:ioi_backup`` and ``zoo:illusion``: the harder compiled models do what ``ground_truth.json`` says.
 
 Planted by construction (``compiled._build_ioi_backup``): a backup name mover 3.0 that copies IO
 only when the name mover 2.3 writes no 'moved' flag (self-repair), a suppression head 2.1 that
@@ -139,10 +139,73 @@ def test_look_alikes_have_the_planted_patterns_and_no_effect(mt, prompts, base):
         ), h
 
 
-def test_weights_are_a_pure_function_of_the_source(tmp_path):
-    C.build("ioi_backup", tmp_path / "m")
-    shipped = (zoo.path("ioi_backup") / "model.safetensors").read_bytes()
+@pytest.mark.parametrize("name", ["ioi_backup", "illusion"])
+def test_weights_are_a_pure_function_of_the_source(tmp_path, name):
+    C.build(name, tmp_path / "m")
+    shipped = (zoo.path(name) / "model.safetensors").read_bytes()
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == shipped
-    rec = json.loads((zoo.path("ioi_backup") / "ground_truth.json").read_text())
-    assert rec["residual_layout"] == C.layout("ioi_backup").as_json()
-    assert np.isclose(rec["figures"]["logit_diff"]["mean"], 7.0, atol=0.1)
+    rec = json.loads((zoo.path(name) / "ground_truth.json").read_text())
+    assert rec["residual_layout"] == C.layout(name).as_json()
+    if name == "ioi_backup":
+        assert np.isclose(rec["figures"]["logit_diff"]["mean"], 7.0, atol=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# zoo:illusion: a direction that interchange calls causal through a dormant pathway
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def illusion():
+    d = zoo.path("illusion")
+    model = GPT2LMHeadModel.from_pretrained(str(d), attn_implementation="eager").eval()
+    return model, AutoTokenizer.from_pretrained(str(d))
+
+
+def test_illusion_interchange_by_construction(illusion):
+    fig = C.measure_illusion(*illusion, n=60, seed=321)
+    t = C.THRESHOLDS["illusion"]
+    assert fig["accuracy"] >= t["accuracy_min"]
+    iia = fig["interchange_accuracy_block1_input"]
+    assert iia["true"] >= t["causal_iia_min"]  # the mechanism
+    assert iia["u"] >= t["causal_iia_min"]  # the illusion: looks just as causal
+    assert iia["shadow"] <= t["disconnected_iia_max"]  # its class-carrying part does nothing
+    assert iia["dormant"] <= t["disconnected_iia_max"]  # its causal part carries no class
+
+
+def test_illusion_parts_are_not_the_mechanism(illusion):
+    model, tok = illusion
+    prompts = C.illusion_prompts(40, seed=99)
+    ids = torch.tensor([tok(p["text"])["input_ids"] for p in prompts])
+    a, b = (tok.convert_tokens_to_ids(tok.tokenize(x))[0] for x in C.ILLUSION_ANSWERS)
+
+    def margin(heads):
+        with C.ablate(model, heads), torch.no_grad():
+            lg = model(ids).logits[:, -1]
+        sign = torch.tensor([1.0 if p["label"] else -1.0 for p in prompts])
+        return float(((lg[:, a] - lg[:, b]) * sign).mean())
+
+    clean = margin({})
+    assert clean > 5
+    assert abs(margin({"0.2": None}) - clean) < 0.1  # disconnected
+    assert abs(margin({"1.0": None}) - clean) < 0.1  # dormant
+    assert margin({"0.1": None}) < 0.5  # the mechanism
+
+
+def test_mw_interchange_falls_for_the_illusion():
+    """The library's interchange intervention (the method under test) finds u as causal as the
+    mechanism; only splitting u into its parts exposes it."""
+    import mi_widgets as mw
+    from mi_widgets.core.concepts.interchange import interchange
+    from mi_widgets.core.concepts.probes import ProbeDataset
+
+    model = mw.load("zoo:illusion")
+    P = C.illusion_prompts(80, seed=5)
+    ds = ProbeDataset.from_lists([p["text"] for p in P], [p["label"] for p in P], "last")
+    iia = {}
+    for name, d in C.illusion_directions().items():
+        r = interchange(model, ds, layers=[0], site="resid_post", n_pairs=40, progress=False,
+                        directions=torch.tensor(d, dtype=torch.float32), answers=(" river", " apple"))  # fmt: skip
+        iia[name] = r.iia(0)
+    assert iia["u"] > 0.9 and iia["true"] > 0.9
+    assert iia["shadow"] < 0.1 and iia["dormant"] < 0.1
