@@ -104,3 +104,20 @@ def test_bad_input_raises_before_any_work(city_data, tmp_path, server):
     with pytest.raises(TypeError, match="cache"):
         autointerp(city_data, [0], cache=3)
     assert server.requests == []
+
+
+def test_cache_key_separates_dictionaries_and_texts(tiny, city_data, tmp_path):
+    """Another dictionary at the same site (or the same one over other texts) is another key:
+    its features are explained afresh, not read from the first one's cache."""
+    from mi_widgets.core.autointerp.batch import fingerprint
+    from mi_widgets.core.decomposition.features import LinearDictionary, feature_pass
+
+    path = tmp_path / "ai.sqlite"
+    autointerp(city_data, [0], scores=(), cache=path, progress=False)
+    sae = city_data.sae
+    other = LinearDictionary(sae.W_enc * 1.5, sae.b_enc, sae.W_dec, site=sae.site, layer=sae.layer)
+    data2 = feature_pass(tiny, other, city_data.texts[:24], progress=False)
+    assert fingerprint(data2) != fingerprint(city_data)
+    out = autointerp(data2, [0], scores=(), cache=path, progress=False)
+    assert out.cached == 0 and len(Cache(path)) == 2
+    assert autointerp(city_data, [0], scores=(), cache=path, progress=False).cached == 1

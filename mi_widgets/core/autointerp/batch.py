@@ -2,14 +2,16 @@
 
 :func:`autointerp` runs :func:`~.explain.explain` then :func:`~.scoring.score_explanation`
 per feature. With ``cache=path`` each finished feature is committed to an SQLite file (stdlib
-``sqlite3``) under a key made of (feature, the dictionary's model/site/layer, the prompt
-templates' hash, the explainer's and scorer's model names, seed): a second run with the same
+``sqlite3``) under a key made of (feature, the dictionary's model/site/layer and a hash of its
+weights and of the texts, the prompt templates' hash, the explainer's and scorer's model names,
+the scores asked for, seed): a second run with the same
 key makes no language-model call for that feature, and a run stopped by Ctrl-C or by an error
 keeps every feature that finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -96,6 +98,22 @@ def _name(x: Any) -> str:
     return str(getattr(x, "name", type(x).__name__))
 
 
+def fingerprint(data: Any) -> str:
+    """A short hash of what a feature's examples depend on: the dictionary's decoder and
+    encoder (where readable) and the texts of the pass (computed once per ``FeatureData``)."""
+    fp = data.__dict__.get("_mw_fingerprint")
+    if fp is None:
+        h = hashlib.sha256()
+        for name in ("W_dec", "W_enc", "b_enc"):
+            t = getattr(data.sae, name, None)
+            if t is not None and hasattr(t, "detach"):
+                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        for t in data.texts:
+            h.update(t.encode("utf-8", "replace") + b"\x1e")
+        fp = data.__dict__["_mw_fingerprint"] = h.hexdigest()[:16]
+    return fp
+
+
 def autointerp_feature(
     data: Any, feature: int, *, explainer: Any = None, scorer: Any = None, scores: tuple[str, ...] = SCORES,
     template: str = EXPLAIN_TEMPLATE, system: str = EXPLAIN_SYSTEM, seed: int = 0, cache: Cache | None = None,
@@ -106,7 +124,7 @@ def autointerp_feature(
     explainer = RuleExplainer() if explainer is None else explainer
     scorer_obj = as_scorer(scorer) if scores else None
     key = Cache.key(
-        feature=int(feature), model=data.model_name, site=data.site, layer=int(data.layer),
+        feature=int(feature), model=data.model_name, site=data.site, layer=int(data.layer), data=fingerprint(data),
         template=template_hash(template, system, *(getattr(scorer_obj, "templates", TEMPLATES).values())),
         explainer=_name(explainer), scorer=_name(scorer_obj) if scorer_obj else "", scores=list(scores), seed=int(seed),
     )
