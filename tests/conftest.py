@@ -137,6 +137,10 @@ _MORE: dict[str, tuple[str, str, dict]] = {
     "phi3": ("Phi3ForCausalLM", "Phi3Config", {**_LL, "pad_token_id": 0}),
     "olmo": ("OlmoForCausalLM", "OlmoConfig", dict(_LL)),
     "olmo2": ("Olmo2ForCausalLM", "Olmo2Config", dict(_LL)),
+    "olmo3": ("Olmo3ForCausalLM", "Olmo3Config", {**_LL, "sliding_window": 4}),
+    "qwen2_moe": ("Qwen2MoeForCausalLM", "Qwen2MoeConfig", {**_LL, "num_experts": 4, "num_experts_per_tok": 2,
+                                                            "moe_intermediate_size": 16,
+                                                            "shared_expert_intermediate_size": 16}),
     "roberta": ("RobertaModel", "RobertaConfig", {**_D, "intermediate_size": 64, "initializer_range": 0.1}),
 }
 ALL_FAMILIES = ["gpt2", "llama", "neox", "neox_sequential", "bert", *_MORE]

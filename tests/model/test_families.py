@@ -21,14 +21,14 @@ TEXT = "When Mary and John went to the store, John gave a drink to Mary."
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
-_LLAMA = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3", "mixtral", "qwen3_moe")
-_SANDWICH = ("gemma2", "gemma3", "olmo2")
+_LLAMA = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3", "mixtral", "qwen3_moe", "qwen2_moe")
+_SANDWICH = ("gemma2", "gemma3", "olmo2", "olmo3")
 _OPT = ("opt", "opt_post_ln_proj", "opt_pre_ln_proj")
 _FALCON_PARALLEL = ("falcon", "falcon_new", "falcon_new_1ln")
 PARALLEL = ("neox", "gptj", "phi", *_FALCON_PARALLEL)
 POST_LN = ("bert", "roberta", "opt_post_ln_proj")
 ENCODERS = ("bert", "roberta")
-MOE = ("mixtral", "qwen3_moe")
+MOE = ("mixtral", "qwen3_moe", "qwen2_moe")
 CAUSAL = [f for f in ALL_FAMILIES if f not in ENCODERS]
 SEQUENTIAL = [f for f in ALL_FAMILIES if f not in PARALLEL and f not in POST_LN]
 
@@ -396,11 +396,12 @@ def _reference_patching(m, family, site, layers, positions):
 # Families whose patching sweeps do not run yet, and why (the component map is exact for them:
 # every check above covers them).
 PATCHING_NOT_YET = {
-    "bloom": "the nnsight engine's .skip() replaces BLOOM's tuple block output with a tensor, and the "
-    "direct engine's captured ALiBi tensor has the batch size baked in (engine.py)",
+    "bloom": "engine.py: the nnsight engine's block.skip(h0) gives BLOOM's tuple-returning blocks a bare "
+    "tensor (the model then takes h0[0]), and the direct engine's captured ALiBi tensor has the batch size "
+    "in it; with skip((h0, None)) for tuple blocks the three grids below equal the reference",
 }
 PATCHABLE = [f for f in CAUSAL if f not in PATCHING_NOT_YET]
-RESID_MID_PATCHABLE = ["llama", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "phi3", "mixtral", "qwen3_moe",
+RESID_MID_PATCHABLE = ["llama", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "olmo3", "phi3", "mixtral", "qwen3_moe", "qwen2_moe",
                        "falcon_sequential_alibi"]
 
 

@@ -26,9 +26,9 @@ from ..model.lock import holding_model_lock
 
 # Model types whose blocks can be called one by one with the kwargs captured from a normal
 # forward (checked once per call against the cached run anyway).
-_DIRECT_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "falcon", "gptj", "opt", "phi", "phi3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "mixtral", "qwen3_moe"}
+_DIRECT_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "falcon", "gptj", "opt", "phi", "phi3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "mixtral", "qwen3_moe", "qwen2_moe", "olmo3"}
 # Where writing resid_mid by adjusting the attention output is exact: resid_mid = resid_pre + attn_out.
-_RESID_MID_WRITABLE = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "phi3", "mixtral", "qwen3_moe", "falcon"}
+_RESID_MID_WRITABLE = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "phi3", "mixtral", "qwen3_moe", "qwen2_moe", "olmo3", "falcon"}
 
 # ... and keeps the base run's keys/values for that, unless they would take more than this.
 _KV_BUDGET = 1 << 30
