@@ -56,6 +56,17 @@ def test_gives_up_after_the_retries_with_a_clear_error(server):
     assert len(server.requests) == 3
 
 
+def test_a_dropped_connection_is_retried(server):
+    def script(body, n):
+        if n == 1:
+            raise ConnectionAbortedError("scripted: close without replying")
+        return chat_reply("second try")
+
+    server.script = script
+    assert OpenAIClient(server.url, "m", retries=1, backoff=0.01).complete(MSG).text == "second try"
+    assert len(server.requests) == 2
+
+
 def test_client_errors_are_not_retried(server):
     server.script = lambda body, n: (401, {}, {"error": "bad key"})
     c = OpenAIClient(server.url, "m", retries=3, backoff=0.01)

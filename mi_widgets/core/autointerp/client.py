@@ -7,13 +7,14 @@ Both answer ``complete(messages, max_tokens=..., top_logprobs=0) -> Completion``
 with their ``top_logprobs`` (``[(token, [(alternative, logprob), ...]), ...]``).
 
 :class:`OpenAIClient` uses only the standard library (``urllib``). It retries on HTTP 429 and
-5xx and on connection errors, waiting ``backoff * 2**attempt`` seconds or the server's
+5xx and on connection errors (refused, dropped without a reply), waiting ``backoff * 2**attempt`` seconds or the server's
 ``Retry-After`` (both capped by ``max_wait``), at most ``retries`` times; a timeout, a reply that
 is not JSON or lacks ``choices[0].message.content`` raises :class:`LMError` with a short reason.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -127,10 +128,11 @@ class OpenAIClient:
                 raise LMError(last) from None
             except TimeoutError:
                 raise LMError(f"no reply from {url} within {self.timeout:g} s") from None
-            except urllib.error.URLError as e:
-                if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+                reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+                if isinstance(reason, (TimeoutError, socket.timeout)):
                     raise LMError(f"no reply from {url} within {self.timeout:g} s") from None
-                last = f"cannot reach {url}: {e.reason}"
+                last = f"cannot reach {url}: {reason}"
                 if attempt < self.retries:
                     time.sleep(self._wait(attempt, None))
                     continue
