@@ -62,6 +62,9 @@ EXPECTED = {
     "attention_name_mover_vs_decoys": False,
     "hypothesis_correct_induction_passes": True,
     "hypothesis_wrong_induction_fails": True,
+    "interchange_illusory_direction": False,
+    "interchange_parts_expose_illusion": True,
+    "das_aligns_with_mechanism": False,
     "probe_sentiment_layer": True,
     "sae_toy_features": True,
 }
@@ -75,6 +78,8 @@ FAST = (
     "attention_duplicate_token_vs_decoy",
     "attention_name_mover_vs_decoys",
     "hypothesis_wrong_induction_fails",
+    "interchange_illusory_direction",
+    "interchange_parts_expose_illusion",
 )
 
 _cache: dict[str, object] = {}
@@ -254,6 +259,65 @@ def _hypothesis_rows() -> dict[str, Row]:
     }  # fmt: skip
 
 
+def _illusion_iia() -> dict[str, float]:
+    if "illusion_iia" not in _cache:
+        from mi_widgets.core.concepts.interchange import interchange
+
+        model = _model("zoo:illusion")
+        iia = {}
+        for name, d in C.illusion_directions().items():
+            r = interchange(model, _illusion_dataset(), layers=[0], site="resid_post", n_pairs=60,
+                            directions=torch.tensor(d, dtype=torch.float32),
+                            answers=(" river", " apple"), progress=False)  # fmt: skip
+            iia[name] = r.iia(0)
+        _cache["illusion_iia"] = iia
+    return _cache["illusion_iia"]  # type: ignore[return-value]
+
+
+def _illusion_dataset():
+    from mi_widgets.core.concepts.probes import ProbeDataset
+
+    p = C.illusion_prompts(120, seed=5)
+    return ProbeDataset.from_lists([x["text"] for x in p], [x["label"] for x in p], "last")
+
+
+def interchange_illusory_direction() -> Row:
+    iia = _illusion_iia()
+    return Row("interchange_illusory_direction", "zoo:illusion",
+               "is u = (shadow + dormant)/√2 the first-word-class mechanism?",
+               "no: it acts only through a dormant pathway (1.0); the mechanism is cls_first (0.1)",
+               "interchange along u (resid_post 0, last token)",
+               f"IIA {iia['u']:.2f}: looks causal", iia["u"] < 0.5)  # fmt: skip
+
+
+def interchange_parts_expose_illusion() -> Row:
+    iia = _illusion_iia()
+    ok = iia["u"] > 0.9 and iia["shadow"] < 0.1 and iia["dormant"] < 0.1 and iia["true"] > 0.9
+    return Row("interchange_parts_expose_illusion", "zoo:illusion",
+               "does u survive being split into its parts?",
+               "no: shadow (class, unread) and dormant (read, never written) each do nothing",
+               "interchange along each part and along cls_first",
+               f"shadow {iia['shadow']:.2f}, dormant {iia['dormant']:.2f}, cls_first {iia['true']:.2f}",
+               ok)  # fmt: skip
+
+
+def das_aligns_with_mechanism() -> Row:
+    from mi_widgets.core.concepts.interchange import interchange
+
+    r = interchange(_model("zoo:illusion"), _illusion_dataset(), layers=[0], site="resid_post",
+                    kind="das", answers=(" river", " apple"), n_pairs=60, steps=100,
+                    progress=False)  # fmt: skip
+    v = r.rotations[0].reshape(-1)
+    v = v / v.norm()
+    cos = {k: abs(float(v @ torch.tensor(d, dtype=torch.float32)))
+           for k, d in C.illusion_directions().items()}  # fmt: skip
+    return Row("das_aligns_with_mechanism", "zoo:illusion",
+               "does a 1-d DAS subspace align with the mechanism (absolute cosine ≥ 0.9 with cls_first)?",
+               "cls_first", "interchange(kind='das', das_dim=1), seed 0",
+               f"IIA {r.iia(0):.2f}; abs cosine: cls_first {cos['true']:.2f}, shadow {cos['shadow']:.2f}, "
+               f"dormant {cos['dormant']:.2f}", cos["true"] >= 0.9)  # fmt: skip
+
+
 def probe_sentiment_layer() -> Row:
     from mi_widgets.core.concepts.probes import ProbeDataset
 
@@ -297,6 +361,9 @@ ROWS: dict[str, Callable[[], Row]] = {
         "attention_duplicate_token_vs_decoy", "dup", "0.1"),
     "attention_name_mover_vs_decoys": lambda: _ioi_attention_row(
         "attention_name_mover_vs_decoys", "nm", "2.3"),
+    "interchange_illusory_direction": interchange_illusory_direction,
+    "interchange_parts_expose_illusion": interchange_parts_expose_illusion,
+    "das_aligns_with_mechanism": das_aligns_with_mechanism,
     "probe_sentiment_layer": probe_sentiment_layer,
     "sae_toy_features": sae_toy_features,
 }  # fmt: skip
@@ -359,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
             "zoo:tiny: measured, `ground_truth.json`; toy superposition: by the generator). "
             "*right?* = the method found the planted answer; *expected* = whether it should: "
             "zero-ablation is fooled by the backup name mover, and attention-pattern scores by the "
-            "look-alike decoys, by design of `zoo:ioi_backup`.\n\n"
+            "look-alike decoys, by design of `zoo:ioi_backup`; interchange along a direction by the dormant pathway of `zoo:illusion`.\n\n"
             + body
             + f"\n\nOne CPU thread; total {total:.0f} s. Run: `PYTHONPATH=. python benchmarks/ground_truth.py`; "
             "`tests/validation/test_ground_truth_scoreboard.py` re-runs the fast rows and fails "

@@ -1,7 +1,7 @@
 """The ground-truth scoreboard (``benchmarks/ground_truth.py``) on its fast rows: every row must
 have the outcome recorded in ``EXPECTED``. A method that found the planted answer and stops
 finding it fails here; so does a trap (zero-ablation vs the backup head, attention patterns vs
-the look-alike decoys) that stops trapping, which would mean the zoo model changed."""
+the look-alike decoys, interchange vs the dormant pathway) that stops trapping, which would mean the zoo model changed."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def test_fast_rows_cover_both_outcomes(gt):
         "attention_duplicate_token_vs_decoy",
         "attention_name_mover_vs_decoys",
         "hypothesis_wrong_induction_fails",
+        "interchange_illusory_direction",
+        "interchange_parts_expose_illusion",
     ],
 )
 def test_row_has_its_recorded_outcome(gt, rows, rid):
