@@ -117,6 +117,9 @@ function render({ model, el }: RenderProps): Cleanup {
   groupBtn.title = "shift- or ctrl-click nodes to select several, then group them into a supernode";
   const clearGroups = h("button", "mw-clear-groups", "ungroup all");
   clearGroups.type = "button";
+  const circuitOnly = h("input", "mw-circuit-only");
+  circuitOnly.type = "checkbox";
+  const circuitLabel = h("span", "mw-circuit-count");
   const showAll = h("input", "mw-show-all");
   showAll.type = "checkbox";
   const fullBtn = h("button", "mw-fullscreen", "full screen");
@@ -133,6 +136,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const header = h("div", "mw-header", [
     title,
     h("label", "mw-control", ["edges", slider, num, nTotal]),
+    h("label", "mw-control", [circuitOnly, circuitLabel]),
     threshold,
     faith,
     suggest,
@@ -176,6 +180,7 @@ function render({ model, el }: RenderProps): Cleanup {
   let faithSeq = 0;
   let nodeSeq = 0;
   let drawn = 0;
+  let nKept = 0;
   let suppressClick = false;
   const patterns = new Map<string, { tokens: string[]; pattern: WireArray | null; note?: string }>();
 
@@ -279,14 +284,18 @@ function render({ model, el }: RenderProps): Cleanup {
     if (!g) return;
     n = Math.max(0, Math.min(g.E, n));
     kept = new Uint8Array(g.E);
+    nKept = 0;
     active = new Set<number>();
     const grouped = groups.length > 0;
     const M = g.N + groups.length;
     const agg = new Map<number, DisplayEdge>();
     const list: DisplayEdge[] = [];
-    for (let r = 0; r < n; r++) {
+    const only = circuitOnly.checked;
+    for (let r = 0; r < (only ? g.E : n); r++) {
       const e = g.rank[r];
+      if (only && !g.inCirc[e]) continue;
       kept[e] = 1;
+      nKept++;
       const a = grouped ? disp(g.send[e]) : g.send[e];
       const b = grouped ? disp(g.recv[e]) : g.recv[e];
       if (a === b) continue;
@@ -403,7 +412,7 @@ function render({ model, el }: RenderProps): Cleanup {
       }
     }
     root.dataset.drawnEdges = String(drawn);
-    root.dataset.keptEdges = String(n);
+    root.dataset.keptEdges = String(nKept);
     const ctx = canvas.getContext ? canvas.getContext("2d") : null;
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -468,8 +477,12 @@ function render({ model, el }: RenderProps): Cleanup {
     if (Number(num.value) !== n || num.value === "") num.value = String(n);
     setText(nTotal, `/ ${E}`);
     root.dataset.n = String(n);
-    if (g && n > 0) setText(threshold, `|score| ≥ ${fmt(Math.abs(g.score[g.rank[n - 1]]), 3)}`);
-    else setText(threshold, "");
+    const only = circuitOnly.checked;
+    if (g && !only && n > 0) setText(threshold, `|score| ≥ ${fmt(Math.abs(g.score[g.rank[n - 1]]), 3)}`);
+    else setText(threshold, only ? `the ${str(model.get("method"))} circuit's edges` : "");
+    slider.disabled = num.disabled = only;
+    setText(circuitLabel, `circuit only (${Number(model.get("n_in_circuit")) || 0})`);
+    circuitOnly.disabled = !(Number(model.get("n_in_circuit")) > 0);
     const st = isStatic();
     staticNote.hidden = !st;
     const nm = [str(model.get("model_name")), str(model.get("method")), str(model.get("metric_name"))].filter(Boolean);
@@ -502,37 +515,47 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   function faithFromTrait(): boolean {
-    const f = model.get("faithfulness") as { n?: unknown; value?: unknown; source?: unknown } | null;
-    if (!f || typeof f !== "object" || Number(f.n) !== n) return false;
+    const f = model.get("faithfulness") as { n?: unknown; value?: unknown; source?: unknown; circuit?: unknown } | null;
+    if (!f || typeof f !== "object") return false;
+    const only = circuitOnly.checked;
+    if (only ? f.circuit !== true : f.circuit === true || f.n == null || Number(f.n) !== n) return false;
     const v = f.value == null ? NaN : Number(f.value);
-    showFaith("ok", n, v, `faithfulness(${n}) = ${fmt(v, 4)}${f.source === "curve" ? " (recorded curve)" : ""}`);
+    const what = only ? "circuit" : String(n);
+    showFaith("ok", only ? -1 : n, v, `faithfulness(${what}) = ${fmt(v, 4)}${f.source === "curve" ? " (recorded curve)" : ""}`);
     return true;
   }
 
   function idleFaith(): void {
     if (faithFromTrait()) return;
+    if (circuitOnly.checked) {
+      showFaith(isStatic() ? "static" : "none", -1, null, isStatic() ? "faithfulness: needs the kernel" : "faithfulness(circuit): –");
+      return;
+    }
     const c = curveAt(n);
     if (c != null) showFaith("ok", n, c, `faithfulness(${n}) = ${fmt(c, 4)} (recorded curve)`);
     else if (isStatic()) showFaith("static", n, null, "faithfulness: needs the kernel");
     else showFaith("none", n, null, "faithfulness: release the slider");
   }
 
+  /** `k` edges, or -1: the circuit's own edges. */
   async function requestFaith(k: number): Promise<void> {
     const seq = ++faithSeq;
     if (isStatic()) {
       idleFaith();
       return;
     }
-    showFaith("running", k, null, `faithfulness(${k}): computing…`);
-    pill.set("running", `faithfulness of ${k} edges…`);
+    const what = k < 0 ? "circuit" : String(k);
+    showFaith("running", k, null, `faithfulness(${what}): computing…`);
+    pill.set("running", k < 0 ? "faithfulness of the circuit…" : `faithfulness of ${k} edges…`);
     try {
-      const { response } = await request<{ n: number; value: number | null; source: string }>(model, "faithfulness", { n: k });
+      const msg = k < 0 ? { circuit: true } : { n: k };
+      const { response } = await request<{ n: number; value: number | null; source: string }>(model, "faithfulness", msg);
       if (seq !== faithSeq) return;
       const v = response.value == null ? NaN : Number(response.value);
-      showFaith("ok", k, v, `faithfulness(${k}) = ${fmt(v, 4)}${response.source === "curve" ? " (recorded curve)" : ""}`);
+      showFaith("ok", k, v, `faithfulness(${what}) = ${fmt(v, 4)}${response.source === "curve" ? " (recorded curve)" : ""}`);
     } catch (e) {
       if (seq !== faithSeq) return;
-      showFaith("error", k, null, `faithfulness(${k}): ${errorText(e)}`);
+      showFaith("error", k, null, `faithfulness(${what}): ${errorText(e)}`);
     }
     renderStatus();
   }
@@ -744,7 +767,7 @@ function render({ model, el }: RenderProps): Cleanup {
         if (list.length >= 2) out.push({ name: `L${L} heads`, nodes: list.map((i) => G.nodes[i]) });
     } else if (kind === "component") {
       const pairs: [number, number][] = [];
-      for (let r = 0; r < n; r++) pairs.push([G.send[G.rank[r]], G.recv[G.rank[r]]]);
+      for (let e = 0; e < G.E; e++) if (kept[e]) pairs.push([G.send[e], G.recv[e]]);
       const skip = new Set([G.nodes.indexOf("input"), G.nodes.indexOf("logits")].filter((i) => i >= 0));
       components(G.N, pairs, skip).forEach((c, i) => out.push({ name: `C${i + 1}`, nodes: c.map((j) => G.nodes[j]) }));
     } else return;
@@ -893,6 +916,13 @@ function render({ model, el }: RenderProps): Cleanup {
   dom(groupBtn, "click", groupSelected);
   dom(clearGroups, "click", () => setGroups([]));
   dom(showAll, "change", redraw);
+  dom(circuitOnly, "change", () => {
+    model.set("circuit_only", circuitOnly.checked);
+    model.save_changes();
+    redraw();
+    if (circuitOnly.checked) void requestFaith(-1);
+    else idleFaith();
+  });
   dom(fullBtn, "click", onFull);
   dom(root, "keydown", onKey);
 
@@ -922,6 +952,12 @@ function render({ model, el }: RenderProps): Cleanup {
     draw();
   });
   listen(["faithfulness", "curve"], idleFaith);
+  listen(["circuit_only", "n_in_circuit"], () => {
+    circuitOnly.checked = model.get("circuit_only") === true;
+    redraw();
+    idleFaith();
+    renderPanel();
+  });
   listen(["status", "error", "static"], () => {
     renderStatus();
     renderControls();
@@ -945,6 +981,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   // ---------------------------------------------------------------- first paint
   n = Number(model.get("n_edges_shown")) || 0;
+  circuitOnly.checked = model.get("circuit_only") === true;
   decodeGraph();
   applyGroups();
   prune();

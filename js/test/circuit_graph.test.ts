@@ -298,6 +298,39 @@ describe("CircuitGraph: static model", () => {
   });
 });
 
+describe("CircuitGraph: circuit only", () => {
+  it("draws exactly in_circuit (not the top n), saves circuit_only and asks for the circuit's faithfulness", async () => {
+    const st = graphState(3, 4);
+    // the method's circuit: 5 edges that are NOT the top 5 by |score|
+    const inCirc = new Uint8Array(st.n_edges);
+    const chosen = st._rank.slice(40, 45);
+    for (const e of chosen) inCirc[e] = 1;
+    const { model, sent, reply } = liveModel({ ...st, in_circuit: wireB64("uint8", [st.n_edges], inCirc), n_in_circuit: 5 });
+    const { root } = mount(model);
+    const box = root.querySelector<HTMLInputElement>(".mw-circuit-only")!;
+    expect(root.querySelector(".mw-circuit-count")!.textContent).toBe("circuit only (5)");
+    expect(box.disabled).toBe(false);
+    box.checked = true;
+    box.dispatchEvent(new Event("change", { bubbles: true }));
+    expect(model.get("circuit_only")).toBe(true);
+    expect(root.dataset.keptEdges).toBe("5");
+    expect(drawnEdges(root)).toBe(5);
+    expect(root.querySelector<HTMLInputElement>("input.mw-topn")!.disabled).toBe(true);
+    const ends = new Set<string>();
+    for (const e of chosen) (ends.add(st.nodes[st._S[e]]), ends.add(st.nodes[st._R[e]]));
+    const shown = Array.from(root.querySelectorAll<HTMLElement>(".mw-node:not([hidden])")).map((b) => b.dataset.node);
+    expect(new Set(shown)).toEqual(ends);
+    expect(sent[0]).toMatchObject({ name: "faithfulness", msg: { circuit: true } });
+    reply({ kind: "mw-response", id: sent[0].id, ok: true, response: { n: null, circuit: true, value: 0.93, source: "computed" } });
+    await flush();
+    expect(root.querySelector(".mw-faith")!.textContent).toBe("faithfulness(circuit) = 0.9300");
+    // Python turns it off: back to the top n
+    model.set("circuit_only", false);
+    expect(box.checked).toBe(false);
+    expect(drawnEdges(root)).toBe(20);
+  });
+});
+
 describe("CircuitGraph: live kernel", () => {
   it("releasing the slider saves n_edges_shown and requests faithfulness {n}; dragging does not", async () => {
     const { model, sent, reply, saves } = liveModel(graphState(3, 4));

@@ -81,8 +81,9 @@ class CircuitGraph(MIWidget):
     head's attention pattern on the task's first clean prompt); drag nodes to pin them; group
     nodes into supernodes by hand or from a suggestion.
 
-    ``CircuitGraph.from_result(circuit, n_edges_shown=None, selected_node="")``; a circuit
-    displays as this view in a notebook.
+    ``CircuitGraph.from_result(circuit, n_edges_shown=None, selected_node="", circuit_only=None)``
+    (``circuit_only``: draw exactly ``in_circuit`` instead of the top n; default on for ACDC); a
+    circuit displays as this view in a notebook.
     """
 
     _stem = "circuit_graph"
@@ -107,6 +108,7 @@ class CircuitGraph(MIWidget):
     corrupt_metric = traitlets.Float(float("nan"), allow_none=True).tag(sync=True)
     curve = traitlets.Dict().tag(sync=True)
     n_edges_shown = traitlets.Int(0).tag(sync=True)
+    circuit_only = traitlets.Bool(False).tag(sync=True)
     selected_node = traitlets.Unicode("").tag(sync=True)
     pinned = traitlets.Dict().tag(sync=True)
     groups = traitlets.List(traitlets.Dict()).tag(sync=True)
@@ -123,19 +125,22 @@ class CircuitGraph(MIWidget):
         *,
         n_edges_shown: int | None = None,
         selected_node: str = "",
+        circuit_only: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(circuit, Circuit):
             raise TypeError(f"CircuitGraph shows a Circuit, got {type(circuit).__name__}")
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
         self._circuit = circuit
-        self._faith_memo: dict[int, float] = {}
+        self._faith_memo: dict[int | None, float] = {}
         self._attention: Any = None
         super().__init__(**kwargs)
         with self.hold_trait_notifications():
             self._show(circuit)
             default = self.n_in_circuit if self.n_in_circuit > 0 else min(self.n_edges, 100)
             self.n_edges_shown = default if n_edges_shown is None else n_edges_shown
+            # ACDC's circuit is its pruned graph, not the top edges by |score|: show it as found
+            self.circuit_only = (circuit.method == "acdc" and self.n_in_circuit > 0) if circuit_only is None else circuit_only
         if selected_node:
             self.selected_node = selected_node
 
@@ -206,8 +211,13 @@ class CircuitGraph(MIWidget):
         return torch.argsort(-s, stable=True)
 
     def shown_edges(self) -> list[int]:
-        """Indices of the edges the view draws now (the top ``n_edges_shown``)."""
-        return self.edge_order()[: self.n_edges_shown].tolist()
+        """Indices of the edges the view draws now, by |score|: the top ``n_edges_shown``, or the
+        circuit's own edges (``in_circuit``) when ``circuit_only``."""
+        order = self.edge_order()
+        if self.circuit_only:
+            keep = torch.as_tensor(self._circuit.in_circuit).reshape(-1).bool().cpu()
+            return [i for i in order.tolist() if keep[i]]
+        return order[: self.n_edges_shown].tolist()
 
     @traitlets.validate("n_edges_shown")
     def _valid_n(self, proposal: Any) -> int:
@@ -256,20 +266,37 @@ class CircuitGraph(MIWidget):
             f"{n} edges cannot be computed (the recorded curve has sizes {list(c.curve_sizes)[:8]})"
         )
 
+    def circuit_faithfulness(self) -> float:
+        """The faithfulness of the circuit's own edges (``circuit.faithfulness(None)``, which keeps
+        ``in_circuit``)."""
+        c = self._circuit
+        if not self._can_compute():
+            raise ValueError("no model attached to this circuit, so the faithfulness of its edges cannot be computed")
+        if None not in self._faith_memo:
+            self._faith_memo[None] = float(c.faithfulness(None))
+        return self._faith_memo[None]
+
     @request_handler("faithfulness")
     def _faithfulness(self, msg: dict, progress: Any) -> dict:
-        n = self._check_n(msg.get("n"))
+        """``{n}``: the top-n edges; ``{circuit: true}``: the circuit's own edges."""
+        if "circuit" in msg:
+            if msg["circuit"] is not True or "n" in msg:
+                raise ValueError(f"circuit must be true, without n; got {msg!r}"[:120])
+            n: int | None = None
+        else:
+            n = self._check_n(msg.get("n"))
         prev = self.status
         self.status = "running"
         try:
-            value, source = self.faithfulness_at(n)
+            value, source = (self.circuit_faithfulness(), "computed") if n is None else self.faithfulness_at(n)
         except Exception:
             self.status = prev
             raise
+        reply = {"n": n, "value": _finite(value), "source": source, **({"circuit": True} if n is None else {})}
         with self.hold_trait_notifications():
-            self.faithfulness = {"n": n, "value": _finite(value), "source": source}
+            self.faithfulness = reply
             self.status = "ready"
-        return {"n": n, "value": _finite(value), "source": source}
+        return reply
 
     def node_edges(self, node: str, k: int = TOP_EDGES) -> dict:
         """A node's top-``k`` incoming and outgoing edges by ``|score|``: ``{"in": [[edge, score],

@@ -305,3 +305,35 @@ def test_a_failing_attention_pass_does_not_break_the_static_copy():
         w.request("node", {"node": "a0.h0"})
     assert w._static_extra(32) == {"node_cache": {}}
     assert "circuit_graph" in w.html_fragment(32)
+
+
+def test_circuit_only_shows_the_methods_own_edges_and_asks_for_their_faithfulness():
+    """ACDC's circuit is its pruned graph: the view starts on exactly in_circuit, and
+    ``{circuit: true}`` answers ``circuit.faithfulness(None)``."""
+
+    @dataclass(repr=False)
+    class Pruned(Circuit):
+        def faithfulness(self, n=None):
+            self.info.setdefault("calls", []).append(n)
+            return 0.5 if n is None else n / self.n_edges
+
+    s, r, k = all_edges()
+    keep = torch.zeros(len(s), dtype=torch.bool)
+    keep[[3, 50, 100]] = True  # not the top 3 by |score|
+    c = make_circuit(Pruned, method="acdc", in_circuit=keep, model=object())
+    w = CircuitGraph(c)
+    assert w.circuit_only is True
+    assert sorted(w.shown_edges()) == [3, 50, 100]
+    assert w.request("faithfulness", {"circuit": True}) == {"n": None, "value": 0.5, "source": "computed", "circuit": True}
+    assert c.info["calls"] == [None]
+    assert w.faithfulness["circuit"] is True
+    before = snapshot(w)
+    for bad in ({"circuit": False}, {"circuit": 1}, {"circuit": True, "n": 3}):
+        with pytest.raises(ValueError, match="circuit must be true"):
+            w.request("faithfulness", bad)
+    assert snapshot(w) == before
+    w.circuit_only = False
+    assert len(w.shown_edges()) == w.n_edges_shown == 3
+    assert CircuitGraph(make_circuit()).circuit_only is False  # score methods: top n
+    with pytest.raises(ValueError, match="no model attached"):
+        CircuitGraph(make_circuit()).request("faithfulness", {"circuit": True})
