@@ -359,3 +359,19 @@ def test_bfloat16_loads_and_reads_float32_on_cpu_within_bf16_of_transformers(tmp
         mw.load(tmp_path, dtype="bfloat17")
     with pytest.raises(TypeError, match="dtype must be a torch.dtype or its name"):
         mw.load(tmp_path, dtype=16)
+
+
+@pytest.mark.parametrize("family", ["opt", "falcon"])
+def test_remote_models_refuse_sites_that_need_local_preparation(tmp_path, bpe_tokenizer, family):
+    """OPT's MLP sites and parallel Falcon's mlp_out are exact because wrapping prepares the local
+    model; on NDIF transformers' own layers run, so a remote Model refuses them by name."""
+    from conftest import _family_model
+
+    _family_model(family, len(bpe_tokenizer)).save_pretrained(tmp_path)
+    bpe_tokenizer.save_pretrained(tmp_path)
+    m = mw.load(tmp_path, remote=True)
+    assert "mlp_out" not in m.sites and "resid_post" in m.sites
+    with pytest.raises(ValueError, match="mlp_out.*not defined.*on NDIF.*remote='local'"):
+        m.check_site("mlp_out")
+    local = mw.load(tmp_path)
+    assert "mlp_out" in local.sites

@@ -489,6 +489,30 @@ def _prepare_model(hf: torch.nn.Module) -> None:
                 mod.mlp._mw_copy_out = True
 
 
+_REMOTE_WHY = (
+    "on NDIF the model runs transformers' own layers, which {what}; load the weights locally "
+    "(remote=False or remote='local') to read it"
+)
+
+
+def _remote_arch(hf: torch.nn.Module, arch: Arch) -> Arch:
+    """The map for a model that runs on NDIF, where :func:`_prepare_model` cannot reach: sites
+    whose values depend on that preparation are refused by name instead of read wrongly."""
+    cfg = hf.config
+    mt = getattr(cfg, "model_type", "")
+    drop: dict[str, str] = {}
+    if mt == "opt":
+        what = "flatten tokens to [batch*tokens, d] inside the MLP block"
+        drop = {s: _REMOTE_WHY.format(what=what) for s in ("resid_mid", "mlp_post", "mlp_out")
+                if arch.reads.get(s) is not None and arch.reads[s].module in ("final_layer_norm", "fc2")}
+    if mt == "falcon" and (cfg.new_decoder_architecture or cfg.parallel_attn):
+        drop = {"mlp_out": _REMOTE_WHY.format(what="add the attention output into the MLP output in place")}
+    if not drop:
+        return arch
+    return Arch(**{**arch.__dict__, "reads": {k: v for k, v in arch.reads.items() if k not in drop},
+                   "absent": {**arch.absent, **drop}})
+
+
 def _unflatten_opt(hf: torch.nn.Module) -> None:
     from transformers.models.opt.modeling_opt import OPTDecoderLayer
 

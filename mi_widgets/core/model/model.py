@@ -23,6 +23,7 @@ from .families import (
     _dims,
     _get,
     _prepare_model,
+    _remote_arch,
     arch_from_components,
     check_supported,
 )
@@ -55,6 +56,8 @@ class Model:
         self.remote = remote
         # the component map: built in per family (families.py), or the caller's own
         self.arch = _arch_for(hf) if components is None else arch_from_components(hf, components)
+        if remote is True and components is None:
+            self.arch = _remote_arch(hf, self.arch)
         self.family = self.arch.family
         dims = _dims(hf, self.arch)
         self.n_layers, self.n_heads = dims["n_layers"], dims["n_heads"]
