@@ -198,3 +198,44 @@ def test_bad_input_is_refused_before_any_forward(ind, ind_data):
     one = Task([task.prompts[0]], mw.prob(" apple"), "one")
     with pytest.raises(ValueError, match="same token length"):
         validate(Hypothesis("1.2", "x", ablation=AblationPrediction(one, 0.1)), ind)
+
+
+def test_sae_feature_hypothesis_on_a_hand_set_dictionary(ind, ind_data):
+    # An SAE whose feature 0 reads the 'prev' entry of ' apple' (zoo:induction head 0.1 writes a
+    # one-hot of the previous token there): by construction it fires exactly after ' apple'.
+    from mi_widgets.core.decomposition.sae import SAE
+
+    corpus, _, _ = ind_data
+    lay, vocab = C.layout("induction"), C.induction_vocab()
+    sae = SAE(ind.d_model, 4, "relu", site="resid_pre", layer=1)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        sae.W_enc[lay.idx("prev", vocab.index(" apple")), 0] = 1.0
+    texts = corpus + [" apple river apple stone", " cloud apple table"]
+    right = validate(Hypothesis((sae, 0), "fires right after ' apple'",
+                                activation=ActivationPrediction(
+                                    lambda t, i: t[i - 1] == " apple" if i else None, texts)),
+                     ind, progress=False)  # fmt: skip
+    assert right.passed, right
+    wrong = validate(Hypothesis((sae, 0), "fires on ' apple'",
+                                activation=ActivationPrediction(
+                                    lambda t, i: t[i] == " apple" if i else None, texts)),
+                     ind, progress=False)  # fmt: skip
+    assert not wrong.passed
+    kinds = {c.kind for c in wrong.counterexamples}
+    assert kinds == {"predicted, silent", "silent prediction, fires"}
+
+
+def test_neuron_hypothesis_fails_where_the_mlp_is_zero(ind, ind_data):
+    # zoo:induction's MLPs are all zero by construction: no neuron does anything.
+    corpus, task, _ = ind_data
+    hyp = Hypothesis(("mlp_post", 0, 3), "an induction neuron",
+                     activation=ActivationPrediction(seen_before, corpus),
+                     ablation=AblationPrediction(task, drop_at_least=0.1))  # fmt: skip
+    v = validate(hyp, ind, progress=False)
+    assert not v.passed
+    for kind in ("zero", "mean", "resample"):
+        assert abs(v.test(f"ablation ({kind})").figure) < 1e-4
+    assert abs(v.test("activation: correlation").figure) < 1e-6

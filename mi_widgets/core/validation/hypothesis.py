@@ -185,6 +185,11 @@ def _parse_unit(model: Model, unit: Any) -> _Unit:
         return _Unit("head", f"{layer}.{h}", layer, h, "head_out")
     if isinstance(unit, tuple) and len(unit) == 2 and hasattr(unit[0], "encode"):
         sae, i = unit
+        model.check_site(sae.site, sae.layer)
+        if getattr(sae, "d_in", model.site_width(sae.site)) != model.site_width(sae.site):
+            raise ValueError(
+                f"the SAE reads {sae.d_in} dims but {sae.site} has {model.site_width(sae.site)}"
+            )
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < sae.d_sae:
             raise ValueError(f"SAE feature index must be an int in 0..{sae.d_sae - 1}, got {i!r}")
         return _Unit(
