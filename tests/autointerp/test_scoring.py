@@ -71,6 +71,23 @@ def test_lm_scorer_agrees_with_the_rule_scorer(server, city_data, logprobs):
     assert all(len(r["messages"]) == 2 for r in server.requests)
 
 
+def test_parallel_simulation_keeps_order_and_overlaps_calls(server, city_data):
+    """workers=4: the same simulation score as one at a time, in well under the serial time
+    (each scripted reply takes 0.2 s)."""
+    import time
+
+    judge = oracle(LEXICON)
+    server.script = lambda body, n: ("sleep", 0.2, judge(body, n))
+    kw = dict(scores=("simulation",), baseline=[], n_top=4, n_quantile=4, n_negative=4)
+    t = time.monotonic()
+    par = score_explanation("city names", 0, city_data, scorer=LMScorer(OpenAIClient(server.url, "o"), workers=4), **kw)
+    took = time.monotonic() - t
+    n = par.counts["simulation"] and len(server.requests)
+    ser = score_explanation("city names", 0, city_data, scorer=RuleSimulator(LEXICON), **kw)
+    assert par.values["simulation"] == pytest.approx(ser.values["simulation"]) and par.values["simulation"] > 0.9
+    assert n >= 8 and took < 0.2 * n * 0.6, (n, took)
+
+
 def test_bad_input_raises_before_any_work(city_data, server):
     with pytest.raises(TypeError, match="explanation"):
         score_explanation(3, 0, city_data)

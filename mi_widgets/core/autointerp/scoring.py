@@ -220,17 +220,20 @@ def _expected_numbers(logprobs: list[tuple[str, list[tuple[str, float]]]], lo: i
 class LMScorer:
     """A language model as simulator and judge (see the module docstring). ``logprobs=True``
     asks the endpoint for ``top_logprobs`` and uses expected values over digit tokens; otherwise
-    the reply's numbers are parsed. ``batch`` windows per detection / fuzzing call."""
+    the reply's numbers are parsed. ``batch`` windows per detection / fuzzing call;
+    ``workers`` simulation calls in flight at once (threads; the endpoint serves them in
+    parallel, results keep their order)."""
 
     def __init__(self, lm: Any, *, logprobs: bool = False, top_logprobs: int = 12, batch: int = 8,
-                 templates: dict[str, str] | None = None) -> None:
+                 templates: dict[str, str] | None = None, workers: int = 1) -> None:
         if not hasattr(lm, "complete"):
             raise TypeError(f"lm must be a language model client (OpenAIClient, LocalLM), got {type(lm).__name__}")
         unknown = set(templates or {}) - set(TEMPLATES)
         if unknown:
             raise ValueError(f"unknown templates {sorted(unknown)}; names: {', '.join(TEMPLATES)}")
-        if batch < 1:
-            raise ValueError("batch must be >= 1")
+        if batch < 1 or workers < 1:
+            raise ValueError("batch and workers must be >= 1")
+        self.workers = int(workers)
         self.lm, self.logprobs, self.top_logprobs, self.batch = lm, bool(logprobs), int(top_logprobs), int(batch)
         self.templates = {**TEMPLATES, **(templates or {})}
         self.name = getattr(lm, "name", type(lm).__name__) + (":logprobs" if logprobs else "")
@@ -252,6 +255,26 @@ class LMScorer:
         user = self.templates["simulation"].format(explanation=explanation, tokens=toks, n=n)
         vals = self._ask(self.templates["simulation_system"], user, max_tokens=4 * n + 8)
         return [max(0.0, min(10.0, v)) for v in self._fit(vals, n)]
+
+    def simulate_many(self, explanation: str, recs: list[Record], tick: Any = None) -> list[list[float]]:
+        """:meth:`simulate` over ``recs``, ``workers`` at a time, in order."""
+        if self.workers == 1 or len(recs) < 2:
+            out = []
+            for r in recs:
+                out.append(self.simulate(explanation, r))
+                if tick:
+                    tick()
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            futs = [pool.submit(self.simulate, explanation, r) for r in recs]
+            out = []
+            for f in futs:
+                out.append(f.result())
+                if tick:
+                    tick()
+            return out
 
     def _judge(self, template: str, explanation: str, texts: list[str]) -> list[tuple[bool, float]]:
         out = []
@@ -409,10 +432,16 @@ def _score_one(explanation: str, scorer: Any, recs: list[Record], max_act: float
     counts: dict[str, int] = {}
     if "simulation" in which:
         pred, real = [], []
-        for r in recs:
-            pred += scorer.simulate(explanation, r)
+        if hasattr(scorer, "simulate_many"):
+            sims = scorer.simulate_many(explanation, recs, tick)
+        else:
+            sims = []
+            for r in recs:
+                sims.append(scorer.simulate(explanation, r))
+                tick()
+        for r, p in zip(recs, sims):
+            pred += p
             real += [float(a) for a in r.acts]
-            tick()
         vals["simulation"] = pearson(pred, real)
         counts["simulation"] = len(real)
     if "detection" in which:
