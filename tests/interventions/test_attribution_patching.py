@@ -98,9 +98,30 @@ def test_attribution_patching_is_the_first_order_term_of_patching(models, bpe_to
         model, CLEAN, CORRUPT, metric, positions="each", direction=direction
     )
     assert res.direction == f"{direction} (attribution)" and res.dims == ("layer", "position")
+    # the first-order term is linear in the patch: patching every position at once moves the
+    # metric by the sum of the per-position moves, at every layer (raw metric units)
+    raw_each = attribution_patching(
+        model, CLEAN, CORRUPT, metric, positions="each", direction=direction, normalize=False
+    )
+    raw = attribution_patching(
+        model, CLEAN, CORRUPT, metric, positions="all", direction=direction, normalize=False
+    )
+    base = raw.corrupt_baseline if direction == "denoise" else raw.clean_baseline
+    torch.testing.assert_close(
+        raw.values.reshape(-1) - base[0], (raw_each.values - base[0]).sum(-1), atol=1e-3, rtol=1e-4
+    )
     # resid_pre at layer 0 over all positions is exactly the whole input: the estimate is the
-    # first-order term of the full clean-vs-corrupt difference
-    assert torch.isfinite(res.values).all()
+    # derivative of the metric along the straight line from the base input to the source input
+    fd = [
+        reference_patching(
+            m64, CLEAN, CORRUPT, _RawLogitDiff(a, b), "resid_pre", False, direction,
+            normalize=False, eps=e,
+        ).reshape(-1)[0]
+        for e in (eps, -eps)
+    ]  # fmt: skip
+    slope = float((fd[0] - fd[1]) / (2 * eps))
+    got = float(raw.values.reshape(-1)[0] - base[0])
+    assert abs(got - slope) <= 1e-3 * max(1.0, abs(slope)), (got, slope)
 
 
 def test_attribution_patching_leaves_no_gradients_or_hooks(models):
