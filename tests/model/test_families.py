@@ -436,7 +436,7 @@ def test_token_activations_construct_for_every_family(fam):
     assert w is not None
 
 
-def test_every_family_is_covered_and_refusals_name_the_way_out(bpe_tokenizer):
+def test_unmapped_families_and_unmodelled_config_fields_are_refused_by_name(bpe_tokenizer):
     import transformers as tf
 
     cfg = tf.GPTBigCodeConfig(n_embd=16, n_layer=1, n_head=2, vocab_size=len(bpe_tokenizer))
@@ -447,3 +447,6 @@ def test_every_family_is_covered_and_refusals_name_the_way_out(bpe_tokenizer):
                          apply_residual_connection_post_layernorm=True)
     with pytest.raises(ValueError, match="apply_residual_connection_post_layernorm=True.*components="):
         mw.wrap(tf.BloomForCausalLM(cfg), bpe_tokenizer)
+    cfg = tf.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=len(bpe_tokenizer), add_cross_attention=True)
+    with pytest.raises(ValueError, match="add_cross_attention=True.*cross-attention sublayer.*components="):
+        mw.wrap(tf.GPT2LMHeadModel(cfg), bpe_tokenizer)

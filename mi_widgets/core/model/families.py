@@ -393,10 +393,10 @@ def _check_config(mt: str, cfg: Any) -> None:
                     "the residual is the normalised stream, so attn_out is not resid_mid - resid_pre")
         if getattr(cfg, "pretraining_tp", 1) > 1 and getattr(cfg, "slow_but_exact", False):
             _refuse(mt, "slow_but_exact", True, "the projections are not called as modules")
-    if mt == "gpt_neox" and getattr(cfg, "use_parallel_residual", True) is None:  # pragma: no cover
-        _refuse(mt, "use_parallel_residual", None, "unknown block layout")
-    if mt in ("qwen2_moe", "qwen3_moe") and getattr(cfg, "mlp_only_layers", None):
-        pass  # dense layers in a MoE model: mlp_post stays undefined for every layer (one rule)
+    if mt in ("gpt2", "bert", "roberta") and getattr(cfg, "add_cross_attention", False):
+        _refuse(mt, "add_cross_attention", True, "a cross-attention sublayer sits between attention and MLP")
+    # (MoE models with some dense layers, qwen*_moe's mlp_only_layers: mlp_post stays undefined
+    # for every layer, one rule per model.)
 
 
 def check_supported(config: Any) -> None:
@@ -408,9 +408,14 @@ def check_supported(config: Any) -> None:
     _check_config(mt, config)
 
 
+_HINTS = {
+    "gemma3": " For Gemma 3's language model, load Gemma3ForCausalLM (model type 'gemma3_text'), which has one.",
+}
+
+
 def _no_map_message(mt: str, what: str) -> str:
     return (
-        f"model type {mt!r} ({what}) has no built-in component map; built-in: "
+        f"model type {mt!r} ({what}) has no built-in component map.{_HINTS.get(mt, '')} Built-in: "
         f"{', '.join(SUPPORTED)}. Describe its modules yourself with mw.load(..., components={{...}}) "
         "or mw.wrap(hf_model, tokenizer, components={...}) (docs/models.md, 'Your own component map'). "
         "The raw nnsight model is still usable as model.nn."
