@@ -228,7 +228,31 @@ CASES = {
         lambda r: [r.stats.n_fire, r.stats.act_sum, r.stats.max_act, r.stats.hist],
     ),
     "steer_feature": (lambda m: mw.steer_feature(m, _sae(m), 0, CLEAN, coef=4.0), numbers),
+    "steer_stream": (
+        lambda m: [e["id"] for e in mw.steer_stream(m, CLEAN, torch.ones(m.d_model), layer=1, coef=8.0, max_new_tokens=3) if "id" in e],
+        numbers,
+    ),
+    "interchange_full": (
+        lambda m: mw.interchange(m, SENT, layers=[1], kind="full", n_pairs=10, progress=False), numbers,
+    ),
+    "tuned_lens": (lambda m: mw.tuned_lens(m, CLEAN, _lens(m)), numbers),
+    "activation_store": (
+        lambda m: next(iter(mw.ActivationStore(
+            m, "resid_post", 1, texts=default_texts(16), batch_size=32, buffer_tokens=32 + m.n_ctx, progress=False,
+        ))),
+        numbers,
+    ),
 }
+
+_LENS = {}
+
+
+def _lens(m):
+    """One tuned lens, trained on the local model (training reads residuals: remote-safe too)."""
+    if "lens" not in _LENS:
+        local = mw.load("zoo:tiny")
+        _LENS["lens"] = mw.train_tuned_lens(local, default_texts(8), steps=5, progress=False)
+    return _LENS["lens"]
 
 
 @pytest.mark.parametrize("name", list(CASES))
