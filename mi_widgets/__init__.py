@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import zoo
 from .core import _views
+from .core.autointerp.batch import AutointerpResult, autointerp
+from .core.autointerp.client import LocalLM, OpenAIClient
+from .core.autointerp.explain import Explanation, RuleExplainer, explain
+from .core.autointerp.scoring import LMScorer, RuleSimulator, Scores, score_explanation
 from .core.concepts.ccs import CCSResult, ContrastDataset, ccs, fit_ccs
 from .core.concepts.erasure import ErasureResult, erase, fit_leace
 from .core.concepts.interchange import InterchangeResult, interchange
@@ -144,6 +148,8 @@ __all__ = [
     "attribute",
     "attribution_patching",
     "AttributionResult",
+    "autointerp",
+    "AutointerpResult",
     "causal_tracing",
     "CausalTracingResult",
     "ccs",
@@ -157,6 +163,8 @@ __all__ = [
     "erase",
     "ErasureResult",
     "evaluate",
+    "explain",
+    "Explanation",
     "feature_pass",
     "FeatureDashboard",
     "FeatureData",
@@ -172,14 +180,17 @@ __all__ = [
     "kl_to_clean",
     "LensResult",
     "LinearDictionary",
+    "LMScorer",
     "load",
     "load_sae",
+    "LocalLM",
     "logit_diff",
     "logit_effects",
     "logit_lens",
     "LogitLens",
     "Metric",
     "Model",
+    "OpenAIClient",
     "PATCH_SITES",
     "PatchingGrid",
     "PatchingResult",
@@ -195,9 +206,13 @@ __all__ = [
     "ProbeResult",
     "recovery_curve",
     "RecoveryCurve",
+    "RuleExplainer",
+    "RuleSimulator",
     "SAE",
     "SAEMetrics",
     "save_sae",
+    "score_explanation",
+    "Scores",
     "SITES",
     "spliced_accuracy",
     "steer",
