@@ -162,3 +162,13 @@ def _circuit(r: Circuit, **kw: Any) -> Any:
     from .circuit_graph import CircuitGraph
 
     return CircuitGraph.from_result(r, **kw)
+
+
+from ..core.validation.verdict import Verdict  # noqa: E402
+
+
+@register(Verdict)
+def _verdict(r: Verdict, **kw: Any) -> Any:
+    from .hypothesis_card import HypothesisCard
+
+    return HypothesisCard.from_result(r, **kw)

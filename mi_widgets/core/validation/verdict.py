@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._views import DisplaysAsView
+
 
 @dataclass
 class Counterexample:
@@ -46,12 +48,14 @@ class TestResult:
 
 
 @dataclass(repr=False)
-class Verdict:
+class Verdict(DisplaysAsView):
     """Every test of one :class:`~mi_widgets.core.validation.hypothesis.Hypothesis`.
 
     ``passed``: every test passed. ``disagreements``: notes where ablation kinds (zero, mean,
     resample) disagree about the same prediction; a disagreement is a finding in itself (self-repair,
-    an off-distribution zero), so the verdict names it rather than averaging it away."""
+    an off-distribution zero), so the verdict names it rather than averaging it away.
+
+    In a notebook a verdict shows as its HypothesisCard (``.widget()``); ``repr`` is the text form."""
 
     unit: str
     description: str
