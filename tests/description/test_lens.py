@@ -11,7 +11,6 @@ import torch
 
 import mi_widgets as mw
 from mi_widgets.core.description.lens import (
-    LensResult,
     TunedLens,
     logit_lens,
     train_tuned_lens,
@@ -140,15 +139,27 @@ def test_errors_before_compute(bpe_tokenizer, monkeypatch):
         logit_lens(gpt, TEXT, k=0)
 
 
-def test_widget_is_lazy(fam):
-    _, model = fam
-    res = logit_lens(model, TEXT, k=1)
-    assert isinstance(res, LensResult)
-    try:
-        import mi_widgets.widgets.logit_lens  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError):
-            res.widget()
+def test_widget_is_lazy():
+    """Computing a lens imports no view (nor anywidget); ``.widget()`` builds the LogitLens view
+    on demand, showing this result. In a fresh process, so that other tests' imports do not count."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import mi_widgets as mw
+from mi_widgets.core.description.lens import logit_lens
+res = logit_lens(mw.load(), "The Eiffel Tower is in", k=1)
+assert "mi_widgets.widgets.logit_lens" not in sys.modules and "anywidget" not in sys.modules, sorted(
+    m for m in sys.modules if m.startswith(("mi_widgets.widgets", "anywidget")))
+w = res.widget()
+assert type(w).__name__ == "LogitLens" and type(w).__module__ == "mi_widgets.widgets.logit_lens", type(w)
+assert "anywidget" in sys.modules
+assert list(w.tokens) == list(res.str_tokens), (w.tokens, res.str_tokens)
+print("OK")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
 
 
 # -- ground truth on zoo:tiny -------------------------------------------------------------
