@@ -75,6 +75,8 @@ class AttentionPatterns(MIWidget):
     score_note = traitlets.Unicode("").tag(sync=True)
     sort_by = traitlets.Unicode("layer").tag(sync=True)
     selected_head = traitlets.Unicode("").tag(sync=True)
+    #: a token position marked in the view (its query row and key column); -1 for none
+    selected_position = traitlets.Int(-1).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
@@ -197,6 +199,14 @@ class AttentionPatterns(MIWidget):
                 f"selected_head must be 'layer.head' with layer < {self.n_layers} and head < "
                 f"{self.n_heads} (or '' for none), got {v!r}"
             )
+        return v
+
+    @traitlets.validate("selected_position")
+    def _check_position(self, proposal: Any) -> int:
+        v = proposal["value"]
+        n = len(self.tokens)
+        if v < -1 or (n and v >= n):
+            raise traitlets.TraitError(f"selected_position must be -1 (none) or in 0..{n - 1}, got {v}")
         return v
 
     # -- data --------------------------------------------------------------------------

@@ -95,6 +95,14 @@ class LogitLens(MIWidget):
         """The result behind the current view (current lens and target)."""
         return self._result
 
+    @traitlets.validate("selected_position")
+    def _check_position(self, proposal: Any) -> int:
+        v = proposal["value"]
+        n = len(self.tokens)
+        if v < -1 or (n and v >= n):
+            raise traitlets.TraitError(f"selected_position must be -1 (none) or in 0..{n - 1}, got {v}")
+        return v
+
     # -- state ----------------------------------------------------------------------------
 
     @staticmethod
