@@ -29,6 +29,20 @@ def remote():
     return mw.load("zoo:tiny", remote="local")
 
 
+@pytest.fixture(scope="module")
+def meta_client():
+    """What remote=True sees, run by the local simulation: the Model's own ``hf`` is the meta
+    model built from the config (as under remote=True), while its nnsight envoys wrap real
+    weights (the server's). A method that reads weights here instead of inside a trace fails."""
+    from mi_widgets import zoo
+    from mi_widgets.core.model import Model
+
+    real = mw.load("zoo:tiny")
+    meta = mw.load(str(zoo.path("zoo:tiny")), remote=True)
+    assert {p.device.type for p in meta.hf.parameters()} == {"meta"}
+    return Model(real.nn, meta.hf, real.tokenizer, "zoo:tiny", remote="local")
+
+
 def close(a, b, tol=TOL):
     a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
     assert a.shape == b.shape
@@ -255,12 +269,13 @@ def _lens(m):
     return _LENS["lens"]
 
 
+@pytest.mark.parametrize("client", ["remote", "meta_client"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_remote_local_equals_local(name, tiny, remote):
+def test_remote_local_equals_local(name, client, tiny, request):
     compute, extract = CASES[name]
     want = extract(compute(tiny))
     with record_jobs() as jobs:
-        got = extract(compute(remote))
+        got = extract(compute(request.getfixturevalue(client)))
     assert jobs.count >= 1, "nothing went through the remote backend"
     assert len(got) == len(want) and sum(t.numel() for t in want) > 0
     for a, b in zip(got, want):

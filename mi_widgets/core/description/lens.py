@@ -25,6 +25,7 @@ import torch
 
 from .._views import DisplaysAsView
 from ..model import Model, _get
+from ..model.remote import server_module
 
 LENS_SITES = ("resid_mid", "resid_post")
 
@@ -248,8 +249,9 @@ def logit_lens(
         lens.check(model, names)
     ids = model.to_tokens(text)  # validates the text before any forward
 
-    norm = _get(model.hf, model.arch.final_norm)
-    unembed = _get(model.hf, model.arch.unembed)
+    # the modules the trace body calls, as the server's (see remote.server_module)
+    norm = server_module(_get(model.nn, model.arch.final_norm, envoy=True))
+    unembed = server_module(_get(model.nn, model.arch.unembed, envoy=True))
     layers = _get(model.nn, model.arch.layers, envoy=True)
     # the tuned lens reads its last row through its translator; the logit lens from the logits
     last_is_output = sites[-1] == "resid_post" and lens is None

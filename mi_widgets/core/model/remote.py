@@ -71,6 +71,16 @@ def _portable_tracers() -> None:
     _LockedTracer.__reduce_ex__ = __reduce_ex__  # type: ignore[method-assign]
 
 
+def server_module(envoy: Any) -> Any:
+    """The torch module behind ``envoy``, for a trace body that calls it directly: tagged so that
+    a request refers to the server's copy. nnsight tags a module only when its envoy is pickled;
+    a bare module named in a trace body would otherwise travel by value (with meta weights under
+    ``remote=True``)."""
+    module = envoy._module
+    module._persistent_id = f"Module:{envoy.path}"
+    return module
+
+
 def require_local(model: Any, what: str, alternative: str) -> None:
     """Raise ``ValueError`` before any work if ``model`` runs remotely and ``what`` cannot."""
     if getattr(model, "remote", False):
