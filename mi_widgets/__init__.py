@@ -85,7 +85,7 @@ from .core.interventions.checks import PATCH_SITES
 from .core.interventions.patching import PatchingResult, activation_patching
 from .core.interventions.path_patching import PathPatchingResult, path_patching
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
-from .core.model import SITES, TOKEN_SITES, Model, load, wrap
+from .core.model import SITES, TOKEN_SITES, Arch, Model, load, wrap
 
 __version__ = "0.1.0"
 
@@ -102,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.ablation import Ablation
     from .widgets.attention_patterns import AttentionPatterns
     from .widgets.attribution import TokenSaliency
+    from .widgets.circuit_graph import CircuitGraph
     from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
@@ -112,6 +113,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _WIDGETS = {
     "TokenActivations": "token_activations",
+    "CircuitGraph": "circuit_graph",
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
     "LogitLens": "logit_lens",
@@ -141,6 +143,7 @@ __all__ = [
     "AblationResult",
     "activation_patching",
     "ActivationStore",
+    "Arch",
     "as_steering_vector",
     "attention",
     "AttentionPatterns",
@@ -154,6 +157,7 @@ __all__ = [
     "CausalTracingResult",
     "ccs",
     "CCSResult",
+    "CircuitGraph",
     "ContrastDataset",
     "cot_faithfulness",
     "CoTResult",

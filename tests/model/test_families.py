@@ -393,14 +393,7 @@ def _reference_patching(m, family, site, layers, positions):
     return grid
 
 
-# Families whose patching sweeps do not run yet, and why (the component map is exact for them:
-# every check above covers them).
-PATCHING_NOT_YET = {
-    "bloom": "engine.py: the nnsight engine's block.skip(h0) gives BLOOM's tuple-returning blocks a bare "
-    "tensor (the model then takes h0[0]), and the direct engine's captured ALiBi tensor has the batch size "
-    "in it; with skip((h0, None)) for tuple blocks the three grids below equal the reference",
-}
-PATCHABLE = [f for f in CAUSAL if f not in PATCHING_NOT_YET]
+PATCHABLE = list(CAUSAL)
 RESID_MID_PATCHABLE = ["llama", "gemma", "gemma2", "gemma3", "olmo", "olmo2", "olmo3", "phi3", "mixtral", "qwen3_moe", "qwen2_moe",
                        "falcon_sequential_alibi"]
 
@@ -450,3 +443,14 @@ def test_unmapped_families_and_unmodelled_config_fields_are_refused_by_name(bpe_
     cfg = tf.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=len(bpe_tokenizer), add_cross_attention=True)
     with pytest.raises(ValueError, match="add_cross_attention=True.*cross-attention sublayer.*components="):
         mw.wrap(tf.GPT2LMHeadModel(cfg), bpe_tokenizer)
+
+
+@pytest.mark.parametrize("fam", ["opt_pre_ln_proj", "opt_post_ln_proj", "gpt2"], indirect=True)
+def test_causal_tracing_noises_the_embedding_at_its_own_width(fam):
+    """OPT-350m's layout embeds tokens at word_embed_proj_dim (< d_model) and projects them in:
+    the noise must have the embedding's width (it crashed with a size mismatch when drawn at
+    d_model)."""
+    _, model, _, _ = fam
+    r = mw.causal_tracing(model, [TEXT], subject=TEXT.split()[1], sites=["resid_pre"], n_samples=2, progress=False)
+    grid = r["resid_pre"].values
+    assert grid.shape[0] == model.n_layers and torch.isfinite(grid).all()

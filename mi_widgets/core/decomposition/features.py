@@ -50,10 +50,6 @@ from ..model import Model, _get
 #: Sites a dictionary can read (one vector per token).
 FEATURE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
 
-_MLP_OUT_PROJ = {"gpt2": ("mlp.c_proj", "conv1d"), "llama": ("mlp.down_proj", "linear"),
-                 "neox": ("mlp.dense_4h_to_h", "linear"), "bert": ("output.dense", "linear")}
-
-
 # --------------------------------------------------------------------------------------------
 # A dictionary from explicit matrices
 # --------------------------------------------------------------------------------------------
@@ -698,10 +694,17 @@ def residual_direction(model: Model, sae: Any, feature: int) -> torch.Tensor:
     through the MLP's output projection for ``mlp_post``; the projection's bias is left out)."""
     d = sae.W_dec[feature].detach().float().cpu()
     if write_site(sae) == "mlp_post":
-        rel, kind = _MLP_OUT_PROJ[model.family]
-        proj = _get(_get(model.hf, model.arch.layers)[int(sae.layer)], rel)
+        # through the MLP's down projection (the map's ``mlp_down``); where a post-norm follows it
+        # (Gemma 2/3, OLMo 2) the residual write is not linear in the neurons
+        if model.arch.mlp_down is None or "mlp_out" not in model.arch.reads:
+            raise ValueError(f"{model.family}: mlp_post features have no linear write into the residual stream "
+                             "(no single down projection); use a dictionary on mlp_out or resid_*")
+        if "norm" in model.arch.reads["mlp_out"].module:
+            raise ValueError(f"{model.family}: a post-norm follows the MLP's down projection, so an mlp_post "
+                             "feature's write into the residual stream is not a fixed vector; use mlp_out")
+        proj = _get(_get(model.hf, model.arch.layers)[int(sae.layer)], model.arch.mlp_down)
         w = proj.weight.detach().float().cpu()
-        d = d @ w if kind == "conv1d" else w @ d
+        d = d @ w if type(proj).__name__ == "Conv1D" else w @ d
     return d
 
 

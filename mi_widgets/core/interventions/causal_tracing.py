@@ -12,7 +12,7 @@ run's top-1 token at the last position; ``m(corrupted)`` and ``m(corrupted + res
 averaged over ``n_samples`` noise draws *before* normalising (as ROME averages probabilities).
 
 Noise (reproducible): ``torch.Generator().manual_seed(seed)`` on the CPU draws, for each prompt
-in order, ``torch.randn(n_samples, n_subject_tokens, d_model)`` (float32), multiplied by the
+in order, ``torch.randn(n_samples, n_subject_tokens, d_embed)`` (the embedding width: d_model, or OPT's word_embed_proj_dim) (float32), multiplied by the
 noise scale: ``noise`` if given, else 3 x the standard deviation of the embedding matrix's
 entries (ROME uses 3 x the std of subject embeddings). The same draws are used for the
 corrupted baseline and for every restoration.
@@ -328,7 +328,7 @@ def causal_tracing(
     )
     gen = torch.Generator().manual_seed(int(seed))
     noises = [
-        torch.randn(n_samples, len(p), model.d_model, generator=gen) * scale for p in subj_pos
+        torch.randn(n_samples, len(p), embed.weight.shape[1], generator=gen) * scale for p in subj_pos
     ]
 
     with torch.no_grad():

@@ -626,7 +626,10 @@ class _NNsightEngine:
         last = model._module(n - 1, "")
         final = stream.get(n, []) if start < n else []
         unembed = _get(model.nn, _unembed_path(model), envoy=True)
-        return (h0, skipped, first, steps, last, final, dims, unembed)
+        # blocks that return a tuple (BLOOM, Falcon) are skipped with a tuple and their final
+        # output is written back as one
+        tup = model.arch.reads["resid_post"].item is not None
+        return (h0, skipped, first, steps, last, final, dims, unembed, tup)
 
 
 def _save(obj: Any) -> Any:
@@ -638,9 +641,9 @@ def _save(obj: Any) -> Any:
 def _run_plan(plan: tuple) -> Any:
     """The nnsight engine's trace body (called inside a trace): skip the blocks before the
     start with the cached residual, apply the writes, return the final-position logits."""
-    h0, skipped, first, steps, last, final, dims, unembed = plan
+    h0, skipped, first, steps, last, final, dims, unembed, tup = plan
     for block in skipped:
-        block.skip(h0)
+        block.skip((h0, None) if tup else h0)
     if first is not None:
         first.input = h0
     for at_start, block, fns, needs_x, groups in steps:
@@ -663,10 +666,11 @@ def _run_plan(plan: tuple) -> Any:
             else:
                 env.input = v
     if final:
-        v = last.output
+        out = last.output
+        v = out[0] if tup else out
         for fn in final:
             v = fn(v)
-        last.output = v
+        last.output = (v, *out[1:]) if tup else v
     return unembed.output[:, -1]
 
 
