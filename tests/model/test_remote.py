@@ -213,6 +213,10 @@ CASES = {
         lambda m: mw.ablate(m, [CLEAN, CORRUPT], MD, ["1.0", "mlp.2"], kind="mean", progress=False),
         numbers,
     ),
+    "ablate_separately": (
+        lambda m: mw.ablate(m, CLEAN, MD, ["0.1", "1.0", "attn.2", "mlp.3"], separately=True, progress=False),
+        numbers,
+    ),
     "logit_lens": (lambda m: mw.logit_lens(m, CLEAN, target=" Paris"), numbers),
     "attention": (lambda m: mw.attention(m, CLEAN), numbers),
     "head_scores": (lambda m: mw.head_scores(m, n=3, seq_len=8), numbers),
@@ -334,6 +338,9 @@ def test_a_patching_sweep_is_three_jobs_whatever_its_size(remote):
             mw.activation_patching(remote, CLEAN, CORRUPT, MD, progress=False, **kw)
         counts.append(jobs.count)
     assert counts == [3, 3, 3]
+    with record_jobs() as jobs:  # one caching trace, one session for the four ablations
+        mw.ablate(remote, CLEAN, MD, ["0.1", "1.0", "attn.2", "mlp.3"], separately=True, progress=False)
+    assert jobs.count == 2
 
 
 # -- methods that cannot run remotely ----------------------------------------------------------

@@ -392,6 +392,15 @@ def ablate(
             per = _rows_per_batch(batch_size, t)
             for s in range(0, len(idx), per):
                 plan.append((si, cs, t, list(range(s, min(s + per, len(idx))))))
+    def record(logits: torch.Tensor, si: int, rows: torch.Tensor) -> None:
+        logits = logits.float()
+        ablated[si, rows] = (
+            m(logits, pairs=rows.to(logits.device), clean_logits=clean_logits[rows].to(logits.device))
+            .float()
+            .cpu()
+        )
+
+    in_session: list[tuple[tuple, int, torch.Tensor]] = []
     bar = _progress(len(plan), progress, f"{kind} ablation")
     try:
         for si, cs, t, g in plan:
@@ -401,18 +410,17 @@ def ablate(
             ws = writes_for(cs, t, g_dev)
             start = min(w.start for w in ws)
             bc = base_c[t]
-            logits = eng.forward(bc.tokens[g_rows], start, bc.stream[start][g_dev], ws).float()
-            vals = (
-                m(
-                    logits,
-                    pairs=rows.to(logits.device),
-                    clean_logits=clean_logits[rows].to(logits.device),
-                )
-                .float()
-                .cpu()
-            )
-            ablated[si, rows] = vals
+            call = (bc.tokens[g_rows], start, bc.stream[start][g_dev], ws)
+            if model.remote:  # every batch's trace in one session below: one job, not one per batch
+                in_session.append((call, si, rows))
+                continue
+            record(eng.forward(*call), si, rows)
             bar.update(1)
+        if in_session:
+            outs = eng.forward_many([c for c, *_ in in_session])  # type: ignore[union-attr]
+            for out, (_, si, rows) in zip(outs, in_session):
+                record(out, si, rows)
+            bar.update(len(in_session))
     finally:
         bar.close()
     return AblationResult(
