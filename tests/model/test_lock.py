@@ -161,3 +161,17 @@ def test_a_waiting_thread_is_told(model, tokens):
     with on_wait(seen.append):
         _read(model, tokens)  # free: no wait, no callback
     assert seen == []
+
+
+def test_the_locked_module_still_looks_and_pickles_like_its_class(model, tokens, tmp_path):
+    import pickle
+
+    from transformers import GPT2LMHeadModel
+
+    hf = model.hf
+    assert isinstance(hf, GPT2LMHeadModel) and type(hf).__name__ == "GPT2LMHeadModel"
+    copy = pickle.loads(pickle.dumps(hf))  # torch.save(model.hf) pickles it
+    assert type(copy) is GPT2LMHeadModel
+    assert torch.allclose(_plain_logits(model, tokens), copy(tokens, attention_mask=torch.ones_like(tokens)).logits[0, -1])
+    hf.save_pretrained(tmp_path)
+    assert '"GPT2LMHeadModel"' in (tmp_path / "config.json").read_text()

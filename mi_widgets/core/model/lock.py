@@ -162,6 +162,45 @@ def _entry(method: Callable, lock: ModelLock) -> Callable:
     return locked
 
 
+def _is_traceable(attr: Any) -> bool:
+    """Whether a class attribute is a method wrapped by nnsight's ``@traceable`` (functools.wraps
+    copies the method's names, so the wrapper's code tells)."""
+    code = getattr(attr, "__code__", None)
+    if code is None or not hasattr(attr, "__wrapped__"):
+        return False
+    return "traceable" in getattr(code, "co_qualname", "") or (
+        code.co_name == "wrapper" and code.co_filename.replace("\\", "/").endswith("intervention/envoy.py")
+    )
+
+
+def _traceable_entry(nn: Any, raw: Callable, lock: ModelLock) -> Callable:
+    """nnsight's ``@traceable`` wrapper (``model.nn.generate``), deciding under the lock.
+
+    nnsight's own wrapper runs the method directly when the model is already interleaving,
+    taken to mean "called inside a trace"; but the interleaver is shared by all threads, so
+    while another thread traces, ``with model.nn.generate(...) as t:`` got a tensor instead of a
+    tracer. Here that check is made holding the lock (so a trace in progress is this thread's),
+    and, as there, ``tracer.capture()`` is called from this frame, one below the user's."""
+    from nnsight.tracing.tracer import WithBlockNotFoundError
+
+    @functools.wraps(raw)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        fn = raw.__get__(nn, type(nn))
+        with lock:
+            if nn.interleaver.interleaving:  # inside this thread's own trace
+                return fn(*args, **kwargs)
+        tracer = nn.trace(*args, fn=fn, **kwargs)
+        try:
+            tracer.capture()
+        except WithBlockNotFoundError:  # a direct call: run it now
+            with lock:
+                return nn.interleave(fn, *args, **kwargs)
+        return tracer
+
+    locked._mw_locked = True  # type: ignore[attr-defined]
+    return locked
+
+
 # -- torch modules -------------------------------------------------------------------------
 
 _LOCKED_MODULES: dict[type, type] = {}
@@ -185,13 +224,25 @@ def _lock_calls(module: Any, lock: ModelLock) -> None:
             with lk:
                 return cls.__call__(self, *args, **kwargs)
 
+        def __reduce_ex__(self: Any, protocol: Any) -> Any:
+            # pickle (torch.save of the module) as the original class: this one is not importable
+            rv = cls.__reduce_ex__(self, protocol)
+            if isinstance(rv, tuple) and len(rv) > 1 and isinstance(rv[1], tuple) and rv[1][:1] == (sub,):
+                rv = (_new_of, (cls,), *rv[2:])
+            return rv
+
         sub = type(cls.__name__, (cls,), {
-            "__call__": __call__, "_mw_locked_calls": True,
+            "__call__": __call__, "__reduce_ex__": __reduce_ex__, "_mw_locked_calls": True,
             "__module__": cls.__module__, "__qualname__": cls.__qualname__,
         })
         _LOCKED_MODULES[cls] = sub
     module.__class__ = sub
     module.__dict__["_mw_lock"] = lock
+
+
+def _new_of(cls: type) -> Any:
+    """An empty instance of ``cls`` (unpickling a locked module as its original class)."""
+    return cls.__new__(cls)
 
 
 def install(model: Any) -> ModelLock:
@@ -207,6 +258,9 @@ def install(model: Any) -> ModelLock:
         if callable(method) and not getattr(method, "_mw_locked", False):
             # Envoy.__setattr__ registers modules only; a function is set as a plain attribute
             object.__setattr__(nn, name, _entry(method, lock))
+    for name, attr in vars(type(nn)).items():  # generate, ...: nnsight's @traceable methods
+        if _is_traceable(attr):
+            object.__setattr__(nn, name, _traceable_entry(nn, attr.__wrapped__, lock))
     hf = getattr(model, "hf", None)
     if hf is not None:
         _lock_calls(hf, lock)
