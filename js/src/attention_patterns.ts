@@ -391,10 +391,23 @@ function render({ model, el }: RenderProps): Cleanup {
     });
     stripEl.appendChild(frag);
     setHover(-1);
+    renderLinked();
   }
 
   /** Shade every token by its attention from / to token `i` in the current head (-1: clear). */
+  /** The token marked by `selected_position` (set from Python or by mw.link): -1 for none. */
+  function linkedPos(): number {
+    const v = Number(model.get("selected_position"));
+    return Number.isInteger(v) && v >= 0 && v < tokens.length ? v : -1;
+  }
+
+  function renderLinked(): void {
+    const lp = linkedPos();
+    spans.forEach((s, j) => s.classList.toggle("mw-linked", j === lp));
+  }
+
   function setHover(i: number): void {
+    if (i < 0) i = linkedPos(); // with no hover, show the linked token's attention
     const p = current;
     if (i >= 0 && (!p || i >= p.t)) i = -1;
     if (hovered >= 0) {
@@ -544,6 +557,10 @@ function render({ model, el }: RenderProps): Cleanup {
   listen(["scores", "sort_by"], applySort);
   listen(["score_note", "model_name"], renderHeader);
   listen(["selected_head"], renderSelection);
+  listen(["selected_position"], () => {
+    renderLinked();
+    setHover(-1);
+  });
   listen(["head_cache"], () => void loadDetail());
   listen(["error", "static"], renderStatus);
 

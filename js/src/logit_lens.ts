@@ -185,10 +185,11 @@ function render({ model, el }: RenderProps): Cleanup {
 
   function renderSelection(): void {
     const p = selected();
-    for (const c of gridEl.querySelectorAll(".mw-selected")) c.classList.remove("mw-selected");
+    for (const c of gridEl.querySelectorAll(".mw-selected")) c.classList.remove("mw-selected", "mw-linked");
     if (p >= 0) {
-      colLabels[p]?.classList.add("mw-selected");
-      for (let r = 0; r < R; r++) cells[r * T + p]?.classList.add("mw-selected");
+      // mw-linked: the column of the selected position (also when mw.link set it from another view)
+      colLabels[p]?.classList.add("mw-selected", "mw-linked");
+      for (let r = 0; r < R; r++) cells[r * T + p]?.classList.add("mw-selected", "mw-linked");
     }
   }
 

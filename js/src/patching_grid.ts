@@ -203,6 +203,12 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderSelection(): void {
     for (const c of gridEl.querySelectorAll(".mw-cell.mw-selected")) c.classList.remove("mw-selected");
     if (selected) cells[selected.row * cols + selected.col]?.classList.add("mw-selected");
+    // mw-linked: the whole column of the selected position (mw.link(..., on="position") sets it)
+    for (const c of gridEl.querySelectorAll(".mw-linked")) c.classList.remove("mw-linked");
+    if (selected && selected.position != null && dims()[dims().length - 1] === "position") {
+      gridEl.querySelector(`.mw-col-label[data-col="${selected.col}"]`)?.classList.add("mw-linked");
+      for (let r = 0; r < rows; r++) cells[r * cols + selected.col]?.classList.add("mw-linked");
+    }
   }
 
   // ---------------------------------------------------------------- tooltip

@@ -199,3 +199,17 @@ describe("LogitLens: live kernel", () => {
     expect(root.querySelector<HTMLElement>(".mw-error")!.hidden).toBe(true);
   });
 });
+
+describe("LogitLens: the linked column (mw.link on position)", () => {
+  it("selected_position set from Python marks that column's cells and label mw-linked", () => {
+    const { model } = liveModel(baseState());
+    const { root } = mountView(render, model, ".mw-logit-lens");
+    model.set("selected_position", 3);
+    const linked = Array.from(root.querySelectorAll<HTMLElement>(".mw-cell.mw-linked"));
+    expect(linked.length).toBe(R);
+    expect(linked.every((c) => c.dataset.pos === "3")).toBe(true);
+    expect(root.querySelectorAll(".mw-col-label.mw-linked").length).toBe(1);
+    model.set("selected_position", -1);
+    expect(root.querySelectorAll(".mw-linked").length).toBe(0);
+  });
+});

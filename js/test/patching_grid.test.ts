@@ -240,3 +240,17 @@ describe("PatchingGrid: waiting for the model", () => {
     expect(pill.textContent).toBe("waiting for the model");
   });
 });
+
+describe("PatchingGrid: the linked column (mw.link on position)", () => {
+  it("a selected_cell with a position marks that column mw-linked, and only it", () => {
+    const { model } = liveModel(baseState({ selected_cell: {} }));
+    const { root, cell } = mount(model);
+    expect(root.querySelectorAll(".mw-linked").length).toBe(0);
+    model.set("selected_cell", { layer: 0, position: 4 });
+    for (let r = 0; r < 3; r++) expect(cell(r, 4).classList.contains("mw-linked")).toBe(true);
+    expect(root.querySelectorAll(".mw-cell.mw-linked").length).toBe(3);
+    expect(root.querySelector('.mw-col-label[data-col="4"]')!.classList.contains("mw-linked")).toBe(true);
+    model.set("selected_cell", {});
+    expect(root.querySelectorAll(".mw-linked").length).toBe(0);
+  });
+});

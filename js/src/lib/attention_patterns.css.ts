@@ -43,6 +43,7 @@ ${R} .mw-strip{font-family:${CODE};font-size:12px;line-height:1.9;margin-top:6px
 ${R} .mw-token{unicode-bidi:isolate;border-radius:2px;padding:0 1px;cursor:default;white-space:pre}
 ${R} .mw-token.mw-empty::before{content:"∅";color:var(--mw-fg2)}
 ${R} .mw-token.mw-hovered{outline:2px solid var(--mw-fg);outline-offset:0}
+${R} .mw-token.mw-linked{text-decoration:underline 2px var(--mw-accent);text-underline-offset:3px}
 ${R} .mw-token .mw-nl{color:var(--mw-fg2)}
 ${R} .mw-legend{font-size:11px;color:var(--mw-fg2);display:flex;gap:12px;margin-top:2px}
 ${R} .mw-swatch{display:inline-block;width:10px;height:10px;border-radius:2px;vertical-align:middle;margin-right:3px}
