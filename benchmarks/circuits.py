@@ -29,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "tests" / "circuits"))
+sys.path.insert(0, str(ROOT / "tests" / "circuits"))  # planted edge set, hook reference
 
 MEM_CHILD = r"""
 import json, resource, sys, time, torch
@@ -104,7 +104,7 @@ def bench_eap(repeats: int, pairs: int, tokens: int) -> dict:
 def _ioi():
     import random
 
-    from conftest import IOI_PLANTED  # tests/circuits/conftest.py (the planted edge set)
+    from _circuit_tasks import IOI_PLANTED  # the planted edge set
 
     import mi_widgets as mw
     from mi_widgets.zoo import compiled
@@ -122,7 +122,7 @@ def _ioi():
 
 
 def bench_exact(repeats: int) -> dict:
-    from _reference import sender_outputs
+    from _circuit_reference import sender_outputs
 
     from mi_widgets.core.circuits import edge_patching
 
@@ -285,7 +285,7 @@ def main() -> None:
         f"| load + EAP, all 32,491 edges | {m['peak_mb']:.0f} | {m['seconds']:.1f} |",
         "",
         "**Ground truth** on zoo:ioi (8 IOI prompts, ABC corruption, logit_diff(IO, S): 9.98 clean, 0 "
-        "corrupt; 262 edges; the 8 planted edges are listed in tests/circuits/conftest.py). Ranks by "
+        "corrupt; 262 edges; the 8 planted edges are listed in tests/circuits/_circuit_tasks.py). Ranks by "
         "|score| (0 = first); the circuit is the smallest top-n reaching 90 % (ACDC: the pruned graph); "
         "faithfulness = normalised logit diff with only the circuit clean, completeness = 1 - the "
         "same with the circuit knocked out, random = a random circuit of the same size; curve AUC over "

@@ -1,10 +1,20 @@
+# ruff: noqa: F811  (fixtures imported from _circuit_tasks are redefined as arguments)
 """ACDC: the batched pruning equals the sequential algorithm, and finds the planted circuits."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import IOI_PLANTED, is_decoy_edge, roc_auc
+from _circuit_tasks import (  # noqa: F401 (fixtures)
+    IOI_PLANTED,
+    induction_model,
+    induction_task,
+    ioi_model,
+    ioi_task,
+    is_decoy_edge,
+    roc_auc,
+    small_gpt2,
+)
 
 from mi_widgets.core.circuits import acdc
 

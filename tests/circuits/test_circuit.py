@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from _circuit_tasks are redefined as arguments)
 """The Circuit result: selection, faithfulness curve, completeness, exports."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from _circuit_tasks import small_gpt2  # noqa: F401 (fixture)
 
 from mi_widgets.core.circuits import Circuit, edge_attribution_patching
 

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from _circuit_tasks are redefined as arguments)
 """EAP / EAP-IG: first-order agreement with a hook reference, and what they find in zoo:ioi."""
 
 from __future__ import annotations
@@ -6,8 +7,17 @@ import copy
 
 import pytest
 import torch
-from _reference import patched_logits
-from conftest import IOI_PLANTED, roc_auc
+from _circuit_reference import patched_logits
+from _circuit_tasks import (  # noqa: F401 (fixtures)
+    IOI_PLANTED,
+    induction_model,
+    induction_task,
+    ioi_model,
+    ioi_task,
+    is_decoy_edge,
+    roc_auc,
+    small_gpt2,
+)
 
 from mi_widgets.core.circuits import edge_attribution_patching, edge_patching
 
@@ -104,7 +114,6 @@ def test_zoo_ioi_eap_ig_recovers_the_planted_circuit(ioi_model, ioi_task):
     """EAP-IG with 50 steps: the 8 planted edges rank in the top 9 (of 262); the selected circuit
     (smallest top-n reaching 90 % of the logit difference) holds 0.1 -> 1.2 (k), 1.2 -> 2.3 (q),
     2.3 -> logits and no decoy edge, with <= 5 % of the edges."""
-    from conftest import is_decoy_edge
 
     clean, corrupt, metric = ioi_task
     c = edge_attribution_patching(ioi_model, clean, corrupt, metric, method="eap-ig", steps=50, progress=False)

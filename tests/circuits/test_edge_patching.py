@@ -1,11 +1,12 @@
+# ruff: noqa: F811  (fixtures imported from _circuit_tasks are redefined as arguments)
 """Exact edge patching against a hand-written hook reference, and on the planted IOI circuit."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from _reference import patched_logits
-from conftest import IOI_PLANTED, roc_auc  # noqa: F401  (tests/circuits/conftest.py)
+from _circuit_reference import patched_logits
+from _circuit_tasks import IOI_PLANTED, ioi_model, ioi_task, roc_auc, small_gpt2  # noqa: F401 (fixtures)
 
 from mi_widgets.core.circuits import edge_patching
 

@@ -1,8 +1,10 @@
+# ruff: noqa: F811  (fixtures imported from _circuit_tasks are redefined as arguments)
 """The edge graph's vocabulary and the functional forward it runs on."""
 
 from __future__ import annotations
 
 import torch
+from _circuit_tasks import ioi_model, small_gpt2  # noqa: F401 (fixtures)
 
 from mi_widgets.core.circuits._graph import Net, build_graph, count_edges
 

@@ -1,4 +1,7 @@
-"""Circuit tasks on the compiled zoo models (ground truth by construction) and a tiny random GPT-2."""
+"""Circuit tasks on the compiled zoo models (ground truth by construction) and a tiny random GPT-2.
+
+Fixtures live here (not in a conftest.py) and are imported by each test module, so that no
+second module named `conftest` shadows tests/conftest.py for `from conftest import ...`."""
 
 from __future__ import annotations
 
