@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import numbers
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -73,9 +74,9 @@ class Field:
                 return None
             raise ValueError(f"{name} must not be null")
         kind = self.kind
-        ok = {
-            int: isinstance(value, int) and not isinstance(value, bool),
-            float: isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {  # numpy scalars from Python callers are Integral / Real too
+            int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
+            float: isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value),
             str: isinstance(value, str),
             bool: isinstance(value, bool),
@@ -86,6 +87,10 @@ class Field:
         if not ok:
             want = "a finite number" if kind is float else f"{'an' if kind is int else 'a'} {kind.__name__}"
             raise ValueError(f"{name} must be {want}, got {_short(value)}")
+        if kind is int:
+            value = int(value)
+        elif kind is float:
+            value = float(value)
         if kind in (str, list):
             if self.min is not None and len(value) < self.min:
                 raise ValueError(f"{name} must have at least {self.min:g} items/characters, got {len(value)}")

@@ -413,3 +413,12 @@ def test_text_is_readable_in_light_and_dark_hosts(tiny, tmp_path, pytestconfig):
         browser.close()
     print("\n[theme] lowest text contrast per host: "
           + "; ".join(f"{k}: {v:.1f}" for k, v in worst.items()), flush=True)
+
+
+def test_numpy_ints_from_python_callers_are_ints():
+    import numpy as np
+
+    w = _Probe()
+    assert w.request("set", {"value": np.int64(4)})["value"] == 4 and type(w.value) is int
+    with pytest.raises(ValueError, match="must be an int"):
+        w.request("set", {"value": np.float64(4.0)})
