@@ -47,11 +47,58 @@ def test_ccs_finds_truth_on_zoo(tiny):
     assert set(r.overlay) == {("resid_post", 1), ("resid_post", 2), ("resid_post", 3)}
 
 
-def test_ccs_answer_token_construction_has_nothing_to_find(tiny):
-    # Burns et al.'s construction (claim + " true" / " false", read at the answer) fails on
-    # zoo:tiny for a reason we can measure: even a supervised probe on x+ - x- is weak there
-    r = ccs(tiny, ProbeDataset.from_zoo("truth"), layers=[2], n_restarts=2, steps=100, progress=False)
-    assert r.to_pandas()["probe_accuracy"].iloc[0] <= 0.75
+def _last_token_resid_post(model, texts, layer):
+    """resid_post[layer] at each text's last token, read with a plain forward hook on the block."""
+    block = model.hf.transformer.h[layer]
+    out = []
+    h = block.register_forward_hook(lambda m, a, o: out.append(o[0] if isinstance(o, tuple) else o))
+    try:
+        with torch.no_grad():
+            for t in texts:
+                model.hf(model.to_tokens(t))
+    finally:
+        h.remove()
+    return torch.stack([o[0, -1] for o in out]).double()
+
+
+def _independent_probe_accuracy(model, data, layer, seed=0):
+    """A supervised probe on x+ - x-, recomputed without the library's caching or probe:
+    torch hooks and scikit-learn's LogisticRegression on the library's own split."""
+    from sklearn.linear_model import LogisticRegression
+
+    tr, va, te = data.split(seed)
+    D = (_last_token_resid_post(model, data.pos, layer) - _last_token_resid_post(model, data.neg, layer)).numpy()
+    y = torch.tensor(data.labels).numpy()
+    clf = LogisticRegression(max_iter=2000).fit(D[tr + va], y[tr + va])
+    return float((clf.predict(D[te]) == y[te]).mean())
+
+
+def test_ccs_answer_token_construction_is_weaker_than_reading_the_claim(tiny):
+    """Burns et al.'s construction (claim + " true" / " false", read at the answer) is weaker on
+    zoo:tiny than the true/false claims read at " is": a supervised probe on x+ - x-, computed
+    independently (torch hooks, scikit-learn), is worse there. Measured at resid_post 2: 0.79
+    at the answer token, against the control printed below."""
+
+    contrast = ContrastDataset.from_answers(ProbeDataset.from_zoo("truth"), (" false", " true"))
+    answer_token = _independent_probe_accuracy(tiny, contrast, 2)
+    control = _independent_probe_accuracy(tiny, ContrastDataset.from_zoo("truth"), 2)
+    assert control >= 0.85, control
+    assert answer_token <= control - 0.05, (answer_token, control)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ccs() fits its supervised probe with an empty validation set, so fit_with_validation "
+    "keeps the first C of the grid (1e-3, the strongest regularisation): it reports 0.58 where "
+    "an unregularised-enough probe (scikit-learn, C=1) gets 0.79. Fix in core/concepts/ccs.py.",
+)
+def test_ccs_reports_the_supervised_probe_accuracy_an_independent_probe_gets(tiny):
+
+    data = ProbeDataset.from_zoo("truth")
+    r = ccs(tiny, data, layers=[2], n_restarts=2, steps=100, progress=False)
+    reported = r.to_pandas()["probe_accuracy"].iloc[0]
+    independent = _independent_probe_accuracy(tiny, ContrastDataset.from_answers(data, (" false", " true")), 2)
+    assert abs(reported - independent) <= 0.1, (reported, independent)
 
 
 def test_ccs_errors_before_any_forward(tiny):
