@@ -4,18 +4,16 @@ Model: ``GPT2LMHeadModel(GPT2Config())`` (gpt2-small shape: 12 layers, d_model 7
 random init with seed 0, eager attention, float32, CPU, one torch thread. Prompt: P random tokens
 (a word-level tokenizer maps "t<id>" to id, so P words are exactly P tokens).
 
-Timed, best of 3 each:
+Timed with benchmarks/_harness.py (one warm-up each, interleaved repeats, median and min–max):
 
-- ``forward``: one plain ``hf(ids)`` forward with full logits (the reference, 1.0x);
+- ``forward``: one plain ``hf(ids)`` forward with full logits;
 - ``mw.logit_lens``: ``logit_lens(model, text, k=5, target=...)``: embedding + 12 rows, top-k,
   target probability/rank and KL to the final row, all inside one nnsight trace;
-- ``by hand``: what one writes in torch: ``hf(ids, output_hidden_states=True)``, then final norm +
-  unembedding + softmax + top-k + KL for each of the 12 intermediate rows.
-
-Floor: the lens must unembed 12 extra rows (the last row is the model's own logits), so even
-with free softmax/top-k it costs ``1 + 12 * t_unembed / t_forward`` forwards, where
-``t_unembed`` is one measured final norm + unembedding of P vectors; the table gives that bound
-next to the measured ratio.
+- ``by hand``: ``hf(ids, output_hidden_states=True)``, then final norm + unembedding + softmax +
+  top-k + KL for each of the 12 intermediate rows;
+- ``floor``: what any exact lens must do: the forward keeping every residual, then for each
+  other row final norm + unembedding + log-softmax + top-k over all positions. Target: the lens
+  within 1.15× of it.
 
 Attention bytes (``## views: attention bytes``): the same model, a prompt of 256 random tokens,
 layer 0's 12 heads. Bytes that reach the browser before an ``AttentionPatterns`` view paints
@@ -78,66 +76,71 @@ def by_hand(hf, ids: torch.Tensor, k: int = 5) -> None:
             (final.exp() * (final - logp)).sum(-1)
 
 
-def unembed_once(hf, ids: torch.Tensor) -> float:
-    """Seconds for one final norm + unembedding of P residual vectors (best of 3)."""
-    h = torch.randn(1, ids.shape[1], hf.config.n_embd)
+def floor(hf, ids: torch.Tensor, k: int = 5) -> None:
+    """The least an exact lens can do: one forward keeping every layer's residual, then for each
+    other row (embedding + 11 blocks; the last row is the model's own logits) final norm,
+    unembedding, log-softmax and top-k over all positions. No KL, no target, no trace."""
     with torch.no_grad():
-        return best_of(lambda: hf.lm_head(hf.transformer.ln_f(h)), 3)
+        out = hf(ids, output_hidden_states=True)
+        torch.topk(torch.log_softmax(out.logits[0], -1), k, -1)
+        for h in out.hidden_states[:-1]:
+            torch.topk(torch.log_softmax(hf.lm_head(hf.transformer.ln_f(h))[0], -1), k, -1)
 
 
 def bench_lens(args: argparse.Namespace) -> None:
-    torch.set_num_threads(1)
+    from _harness import Run, compare, md_table, ratio, setup
+
+    setup(1)
     import mi_widgets as mw
     from mi_widgets.core.description.lens import logit_lens
 
     hf, tok = build_model()
     model = mw.wrap(hf, tok, "gpt2-small-shape (random)")
     rows = []
-    for p in args.sizes:
-        g = torch.Generator().manual_seed(p)
-        ids = torch.randint(1, hf.config.vocab_size, (1, p), generator=g)
-        text = " ".join(f"t{i}" for i in ids[0].tolist())
-        assert torch.equal(model.to_tokens(text), ids)
-        target = int(ids[0, -1])
-
-        fwd = partial(forward, hf, ids)
-        fwd()  # warm-up
-        t_fwd = best_of(fwd, args.repeats)
-        t_lens = best_of(partial(logit_lens, model, text, k=5, target=target), args.repeats)
-        t_hand = best_of(partial(by_hand, hf, ids), args.repeats)
-        floor = 1 + hf.config.n_layer * unembed_once(hf, ids) / t_fwd
-        rows.append((p, t_fwd, t_lens, t_hand, floor))
-        print(
-            f"P={p}: forward {t_fwd:.3f}s, logit_lens {t_lens:.3f}s ({t_lens / t_fwd:.2f}x), "
-            f"by hand {t_hand:.3f}s ({t_hand / t_fwd:.2f}x), floor {rows[-1][4]:.2f}x",
-            flush=True,
-        )
-
+    with Run("views: logit lens") as run:
+        for p in args.sizes:
+            g = torch.Generator().manual_seed(p)
+            ids = torch.randint(1, hf.config.vocab_size, (1, p), generator=g)
+            text = " ".join(f"t{i}" for i in ids[0].tolist())
+            assert torch.equal(model.to_tokens(text), ids)
+            target = int(ids[0, -1])
+            t = compare(
+                {
+                    "forward": partial(forward, hf, ids),
+                    "lens": partial(logit_lens, model, text, k=5, target=target),
+                    "by_hand": partial(by_hand, hf, ids),
+                    "floor": partial(floor, hf, ids),
+                },
+                repeats=args.repeats,
+                warmup=1,
+            )
+            rows.append((p, t))
+            print(f"P={p}: " + ", ".join(f"{k} {v.cell('ms')} ms" for k, v in t.items()), flush=True)
+    table = []
+    for p, t in rows:
+        table.append([p, len(t["lens"].seconds), t["forward"].cell("ms"), t["floor"].cell("ms"), t["lens"].cell("ms"),
+                      t["by_hand"].cell("ms"), f"{ratio(t['lens'], t['forward']):.2f}", f"**{ratio(t['lens'], t['floor']):.2f}**",
+                      f"{ratio(t['by_hand'], t['floor']):.2f}"])  # fmt: skip
+    met = all(ratio(t["lens"], t["floor"]) <= 1.15 for _, t in rows)
     lines = [
-        "Full logit lens (embedding + 12 layers × every position; top-5, target prob/rank, KL to "
-        "the final layer, computed inside one nnsight trace) vs one plain forward with full logits, "
-        "on `GPT2LMHeadModel(GPT2Config())` (random, float32, CPU, 1 thread), best of "
-        f"{args.repeats}. `python benchmarks/views.py`.",
+        "Full logit lens (`logit_lens(model, text, k=5, target=...)`: embedding + 12 layers × every "
+        "position; top-5, target prob/rank, KL to the final layer) on `GPT2LMHeadModel(GPT2Config())` "
+        "(random, float32, CPU), against its floor measured in the same run: one forward keeping every "
+        "residual, then final norm + unembedding + log-softmax + top-k over all positions for each "
+        "other row. Milliseconds: median (min–max), interleaved repeats after one warm-up each "
+        "(benchmarks/_harness.py); ratios of medians. `python benchmarks/views.py --only lens`.",
         "",
-        "| P | forward | mw.logit_lens | ratio | by hand (torch) | ratio | unembedding floor |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p, f, lens, hand, floor in rows:
-        lines.append(
-            f"| {p} | {f * 1e3:.0f} ms | {lens * 1e3:.0f} ms | {lens / f:.2f}x | "
-            f"{hand * 1e3:.0f} ms | {hand / f:.2f}x | {floor:.2f}x |"
-        )
-    lines += [
+        run.header(),
         "",
-        "Target was <= 1.5x one forward. It cannot be met by an exact lens on this shape: one "
-        "final norm + unembedding (768 × 50257) costs "
-        + " / ".join(f"{(floor - 1) / hf.config.n_layer:.2f}" for *_, floor in rows)
-        + f" of a forward here (P = {' / '.join(str(r[0]) for r in rows)}), and the lens must "
-        "apply it to 12 more rows than the forward does (the last row reuses the model's own "
-        "logits), so those matmuls alone cost the 'unembedding floor' above (12 measured "
-        "unembeddings plus the forward). The measured ratio is that "
-        "floor plus log-softmax/top-k/KL/rank over the vocabulary for each row (the KL uses the "
-        "final distribution computed once); compare the hand-written torch version.",
+        md_table(["P", "repeats", "forward (ms)", "floor (ms)", "mw.logit_lens (ms)", "by hand, torch (ms)",
+                  "lens / forward", "lens / floor", "by hand / floor"], table),  # fmt: skip
+        "",
+        f"Target: lens ≤ 1.15× its floor: {'met' if met else 'not met'} ("
+        + "; ".join(f"P = {p}: {ratio(t['lens'], t['floor']):.2f}×" for p, t in rows)
+        + "). The floor itself is "
+        + " / ".join(f"{ratio(t['floor'], t['forward']):.1f}" for _, t in rows)
+        + "× one forward: 12 extra unembeddings (768 × 50257) cost more than the forward; a "
+        "≤ 1.5×-a-forward lens is impossible at this vocabulary without restricting it.",
     ]
     body = "\n".join(lines)
     print(body)
@@ -338,7 +341,7 @@ def bench_paint(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--only", choices=["lens", "attention", "paint"])
     ap.add_argument("--no-write", action="store_true")
