@@ -1,0 +1,59 @@
+"""Linked views in a real JupyterLab: a click on a token in TokenActivations highlights that
+position in LogitLens and PatchingGrid (mi_widgets/widgets/link.py keeps the selection in the
+kernel; the views mark the linked column ``mw-linked``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+CELL_S = 120
+CLEAN = "The Eiffel Tower is in"
+CORRUPT = "The Senso Temple is in"
+
+
+@pytest.fixture(scope="module")
+def nb(lab, model_expr):
+    cells = [
+        "import mi_widgets as mw\n"
+        "from mi_widgets.widgets.link import link\n"
+        f"m = {model_expr}\n"
+        f'toks = mw.TokenActivations(m, "{CLEAN}", site="mlp_post", layer=0)\n'
+        "toks",
+        f'lens = mw.logit_lens(m, "{CLEAN}", k=3).widget()\nlens',
+        f'grid = mw.activation_patching(m, "{CLEAN}", "{CORRUPT}", mw.logit_diff(" Paris", " Tokyo"), '
+        'positions="each", layers=[0, 1], progress=False).widget()\ngrid',
+        'ln = link(toks, lens, grid, on="position")\nln',
+    ]
+    return lab.run_notebook("linked_views.ipynb", cells)
+
+
+def test_click_a_token_highlights_its_column_in_the_lens_and_the_grid(nb):
+    toks = nb.widget(0)
+    lens = nb.cell(1).locator(".jp-OutputArea .mw-logit-lens").first
+    grid = nb.cell(2).locator(".jp-OutputArea .mw-patching-grid").first
+    lens.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
+    grid.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
+    assert lens.locator(".mw-linked").count() == 0
+
+    toks.locator('.mw-token[data-index="3"]').click()
+    assert nb.wait_py("toks.selected_token", 3) == 3
+    assert nb.wait_py("lens.selected_position", 3) == 3
+    n_rows = nb.py_json("len(lens.layer_names)")
+    # the lens: every row's cell at position 3, and its label
+    expect(lens.locator('.mw-cell.mw-linked[data-pos="3"]')).to_have_count(n_rows)
+    expect(lens.locator(".mw-cell.mw-linked")).to_have_count(n_rows)
+    # the grid: the column of position 3 (positions="each": column index = position) in both layers
+    expect(grid.locator('.mw-cell.mw-linked[data-col="3"]')).to_have_count(2)
+    expect(grid.locator(".mw-cell.mw-linked")).to_have_count(2)
+    assert nb.py_json("grid.selected_cell") == {"layer": 0, "position": 3}
+
+    # the other way: a click on a lens column moves the token selection and the grid's column
+    lens.locator('.mw-cell[data-row="1"][data-pos="5"]').click()
+    assert nb.wait_py("toks.selected_token", 5) == 5
+    expect(grid.locator('.mw-cell.mw-linked[data-col="5"]')).to_have_count(2)
+    expect(toks.locator('.mw-token[data-index="5"]')).to_have_class(re.compile("mw-selected"))
