@@ -330,14 +330,14 @@ def test_llama_remote_local_equals_local(llama_pair):
 # -- jobs per sweep ----------------------------------------------------------------------------
 
 
-def test_a_patching_sweep_is_three_jobs_whatever_its_size(remote):
-    """Two caching traces (clean, corrupt) and one session holding every batch's trace."""
+def test_a_patching_sweep_is_two_jobs_whatever_its_size(remote):
+    """One session with the caching traces (clean, corrupt), one session with every batch."""
     counts = []
     for kw in ({"layers": [0]}, {"positions": "each"}, {"site": "head_out", "positions": "each"}):
         with record_jobs() as jobs:
             mw.activation_patching(remote, CLEAN, CORRUPT, MD, progress=False, **kw)
         counts.append(jobs.count)
-    assert counts == [3, 3, 3]
+    assert counts == [2, 2, 2]
     with record_jobs() as jobs:  # one caching trace, one session for the four ablations
         mw.ablate(remote, CLEAN, MD, ["0.1", "1.0", "attn.2", "mlp.3"], separately=True, progress=False)
     assert jobs.count == 2

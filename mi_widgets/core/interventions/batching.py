@@ -17,6 +17,7 @@ from .engine import (
     _DirectEngine,
     _forward_kwargs,
     _NNsightEngine,
+    _save,
     _unembed_path,
     _Write,
 )
@@ -55,6 +56,37 @@ def _collect(
 ) -> _Cache:
     """One forward that saves the residual stream at block boundaries ``stream`` and the values
     of ``sites`` (in write form: ``head_out`` as the per-head z ``[B, T, H, d_head]``)."""
+    return _collect_many(model, [(tokens, stream, sites)])[0]
+
+
+def _collect_many(
+    model: Model, requests: list[tuple[torch.Tensor, set[int], set[tuple[str, int]]]]
+) -> list[_Cache]:
+    """:func:`_collect` of each ``(tokens, stream, sites)``; on a remote model all the traces
+    run in one nnsight session (one job)."""
+    preps = [_collect_plan(model, *r) for r in requests]
+    unembed = _get(model.nn, _unembed_path(model), envoy=True)
+    runs = [(tokens.to(model.device), _forward_kwargs(model, tokens), plan) for tokens, plan, _, _ in preps]
+    if model.remote and len(runs) > 1:
+        nn = model.nn
+        with torch.no_grad(), nn.session(remote=model.remote):
+            outs = _save([])
+            for toks, kw, plan in runs:
+                with nn.trace(toks, **kw):
+                    outs.append(_read_plan(plan, unembed))
+    else:
+        outs = []
+        for toks, kw, plan in runs:
+            with torch.no_grad(), model.nn.trace(toks, remote=model.remote, **kw):
+                got = _save(_read_plan(plan, unembed))
+            outs.append(got)
+    return [
+        _collect_finish(model, tokens, keys, wanted, sites, saved, logits)
+        for (tokens, _, keys, wanted), (saved, logits), (_, _, sites) in zip(preps, outs, requests)
+    ]
+
+
+def _collect_plan(model: Model, tokens: torch.Tensor, stream: set[int], sites: set[tuple[str, int]]) -> tuple:
     n = model.n_layers
     wanted: dict[tuple[str, int], str] = {}
     for i in stream:
@@ -65,19 +97,21 @@ def _collect(
     for site, layer in wanted:
         r = model.arch.reads[site]
         keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
-    saved: dict[tuple, Any] = {}
-    unembed = _get(model.nn, _unembed_path(model), envoy=True)
     # envoys looked up here: the trace body names no Model (a remote request ships what it names)
     plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
-    with (
-        torch.no_grad(),
-        model.nn.trace(
-            tokens.to(model.device), remote=model.remote, **_forward_kwargs(model, tokens)
-        ),
-    ):
-        for key, env, io in plan:
-            saved[key] = (env.input if io == "input" else env.output).save()
-        logits = unembed.output[:, -1].save()
+    return tokens, plan, keys, wanted
+
+
+def _read_plan(plan: list, unembed: Any) -> tuple[dict, Any]:
+    """Inside a trace: save every planned read and the final-position logits."""
+    saved = {key: (env.input if io == "input" else env.output).save() for key, env, io in plan}
+    return saved, unembed.output[:, -1].save()
+
+
+def _collect_finish(
+    model: Model, tokens: torch.Tensor, keys: dict, wanted: dict, sites: set[tuple[str, int]],
+    saved: dict, logits: torch.Tensor,
+) -> _Cache:
     out_stream: dict[int, torch.Tensor] = {}
     out_sites: dict[tuple[str, int], torch.Tensor] = {}
     for key, names in keys.items():

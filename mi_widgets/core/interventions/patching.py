@@ -63,7 +63,7 @@ from .batching import (
     _MAX_ROWS,
     _bands,
     _Cache,
-    _collect,
+    _collect_many,
     _groups,
     _packed_bands,
     _packed_batch,
@@ -403,12 +403,15 @@ def activation_patching(
     starts = {(lay + 1 if site == "resid_post" else lay) for lay in layer_l}
     base_c: dict[int, _Cache] = {}
     src_c: dict[int, _Cache] = {}
-    for t, idx in groups.items():
-        bt = torch.cat([base_toks[i] for i in idx])
-        st = torch.cat([src_toks[i] for i in idx])
-        base_c[t] = _collect(model, bt, starts | {0}, set())
-        src_c[t] = _collect(model, st, set(), {(site, lay) for lay in layer_l})
-        eng.prepare(bt)
+    # both caching runs of every length group: one session (one job) on a remote model
+    requests = []
+    for _t, idx in groups.items():
+        requests.append((torch.cat([base_toks[i] for i in idx]), starts | {0}, set()))
+        requests.append((torch.cat([src_toks[i] for i in idx]), set(), {(site, lay) for lay in layer_l}))
+    caches = _collect_many(model, requests)
+    for k, t in enumerate(groups):
+        base_c[t], src_c[t] = caches[2 * k], caches[2 * k + 1]
+        eng.prepare(base_c[t].tokens)
     eng = _self_check(eng, model, engine)
     # per-position rows of a causal model: batches of nearby positions start at their first
     # patched position, with earlier positions' keys/values taken from the base run
