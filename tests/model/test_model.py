@@ -100,10 +100,14 @@ def test_mlp_post_feeds_mlp_out(family_model):
     torch.testing.assert_close(out[("mlp_out", 0)], expected.float(), atol=1e-5, rtol=1e-5)
 
 
-def test_parallel_residual_neox_has_no_resid_mid(family_model):
-    family, m = family_model
-    if family != "neox":
-        return
+def _wrapped(family, tokenizer):
+    from conftest import _family_model
+
+    return mw.wrap(_family_model(family, len(tokenizer)), tokenizer, family)
+
+
+def test_parallel_residual_neox_has_no_resid_mid(bpe_tokenizer):
+    m = _wrapped("neox", bpe_tokenizer)
     assert "resid_mid" not in m.sites
     with pytest.raises(ValueError, match="resid_mid.*not defined.*parallel residual"):
         m.check_site("resid_mid", 0)
@@ -184,10 +188,9 @@ def test_directory_without_config_or_weights_is_explained(tmp_path, bpe_tokenize
         mw.load(tmp_path)
 
 
-def test_a_saved_local_directory_loads_like_a_hub_model(tmp_path, family_model, bpe_tokenizer):
-    family, m = family_model
-    if family not in ("gpt2", "llama"):
-        return
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_saved_local_directory_loads_like_a_hub_model(tmp_path, family, bpe_tokenizer):
+    m = _wrapped(family, bpe_tokenizer)
     m.hf.save_pretrained(tmp_path)
     bpe_tokenizer.save_pretrained(tmp_path)
     m2 = mw.load(tmp_path)
