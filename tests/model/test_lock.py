@@ -41,6 +41,8 @@ def _plain_logits(model, tokens):
 def test_every_model_has_one_lock(model):
     assert isinstance(model.lock, ModelLock)
     assert mw.load("zoo:tiny").lock is not model.lock
+    # a second Model over the same torch module shares nnsight's hooks on it, so its lock too
+    assert mw.wrap(model.hf, model.tokenizer, "again").lock is model.lock
 
 
 def test_background_sweep_and_main_thread_traces_give_sequential_numbers(model, tokens):

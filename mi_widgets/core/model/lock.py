@@ -251,7 +251,10 @@ def install(model: Any) -> ModelLock:
     existing = model.__dict__.get("lock")
     if isinstance(existing, ModelLock):
         return existing
-    lock = ModelLock()
+    hf = getattr(model, "hf", None)
+    # Two Models over one torch module (wrap() twice) share nnsight's per-module state: one lock
+    shared = hf.__dict__.get("_mw_lock") if hf is not None else None
+    lock = shared if isinstance(shared, ModelLock) else ModelLock()
     nn = model.nn
     for name in ("trace", "session"):
         method = getattr(nn, name, None)
@@ -261,7 +264,6 @@ def install(model: Any) -> ModelLock:
     for name, attr in vars(type(nn)).items():  # generate, ...: nnsight's @traceable methods
         if _is_traceable(attr):
             object.__setattr__(nn, name, _traceable_entry(nn, attr.__wrapped__, lock))
-    hf = getattr(model, "hf", None)
     if hf is not None:
         _lock_calls(hf, lock)
     model.lock = lock
