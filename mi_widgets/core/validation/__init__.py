@@ -1,7 +1,7 @@
 """Validation: descriptions turned into predictions (activation, attention, ablation, replacement,
 counterexamples) with verdicts; :func:`direct_effect` for a head's effect that no backup can hide."""
 
-from ._run import direct_effect
+from .direct_effect import direct_effect
 from .hypothesis import (
     AblationPrediction,
     ActivationPrediction,
