@@ -164,7 +164,7 @@ def direct_effect_vs_backup() -> Row:
 def per_head_resample_ablation_finds_circuit() -> Row:
     model = _model("zoo:ioi_backup")
     texts, ref, metric = _ioi()
-    heads = C.all_heads(type("M", (), {"config": model.hf.config})())
+    heads = [f"{la}.{h}" for la in range(model.n_layers) for h in range(model.n_heads)]
     r = mw.ablate(model, texts, metric, heads, "resample", ref, separately=True, progress=False)
     eff = {h: float(e) for h, e in zip(r.components, r.effect_mean)}
     gt = zoo.ground_truth("ioi_backup")["components"]
