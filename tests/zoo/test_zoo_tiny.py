@@ -248,3 +248,36 @@ def test_residual_readout_matches_hidden_states(mt):
         hs = model(input_ids=torch.tensor([ids[0]]), output_hidden_states=True).hidden_states
     for L in range(model.config.n_layer):  # hidden_states[L] = input of block L
         assert torch.allclose(resid[L, 0], hs[L][0, -1], atol=1e-5)
+
+
+# -- the recorded figures, recomputed without zoo.measure ----------------------------------
+
+
+def _plain_fact_figures(model, tok, items):
+    """Top-1 accuracy of each answer and the logit lens after block 0 at the final position,
+    with plain torch forward hooks and one unpadded forward per prompt (no measure.run)."""
+    block0_out: list[torch.Tensor] = []
+    h = model.transformer.h[0].register_forward_hook(lambda m, a, o: block0_out.append(o[0] if isinstance(o, tuple) else o))
+    hits = lens = 0
+    try:
+        with torch.no_grad():
+            for it in items:
+                ids = torch.tensor([tok(it["prompt"])["input_ids"]])
+                answer = tok(it["answer"], add_special_tokens=False)["input_ids"]
+                assert len(answer) == 1
+                logits = model(input_ids=ids).logits[0, -1]
+                r = block0_out.pop()[0, -1]
+                hits += int(logits.argmax()) == answer[0]
+                lens += int(model.lm_head(model.transformer.ln_f(r)).argmax()) == answer[0]
+    finally:
+        h.remove()
+    return hits / len(items), lens / len(items)
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_recorded_fact_figures_agree_with_a_plain_torch_measurement(mt, gt, split):
+    model, tok = mt
+    rec = gt["figures"]["facts"][f"{split}_templates"]
+    acc, lens = _plain_fact_figures(model, tok, corpus.fact_prompts(split))
+    assert acc == pytest.approx(rec["accuracy"], abs=TOL)
+    assert lens == pytest.approx(rec["logit_lens_top1_by_layer"]["after block 0"], abs=TOL)
