@@ -15,6 +15,7 @@ import traitlets
 from .. import wire
 from ..core.interventions.ablation import AblationResult, ablate
 from ._base import MIWidget, bundle, request_handler
+from .code import ShowsCode, ablation_code
 
 _HEAD = re.compile(r"^(\d+)\.(\d+)$")
 _UNITS = re.compile(r"^([A-Za-z_]+)\.(\d+)\[(\d+(?:,\d+)*)\]$")
@@ -40,7 +41,7 @@ def _parse_head(label: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-class Ablation(MIWidget):
+class Ablation(ShowsCode, MIWidget):
     """Interactive view of an :class:`~mi_widgets.core.interventions.patching.AblationResult`.
 
     Heads ablated separately: a layers × heads heatmap of the mean effect (ablated − clean),
@@ -148,6 +149,11 @@ class Ablation(MIWidget):
     @property
     def result(self) -> AblationResult:
         return self._result
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it."""
+        return ablation_code(self)
 
     def effects(self) -> torch.Tensor:
         """Mean effect (ablated − clean, mean over prompts) per row, as the view colours it."""

@@ -20,6 +20,7 @@ from ..core.description.attention import (
 )
 from ..core.model import Model
 from ._base import Field, MIWidget, bundle, request_handler
+from .code import ShowsCode, attention_patterns_code
 
 SORT_KEYS = ("layer", *SCORE_KINDS)
 _HEAD_RE = re.compile(r"^(\d+)\.(\d+)$")
@@ -40,7 +41,7 @@ def thumbnails(patterns: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.adaptive_max_pool2d(flat, s)[:, 0]
 
 
-class AttentionPatterns(MIWidget):
+class AttentionPatterns(ShowsCode, MIWidget):
     """Attention patterns of one text: all heads as thumbnails, one head in full.
 
     ``AttentionPatterns(model, text)`` runs :func:`mi_widgets.core.description.attention.attention`
@@ -159,6 +160,11 @@ class AttentionPatterns(MIWidget):
     @property
     def result(self) -> AttentionResult:
         return self._result
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it."""
+        return attention_patterns_code(self)
 
     @property
     def selected(self) -> tuple[int, int] | None:

@@ -15,11 +15,12 @@ import traitlets
 from .. import wire
 from ..core.description.lens import LENS_SITES, LensResult, TunedLens, _target_id, logit_lens
 from ._base import Field, MIWidget, bundle, request_handler
+from .code import ShowsCode, logit_lens_code
 
 LENSES = ("logit", "tuned")
 
 
-class LogitLens(MIWidget):
+class LogitLens(ShowsCode, MIWidget):
     """Interactive view of a :class:`~mi_widgets.core.description.lens.LensResult`.
 
     Grid: one row per lens row (``"embed"``, ``"resid_post 0"``, ...), one column per token;
@@ -94,6 +95,11 @@ class LogitLens(MIWidget):
     def result(self) -> LensResult:
         """The result behind the current view (current lens and target)."""
         return self._result
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it."""
+        return logit_lens_code(self)
 
     @traitlets.validate("selected_position")
     def _check_position(self, proposal: Any) -> int:

@@ -20,6 +20,7 @@ from ..core.interventions.patching import PatchingResult, activation_patching
 from ..core.metrics import Metric, as_metric
 from ..core.model.lock import on_wait
 from ._base import Field, MIWidget, bundle, request_handler
+from .code import ShowsCode, patching_grid_code
 
 MODES = ("exact", "attribution")
 
@@ -54,7 +55,7 @@ def _metric_from_name(name: str) -> Metric | None:
         return None
 
 
-class PatchingGrid(MIWidget):
+class PatchingGrid(ShowsCode, MIWidget):
     """Heatmap of a :class:`~mi_widgets.core.interventions.patching.PatchingResult` (layers × positions or
     heads), diverging colours centred at 0. Hover a cell for its value; click it for the patched
     run's top-k next tokens next to the clean and corrupt runs' (one patched forward, run in
@@ -161,6 +162,11 @@ class PatchingGrid(MIWidget):
     def result(self) -> PatchingResult:
         """The result behind the current grid (unchanged by a sweep in progress or cancelled)."""
         return self._result
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it."""
+        return patching_grid_code(self)
 
     # -- layout ---------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ from .. import wire
 from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
 from ._base import Field, MIWidget, bundle, request_handler
+from .code import ShowsCode, token_activations_code
 
 
-class TokenActivations(MIWidget):
+class TokenActivations(ShowsCode, MIWidget):
     """Tokens of one or more texts coloured by a neuron, dimension, head or direction.
 
     ``TokenActivations(model, "some text", site="mlp_post", layer=0)``; ``unit=`` picks the
@@ -96,6 +97,11 @@ class TokenActivations(MIWidget):
     def result(self) -> TokenActivationsResult:
         """The activations behind the current view."""
         return self._result
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it."""
+        return token_activations_code(self)
 
     @property
     def selected_position(self) -> tuple[int, int, str] | None:
