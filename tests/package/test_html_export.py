@@ -121,7 +121,7 @@ def test_static_export(model, page, tmp_path, capsys):
     w = mw.TokenActivations(model, texts, site="mlp_post", layer=0)
     toks = flat(w.texts)
     out = tmp_path / "view.html"
-    html = w.to_html(out)
+    html = w.to_html(out).read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir()] == ["view.html"]
     assert out.read_text(encoding="utf-8") == html
     size = out.stat().st_size

@@ -90,7 +90,7 @@ def test_static_export_carries_computed_cells_and_hostile_tokens_stay_data(tiny,
     hostile = 'x <script>window.__pwned=1</script> & </script><!-- "q"'
     w = Patchscope(tiny, hostile, n_tokens=1, layer=1, position=-1)
     w.decode(2, 3)
-    html = w.to_html(tmp_path / "p.html")
+    html = w.to_html(tmp_path / "p.html").read_text(encoding="utf-8")
     assert "<script>window.__pwned" not in html.split("<script>", 1)[0]
     m = re.search(r'<script type="application/json" id="[^"]+">(.*?)</script>', html, re.S)
     state = json.loads(m.group(1))

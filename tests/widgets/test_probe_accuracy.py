@@ -186,7 +186,7 @@ def test_static_export_carries_panels_and_keeps_hostile_text_literal(result, tin
         texts[i] = hostile + texts[i]
     r = ProbeResult(**{**result.__dict__, "texts": texts})
     w = ProbeAccuracy.from_result(r, model=tiny)
-    html = w.to_html(tmp_path / "probe.html")
+    html = w.to_html(tmp_path / "probe.html").read_text(encoding="utf-8")
     assert "<script>window.__pwned" not in html
     state = json.loads(re.search(r'<script type="application/json" id="[^"]+">(.*?)</script>', html, re.S).group(1))
     assert state["static"] is True
