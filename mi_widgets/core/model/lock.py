@@ -135,6 +135,17 @@ class _LockedTracer:
         finally:
             self.__dict__["_mw_lock"].release()
 
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        # A remote request pickles its tracer: it travels as nnsight's own tracer class, without
+        # the lock (whose thread-local state does not pickle), which stays here.
+        base = next(
+            c for c in type(self).__mro__
+            if c.__module__.startswith("nnsight") and not issubclass(c, _LockedTracer)
+        )
+        state = self.__getstate__()  # type: ignore[attr-defined]
+        state.pop("_mw_lock", None)
+        return (object.__new__, (base,), state)
+
 
 def _locked_tracer(tracer: Any, lock: ModelLock) -> Any:
     from nnsight.tracing.tracer import Tracer

@@ -47,28 +47,7 @@ def _ship_by_value() -> None:
     from nnsight.ndif import register
 
     register("mi_widgets")
-    _portable_tracers()
 
-
-def _portable_tracers() -> None:
-    """A request pickles its tracer. The model lock (``lock.py``) gives tracers a subclass that
-    holds the lock; by value it would drag the lock and its thread-local state along (which does
-    not pickle). It travels as nnsight's own tracer class, without the lock, which stays here."""
-    from .lock import _LockedTracer
-
-    if "__reduce_ex__" in vars(_LockedTracer):
-        return
-
-    def __reduce_ex__(self: Any, protocol: int) -> tuple:
-        base = next(
-            c for c in type(self).__mro__
-            if c.__module__.startswith("nnsight") and not issubclass(c, _LockedTracer)
-        )
-        state = self.__getstate__()
-        state.pop("_mw_lock", None)
-        return (object.__new__, (base,), state)
-
-    _LockedTracer.__reduce_ex__ = __reduce_ex__  # type: ignore[method-assign]
 
 
 def server_module(envoy: Any) -> Any:
