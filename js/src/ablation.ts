@@ -10,6 +10,7 @@
 
 import { CSS } from "./lib/ablation.css";
 import { diverging, fmt, legend, maxAbs } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -76,6 +77,11 @@ function render({ model, el }: RenderProps): Cleanup {
   const tip = tooltip([ttLabel, ttValue]);
   const root = h("div", "mw-ablation", [style(CSS), header, errBox.el, h("div", "mw-body", [chart, panelEl]), tip.el]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-ablation")));
 
   // ---------------------------------------------------------------- state
   let stats: Stats[] = [];
@@ -425,6 +431,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     seq++;
+    code.dispose();
     dispose();
     root.remove();
   };

@@ -11,6 +11,7 @@
 
 import { CSS } from "./lib/attention_patterns.css";
 import { css, fmt, type RGB } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -158,6 +159,11 @@ function render({ model, el }: RenderProps): Cleanup {
   const tip = tooltip([ttLabel, ttValue]);
   const root = h("div", "mw-attention-patterns", [style(CSS), header, errBox.el, headsEl, detailEl, tip.el]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-attention-patterns")));
 
   // ---------------------------------------------------------------- state
   let tokens: string[] = [];
@@ -573,6 +579,7 @@ function render({ model, el }: RenderProps): Cleanup {
   return () => {
     pending?.abort();
     pending = null;
+    code.dispose();
     dispose();
     root.remove();
   };

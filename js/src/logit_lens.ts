@@ -10,6 +10,7 @@
  */
 
 import { fmt, legend, sequential, sequentialRGB, SEQ, textColour } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import { CSS } from "./lib/logit_lens.css";
@@ -71,6 +72,11 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-logit-lens")));
 
   // ---------------------------------------------------------------- state
   let R = 0;
@@ -413,6 +419,7 @@ function render({ model, el }: RenderProps): Cleanup {
   renderStatus();
 
   return () => {
+    code.dispose();
     dispose();
     root.remove();
   };

@@ -9,6 +9,7 @@
  */
 
 import { diverging, fmt, legend, maxAbs, neutral } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -72,6 +73,11 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-patching-grid")));
 
   // ---------------------------------------------------------------- state
   let rows = 0;
@@ -450,6 +456,7 @@ function render({ model, el }: RenderProps): Cleanup {
   return () => {
     cellSeq++;
     root.removeEventListener("mw-theme", onTheme);
+    code.dispose();
     dispose();
     root.remove();
   };

@@ -6,6 +6,7 @@
  */
 
 import { css, divergingRGB, fmt, legend, maxAbs, NEG, POS, textColour } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -86,6 +87,11 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-token-activations")));
 
   // ---------------------------------------------------------------- state
   let tokens: string[] = [];
@@ -517,6 +523,7 @@ function render({ model, el }: RenderProps): Cleanup {
   return () => {
     pending?.abort();
     pending = null;
+    code.dispose();
     dispose();
     root.remove();
   };

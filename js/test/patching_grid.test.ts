@@ -254,3 +254,31 @@ describe("PatchingGrid: the linked column (mw.link on position)", () => {
     expect(root.querySelectorAll(".mw-linked").length).toBe(0);
   });
 });
+
+describe("PatchingGrid: show the code", () => {
+  it("the code toggle asks Python once and shows the reply as text", async () => {
+    const { model, sent, reply } = liveModel(baseState({ selected_cell: {} }));
+    const { root } = mount(model);
+    const btn = root.querySelector<HTMLButtonElement>(".mw-code-toggle")!;
+    const pre = root.querySelector<HTMLElement>(".mw-code")!;
+    expect(pre.hidden).toBe(true);
+    click(btn);
+    expect(pre.hidden).toBe(false);
+    expect(btn.getAttribute("aria-expanded")).toBe("true");
+    const ask = sent.find((m) => m.name === "code")!;
+    expect(ask).toBeTruthy();
+    const code = "with nn.trace(ids):\n    x = '<img src=x onerror=window.__pwned=1>'";
+    reply({ kind: "mw-response", id: ask.id, ok: true, response: { code } });
+    await flush();
+    expect(pre.textContent).toBe(code);
+    expect(pre.querySelector("img")).toBeNull();
+    click(btn);
+    click(btn);
+    expect(sent.filter((m) => m.name === "code").length).toBe(1);
+  });
+
+  it("a static copy has no code toggle", () => {
+    const { root } = mount(staticModel(baseState()));
+    expect(root.querySelector<HTMLButtonElement>(".mw-code-toggle")!.hidden).toBe(true);
+  });
+});
