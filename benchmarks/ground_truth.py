@@ -219,15 +219,15 @@ def _hypothesis_rows() -> dict[str, Row]:
         ActivationPrediction,
         AttentionPrediction,
         Hypothesis,
+        PromptTask,
         ReplacementPrediction,
-        Task,
         validate,
     )  # fmt: skip
 
     model = _model("zoo:induction")
     corpus, _ = C.induction_texts(n=6, seq_len=10, seed=11)
     prompts, answers = C.induction_texts(n=12, seq_len=8, seed=12, cut=12)
-    task = Task(prompts, mw.prob(answers), "induction")
+    task = PromptTask(prompts, mw.prob(answers), "induction")
 
     def seen(t, i):
         return None if i == 0 else t[i] in t[1:i]

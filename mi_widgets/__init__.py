@@ -86,6 +86,17 @@ from .core.interventions.patching import PatchingResult, activation_patching
 from .core.interventions.path_patching import PathPatchingResult, path_patching
 from .core.metrics import Metric, kl_to_clean, logit_diff, prob
 from .core.model import SITES, TOKEN_SITES, Arch, Model, load, wrap
+from .core.validation import (
+    AblationPrediction,
+    ActivationPrediction,
+    AttentionPrediction,
+    Hypothesis,
+    PromptTask,
+    ReplacementPrediction,
+    Verdict,
+    direct_effect,
+    validate,
+)
 
 __version__ = "0.1.0"
 
@@ -104,6 +115,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.attribution import TokenSaliency
     from .widgets.circuit_graph import CircuitGraph
     from .widgets.feature_dashboard import FeatureDashboard
+    from .widgets.hypothesis_card import HypothesisCard
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.patchscope import Patchscope
@@ -114,6 +126,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _WIDGETS = {
     "TokenActivations": "token_activations",
     "CircuitGraph": "circuit_graph",
+    "HypothesisCard": "hypothesis_card",
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
     "LogitLens": "logit_lens",
@@ -140,13 +153,16 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ablate",
     "Ablation",
+    "AblationPrediction",
     "AblationResult",
     "activation_patching",
+    "ActivationPrediction",
     "ActivationStore",
     "Arch",
     "as_steering_vector",
     "attention",
     "AttentionPatterns",
+    "AttentionPrediction",
     "AttentionResult",
     "attribute",
     "attribution_patching",
@@ -163,6 +179,7 @@ __all__ = [
     "CoTResult",
     "CoTTrace",
     "Crosscoder",
+    "direct_effect",
     "encode_texts",
     "erase",
     "ErasureResult",
@@ -178,6 +195,8 @@ __all__ = [
     "generate_trace",
     "head_scores",
     "HeadScores",
+    "Hypothesis",
+    "HypothesisCard",
     "inspection_prompt",
     "interchange",
     "InterchangeResult",
@@ -208,8 +227,10 @@ __all__ = [
     "ProbeAccuracy",
     "ProbeDataset",
     "ProbeResult",
+    "PromptTask",
     "recovery_curve",
     "RecoveryCurve",
+    "ReplacementPrediction",
     "RuleExplainer",
     "RuleSimulator",
     "SAE",
@@ -254,6 +275,8 @@ __all__ = [
     "tuned_lens",
     "TunedLens",
     "two_hop_traces",
+    "validate",
+    "Verdict",
     "wrap",
     "zoo",
 ]

@@ -19,8 +19,8 @@ from mi_widgets.core.validation import (
     ActivationPrediction,
     AttentionPrediction,
     Hypothesis,
+    PromptTask,
     ReplacementPrediction,
-    Task,
     Verdict,
     direct_effect,
     validate,
@@ -52,7 +52,7 @@ def ind_data():
     corpus, _ = C.induction_texts(n=6, seq_len=10, seed=11)
     prompts, answers = C.induction_texts(n=12, seq_len=8, seed=12, cut=12)
     neutral, _ = C.induction_texts(n=3, seq_len=8, seed=13, cut=9)  # no repeat to predict
-    task = Task(prompts, mw.prob(answers), "induction")
+    task = PromptTask(prompts, mw.prob(answers), "induction")
     return corpus, task, neutral
 
 
@@ -121,7 +121,7 @@ def test_previous_token_hypothesis_fails_with_counterexamples(wrong):
 def ioi_task():
     prompts = C.ioi_prompts(n=20, seed=31)
     ref = C.ioi_reference(prompts, seed=32)
-    task = Task([p["text"] for p in prompts],
+    task = PromptTask([p["text"] for p in prompts],
                 mw.logit_diff([p["io"] for p in prompts], [p["s"] for p in prompts]), "IOI")  # fmt: skip
     return task, [p["text"] for p in ref]
 
@@ -195,7 +195,7 @@ def test_bad_input_is_refused_before_any_forward(ind, ind_data):
         validate(
             Hypothesis(("resid_pre", 1, vec), "x", ablation=AblationPrediction(task, 0.1)), ind
         )
-    one = Task([task.prompts[0]], mw.prob(" apple"), "one")
+    one = PromptTask([task.prompts[0]], mw.prob(" apple"), "one")
     with pytest.raises(ValueError, match="same token length"):
         validate(Hypothesis("1.2", "x", ablation=AblationPrediction(one, 0.1)), ind)
 

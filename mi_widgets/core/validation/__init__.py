@@ -7,8 +7,8 @@ from .hypothesis import (
     ActivationPrediction,
     AttentionPrediction,
     Hypothesis,
+    PromptTask,
     ReplacementPrediction,
-    Task,
     validate,
 )
 from .verdict import Counterexample, TestResult, Verdict
@@ -20,7 +20,7 @@ __all__ = [
     "Counterexample",
     "Hypothesis",
     "ReplacementPrediction",
-    "Task",
+    "PromptTask",
     "TestResult",
     "Verdict",
     "direct_effect",

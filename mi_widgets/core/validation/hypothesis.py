@@ -40,7 +40,7 @@ Rule = Callable[[list[str], int], Any]
 
 
 @dataclass
-class Task:
+class PromptTask:
     """Prompts and a metric read at their final position (a :mod:`~mi_widgets.core.metrics` metric
     or a callable on logits ``[batch, vocab] -> [batch]``)."""
 
@@ -96,9 +96,9 @@ class AblationPrediction:
     ``control``'s by at most ``control_within``", under each of ``kinds``. Resample ablation takes
     activations from ``reference`` (default: the other prompts of the same token length, rotated)."""
 
-    task: Task
+    task: PromptTask
     drop_at_least: float
-    control: Task | None = None
+    control: PromptTask | None = None
     control_within: float | None = None
     kinds: tuple[str, ...] = ABLATION_KINDS
     reference: list[str] | None = None
@@ -120,7 +120,7 @@ class ReplacementPrediction:
     ``keep_at_least`` of the task metric (0 = the head zero-ablated, 1 = clean) and, if
     ``neutral`` text is given, raises its loss by at most ``max_loss_increase`` nats."""
 
-    task: Task
+    task: PromptTask
     replace: str | Callable[[torch.Tensor], torch.Tensor] = "pattern"
     keep_at_least: float = 0.9
     neutral: list[str] | None = None
@@ -534,6 +534,6 @@ __all__ = [
     "AttentionPrediction",
     "Hypothesis",
     "ReplacementPrediction",
-    "Task",
+    "PromptTask",
     "validate",
 ]
