@@ -2,8 +2,9 @@
 
 - ``tiny``: trained by us on a seeded synthetic corpus (``corpus.py``, ``train.py``); its ground
   truth is what measurements on the shipped weights establish (``measure.py``).
-- ``induction`` and ``ioi``: compiled by hand (``compiled.py``); their circuits are known by
-  construction.
+- ``induction``, ``ioi``, ``ioi_backup`` (backup name mover, suppression head, look-alike decoys)
+  and ``illusion`` (an interchange illusion): compiled by hand (``compiled.py``); their circuits
+  are known by construction.
 
 Each model lives in ``models/<name>/`` as an ordinary Hugging Face directory (``config.json``,
 ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``) plus ``ground_truth.json``:

@@ -314,7 +314,7 @@ def load(
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise ValueError(
-            f"could not load model {display!r}: it is not a zoo name (zoo:tiny, zoo:induction, zoo:ioi), "
+            f"could not load model {display!r}: it is not a zoo name ({_zoo_names()}), "
             f"not a local directory, and the Hugging Face Hub did not provide it"
             f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no network, or a misspelt id?)'}. "
             "Pass a local model directory, or check the id and your connection. "
@@ -413,3 +413,9 @@ def _nnsight(hf: torch.nn.Module, tokenizer: Any, task: str) -> Any:
         # BERT's `output` submodules are renamed E_output by nnsight, with a warning; _get knows.
         warnings.filterwarnings("ignore", message=".*nnsight already serves.*")
         return TransformersModel(hf, tokenizer=tokenizer, task=task)
+
+
+def _zoo_names() -> str:
+    from ... import zoo
+
+    return ", ".join(f"zoo:{n}" for n in zoo.available())
