@@ -21,6 +21,7 @@ from ..core.metrics import Metric, as_metric
 from ..core.model.lock import on_wait
 from ._base import Field, MIWidget, bundle, request_handler
 from .code import ShowsCode, patching_grid_code
+from .predict import Predicts, patching_guess
 
 MODES = ("exact", "attribution")
 
@@ -55,7 +56,7 @@ def _metric_from_name(name: str) -> Metric | None:
         return None
 
 
-class PatchingGrid(ShowsCode, MIWidget):
+class PatchingGrid(Predicts, ShowsCode, MIWidget):
     """Heatmap of a :class:`~mi_widgets.core.interventions.patching.PatchingResult` (layers × positions or
     heads), diverging colours centred at 0. Hover a cell for its value; click it for the patched
     run's top-k next tokens next to the clean and corrupt runs' (one patched forward, run in
@@ -98,6 +99,10 @@ class PatchingGrid(ShowsCode, MIWidget):
     #: the clicked cell as model indices: ``{"layer", "position"}``, ``{"layer", "head"}``, both,
     #: or ``{"layer"}``; ``{}`` for none. Set it from Python to select a cell in the view.
     selected_cell = traitlets.Dict().tag(sync=True)
+    #: predict-then-reveal: a question; the view hides its result until a cell is clicked as a guess
+    predict = traitlets.Unicode("").tag(sync=True)
+    #: every guess recorded (see mi_widgets/widgets/predict.py): where, its value, the answer
+    guesses = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(
         self,
@@ -162,6 +167,9 @@ class PatchingGrid(ShowsCode, MIWidget):
     def result(self) -> PatchingResult:
         """The result behind the current grid (unchanged by a sweep in progress or cancelled)."""
         return self._result
+
+    def _guess_record(self, where: dict) -> dict:
+        return patching_guess(self, where)
 
     def code(self) -> str:
         """Plain nnsight code (mi_widgets only loads the model) that computes what this view

@@ -18,6 +18,7 @@ from ..core.concepts.probes import ProbeResult
 from ..core.decomposition.activations import token_activations
 from ..core.model import Model
 from ._base import MIWidget, bundle, request_handler
+from .predict import Predicts, probe_guess
 
 #: the probe's own curves, in legend order; ``validation`` starts hidden
 SPLIT_CURVES = ("train", "validation", "test", "ood", "control", "baseline")
@@ -31,7 +32,7 @@ def _name(site: str, layer: int) -> str:
     return "embed" if layer < 0 else f"{site} {layer}"
 
 
-class ProbeAccuracy(MIWidget):
+class ProbeAccuracy(Predicts, MIWidget):
     """Accuracy per layer of a :class:`~mi_widgets.core.concepts.probes.ProbeResult`.
 
     Lines for train / validation / test / OOD / control / baseline (mean over seeds, with a
@@ -70,6 +71,10 @@ class ProbeAccuracy(MIWidget):
     progress = traitlets.Float(1.0).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     max_examples = traitlets.Int(40).tag(sync=True)
+    #: predict-then-reveal: a question; the view hides its result until a layer is clicked as a guess
+    predict = traitlets.Unicode("").tag(sync=True)
+    #: every guess recorded (see mi_widgets/widgets/predict.py): where, its value, the answer
+    guesses = traitlets.List(traitlets.Dict()).tag(sync=True)
 
     def __init__(
         self,
@@ -123,6 +128,9 @@ class ProbeAccuracy(MIWidget):
     @property
     def result(self) -> ProbeResult:
         return self._result
+
+    def _guess_record(self, where: dict) -> dict:
+        return probe_guess(self, where)
 
     # -- curves ---------------------------------------------------------------------------
 
