@@ -15,6 +15,7 @@ from .core.autointerp.batch import AutointerpResult, autointerp
 from .core.autointerp.client import LocalLM, OpenAIClient
 from .core.autointerp.explain import Explanation, RuleExplainer, explain
 from .core.autointerp.scoring import LMScorer, RuleSimulator, Scores, score_explanation
+from .core.circuits import Circuit, acdc, edge_attribution_patching, edge_patching
 from .core.concepts.ccs import CCSResult, ContrastDataset, ccs, fit_ccs
 from .core.concepts.erasure import ErasureResult, erase, fit_leace
 from .core.concepts.interchange import InterchangeResult, interchange
@@ -155,6 +156,7 @@ __all__ = [
     "Ablation",
     "AblationPrediction",
     "AblationResult",
+    "acdc",
     "activation_patching",
     "ActivationPrediction",
     "ActivationStore",
@@ -173,6 +175,7 @@ __all__ = [
     "CausalTracingResult",
     "ccs",
     "CCSResult",
+    "Circuit",
     "CircuitGraph",
     "ContrastDataset",
     "cot_faithfulness",
@@ -180,6 +183,8 @@ __all__ = [
     "CoTTrace",
     "Crosscoder",
     "direct_effect",
+    "edge_attribution_patching",
+    "edge_patching",
     "encode_texts",
     "erase",
     "ErasureResult",
