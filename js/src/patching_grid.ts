@@ -14,6 +14,7 @@ import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patching_grid.css";
+import { PREDICT_CSS, currentGuess, isHidden, predictBanner } from "./lib/predict";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
 import { tooltip } from "./lib/tooltip";
@@ -78,6 +79,10 @@ function render({ model, el }: RenderProps): Cleanup {
   header.appendChild(code.button);
   header.after(code.el);
   root.appendChild(style(CODE_CSS(".mw-patching-grid")));
+  // predict, then reveal: the question above the grid; the values stay hidden until a guess
+  const banner = predictBanner(model, "the cell you expect to matter most");
+  errBox.el.after(banner.el);
+  root.appendChild(style(PREDICT_CSS(".mw-patching-grid")));
 
   // ---------------------------------------------------------------- state
   let rows = 0;
@@ -199,11 +204,25 @@ function render({ model, el }: RenderProps): Cleanup {
       m = maxAbs(vis);
     }
     colourLegend.update(m);
+    const hide = isHidden(model);
+    root.classList.toggle("mw-predicting", hide);
     for (let i = 0; i < cells.length; i++) {
       const ok = values != null && i < values.length && isFilled(i);
       cells[i].classList.toggle("mw-empty", !ok);
-      cells[i].style.background = ok ? diverging((values as Float32Array)[i], m) : "";
+      cells[i].style.background = ok && !hide ? diverging((values as Float32Array)[i], m) : "";
     }
+    renderGuess();
+  }
+
+  /** The guess and the answer of the current question, marked mw-guess / mw-answer. */
+  function renderGuess(): void {
+    for (const c of gridEl.querySelectorAll(".mw-guess,.mw-answer")) c.classList.remove("mw-guess", "mw-answer");
+    const g = currentGuess(model) as (Record<string, unknown> & { answer?: unknown }) | null;
+    if (!g) return;
+    const mine = cellOfTrait(g);
+    if (mine) cells[mine[0] * cols + mine[1]]?.classList.add("mw-guess");
+    const ans = cellOfTrait(g.answer);
+    if (ans) cells[ans[0] * cols + ans[1]]?.classList.add("mw-answer");
   }
 
   function renderSelection(): void {
@@ -223,7 +242,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const c = Number(cellEl.dataset.col);
     const i = r * cols + c;
     setText(ttLabel, cellLabel(cellAt(r, c)));
-    setText(ttValue, values && isFilled(i) ? fmt(values[i], 4) : "not computed yet");
+    setText(ttValue, isHidden(model) ? "guess first" : values && isFilled(i) ? fmt(values[i], 4) : "not computed yet");
     tip.showBelow(cellEl, root);
   }
 
@@ -283,6 +302,16 @@ function render({ model, el }: RenderProps): Cleanup {
   async function selectCell(r: number, c: number): Promise<void> {
     if (r < 0 || c < 0 || r >= rows || c >= cols) return;
     const cell = cellAt(r, c);
+    if (isHidden(model) && !isStatic()) {
+      // predict, then reveal: this click is the guess; Python records it and reveals
+      try {
+        await request(model, "guess", cellTrait(cell));
+      } catch (e) {
+        localError = errorText(e);
+        renderStatus();
+      }
+      return;
+    }
     selected = cell;
     syncSelectedTrait();
     for (const el of cells) el.tabIndex = -1;
@@ -424,6 +453,11 @@ function render({ model, el }: RenderProps): Cleanup {
       const rc = cellOfTrait(model.get("selected_cell"));
       if (rc) void selectCell(rc[0], rc[1]);
     }
+    renderPanel();
+  });
+  listen(["predict", "guesses"], () => {
+    banner.render();
+    colour();
     renderPanel();
   });
   listen(["selected_cell"], () => {

@@ -282,3 +282,41 @@ describe("PatchingGrid: show the code", () => {
     expect(root.querySelector<HTMLButtonElement>(".mw-code-toggle")!.hidden).toBe(true);
   });
 });
+
+describe("PatchingGrid: predict, then reveal", () => {
+  it("a question hides the colours; a click sends a guess, not a cell; the guess reveals", async () => {
+    const { model, sent } = liveModel(baseState({ selected_cell: {}, predict: "Which layer carries the fact?", guesses: [] }));
+    const { root, cell } = mount(model);
+    const banner = root.querySelector<HTMLElement>(".mw-predict")!;
+    expect(banner.hidden).toBe(false);
+    expect(banner.textContent).toContain("Which layer carries the fact?");
+    expect(root.querySelectorAll<HTMLElement>(".mw-cell").length).toBe(18);
+    expect(Array.from(root.querySelectorAll<HTMLElement>(".mw-cell")).every((c) => c.style.background === "")).toBe(true);
+    click(cell(1, 3));
+    await flush();
+    expect(sent.map((m) => m.name)).toEqual(["guess"]);
+    expect(sent[0].msg).toEqual({ layer: 1, position: 3 });
+    expect(model.get("selected_cell")).toEqual({});
+    // Python records the guess (and the answer) in `guesses`
+    model.set("guesses", [{
+      question: "Which layer carries the fact?", layer: 1, position: 3, label: "layer 1, position 3 '<b>'",
+      value: 0.25, answer: { layer: 2, position: 5 }, answer_label: "layer 2, position 5", answer_value: 0.5, correct: false,
+    }]);
+    expect(cell(0, 0).style.background).not.toBe("");
+    expect(cell(1, 3).classList.contains("mw-guess")).toBe(true);
+    expect(cell(2, 5).classList.contains("mw-answer")).toBe(true);
+    expect(banner.textContent).toContain("Your guess: layer 1, position 3 '<b>'");
+    expect(banner.querySelector("b")).toBeNull();
+    expect(banner.textContent).toContain("Largest: layer 2, position 5");
+    // now a click selects as usual
+    click(cell(0, 0));
+    expect(model.get("selected_cell")).toEqual({ layer: 0, position: 0 });
+  });
+
+  it("no question: no banner, colours shown", () => {
+    const { model } = liveModel(baseState({ predict: "", guesses: [] }));
+    const { root, cell } = mount(model);
+    expect(root.querySelector<HTMLElement>(".mw-predict")!.hidden).toBe(true);
+    expect(cell(0, 0).style.background).not.toBe("");
+  });
+});

@@ -26,6 +26,9 @@ ${R} .mw-cell{min-width:22px;height:22px;border-radius:2px;cursor:pointer;outlin
 ${R} .mw-cell.mw-empty{background:repeating-linear-gradient(45deg,var(--mw-bg2),var(--mw-bg2) 3px,transparent 3px,transparent 6px)!important}
 ${R} .mw-cell:hover,${R} .mw-cell:focus-visible{box-shadow:inset 0 0 0 2px var(--mw-fg2)}
 ${R} .mw-cell.mw-selected{box-shadow:inset 0 0 0 2px var(--mw-accent)}
+${R} .mw-cell.mw-guess{outline:2px dashed var(--mw-fg);outline-offset:-2px}
+${R} .mw-cell.mw-answer{outline:2px solid var(--mw-accent);outline-offset:-2px}
+${R}.mw-predicting .mw-cell{background:var(--mw-bg2)}
 ${R} .mw-col-label.mw-linked{color:var(--mw-accent);font-weight:600}
 ${R} .mw-cell.mw-linked:not(.mw-selected){box-shadow:inset 0 0 0 1px var(--mw-accent)}
 ${R}.mw-busy .mw-grid{opacity:.8}
