@@ -11,6 +11,7 @@ import { clear, displayToken, escapeToken, h, setOptions, setText, style } from 
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/probe_accuracy.css";
+import { PREDICT_CSS, currentGuess, isHidden, predictBanner } from "./lib/predict";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
 import { tooltip } from "./lib/tooltip";
@@ -141,6 +142,10 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  // predict, then reveal: the question above the plot; the curves stay hidden until a guess
+  const banner = predictBanner(model, "the layer you expect to be best");
+  errBox.el.after(banner.el);
+  root.appendChild(style(PREDICT_CSS(".mw-probe-accuracy")));
 
   // ---------------------------------------------------------------- state
   let pending: AbortController | null = null;
@@ -216,7 +221,19 @@ function render({ model, el }: RenderProps): Cleanup {
       plot.appendChild(lab);
     });
     plot.appendChild(svg("line", { x1: M.left, x2: W - M.right, y1: y(0), y2: y(0) }, "mw-axis"));
-    if (!st) return;
+    // the guess and the answer of the current question, marked on the x axis
+    const g = currentGuess(model) as (Record<string, unknown> & { answer?: Record<string, unknown> }) | null;
+    if (g) {
+      const at = (k: unknown, cls: string) => {
+        const key = k as { layer?: unknown; site?: unknown } | undefined;
+        const li = all.findIndex((l) => l.layer === key?.layer && (l.layer < 0 || l.site === key?.site));
+        const i = shown.indexOf(li);
+        if (i >= 0) plot.appendChild(svg("line", { x1: x(i), x2: x(i), y1: M.top, y2: H - M.bottom }, cls));
+      };
+      at(g, "mw-guess");
+      at(g.answer, "mw-answer");
+    }
+    if (!st || isHidden(model)) return; // predict, then reveal: no curves before the guess
     const cn = names();
     cn.forEach((name, c) => {
       if (hidden.has(name) || c >= st.nc) return;
@@ -460,6 +477,16 @@ function render({ model, el }: RenderProps): Cleanup {
   async function selectLayer(li: number, rankClass?: number): Promise<void> {
     const key = layers()[li];
     if (!key) return;
+    if (isHidden(model) && !isStatic()) {
+      // predict, then reveal: this click is the guess; Python records it and reveals
+      try {
+        await request(model, "guess", { site: key.site, layer: key.layer });
+      } catch (e) {
+        localError = errorText(e);
+        renderStatus();
+      }
+      return;
+    }
     if (isStatic()) return staticPanel(key, rankClass);
     pending?.abort();
     const ctrl = new AbortController();
@@ -569,6 +596,10 @@ function render({ model, el }: RenderProps): Cleanup {
     renderHeader();
     renderPlot();
     renderLegend();
+  });
+  listen(["predict", "guesses"], () => {
+    banner.render();
+    renderPlot();
   });
   listen(["panel"], renderPanel);
   listen(["status", "progress", "error"], renderStatus);

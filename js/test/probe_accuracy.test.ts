@@ -224,3 +224,30 @@ describe("ProbeAccuracy: static export", () => {
     expect(root.querySelector<HTMLSelectElement>("select.mw-rank-class")!.disabled).toBe(true);
   });
 });
+
+describe("ProbeAccuracy: predict, then reveal", () => {
+  it("a question hides the curves; a click on a layer sends the guess; the guess draws them", async () => {
+    const q = "Where is sentiment read best?";
+    const { model, sent } = liveModel(baseState({ predict: q, guesses: [] }));
+    const root = mount(model);
+    const banner = root.querySelector<HTMLElement>(".mw-predict")!;
+    expect(banner.hidden).toBe(false);
+    expect(banner.textContent).toContain(q);
+    expect(root.querySelectorAll(".mw-line").length).toBe(0);
+    expect(root.querySelectorAll(".mw-point").length).toBe(0);
+    const hits = root.querySelectorAll<SVGElement>(".mw-layer-hit");
+    expect(hits.length).toBeGreaterThan(1);
+    const li = Number(hits[1].dataset.index);
+    click(hits[1]);
+    await flush();
+    expect(sent.map((m) => m.name)).toEqual(["guess"]);
+    const key = LAYERS[li] as { site: string; layer: number };
+    expect(sent[0].msg).toEqual({ site: key.site, layer: key.layer });
+    model.set("guesses", [{ question: q, site: key.site, layer: key.layer, label: "resid_post 0", value: 0.75,
+      answer: { site: key.site, layer: key.layer }, answer_label: "resid_post 0", answer_value: 0.75, correct: true }]);
+    expect(root.querySelectorAll(".mw-line").length).toBeGreaterThan(0);
+    expect(root.querySelectorAll("line.mw-guess").length).toBe(1);
+    expect(root.querySelectorAll("line.mw-answer").length).toBe(1);
+    expect(banner.textContent).toContain("✓ right");
+  });
+});

@@ -52,4 +52,6 @@ ${R} .mw-tooltip{position:absolute;z-index:10;pointer-events:none;background:var
   border-radius:4px;padding:4px 8px;box-shadow:0 2px 8px rgba(0,0,0,.15);font-size:12px;max-width:28em;overflow-wrap:anywhere}
 ${R} .mw-tt-label{unicode-bidi:isolate}
 ${R} .mw-tt-value{font-variant-numeric:tabular-nums;font-weight:600}
+${R} svg .mw-guess{stroke:var(--mw-fg);stroke-dasharray:4 3;stroke-width:1.5}
+${R} svg .mw-answer{stroke:var(--mw-accent);stroke-width:2}
 `;
