@@ -194,12 +194,19 @@ def test_planted_city_feature_fires_on_city_tokens(tiny, data):
     assert sum(info.hist_counts) == info.n_fire == int(fires.sum())
 
 
-def test_band_examples_lie_in_their_bands(data):
+def test_band_examples_lie_in_their_bands(tiny, sae, texts, data):
+    """Each band example's activation is the feature's activation at that token in an unbatched
+    forward (not only the number the pass stored next to it) and lies in its band. (A band's
+    fraction is over the reservoir sample of firings; test_reservoir_sample_is_uniform_over_firings
+    checks that sample.)"""
+    _, _, per_text = brute_acts(tiny, sae, texts)
     for f in range(data.d_sae):
         info = data.feature(f)
         for band in info.bands:
             for ex in band["examples"]:
-                assert band["lo"] < ex.activation <= band["hi"] + 1e-6
+                true = float(per_text[ex.text][1][ex.position, f])
+                assert abs(ex.activation - true) < 1e-4, (f, ex.text, ex.position)
+                assert band["lo"] < true <= band["hi"] + 1e-4
                 assert ex.acts[ex.center] == ex.activation
         if info.bands:
             assert abs(sum(b["fraction"] for b in info.bands) - 1.0) < 1e-9
