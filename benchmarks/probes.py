@@ -86,14 +86,16 @@ def run_sklearn(layers, y, tr, va, te):
 
 
 def main(argv=None):
+    from _harness import Run, compare, ratio, setup
+
     p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
+    setup(1)
     data = make_data()
-    # warm-up outside the timing, one layer each: both libraries' one-time costs (torch's first
-    # L-BFGS step imports torch._dynamo and sympy, seconds)
+    # first call in this process, one layer each, before anything else is timed: both libraries'
+    # one-time costs (torch's first L-BFGS step imports torch._dynamo and sympy, seconds)
     small = (data[0][:1], *data[1:])
     t = time.perf_counter()
     run_torch(*small)
@@ -101,19 +103,18 @@ def main(argv=None):
     t = time.perf_counter()
     run_sklearn(*small)
     cold_sk = time.perf_counter() - t
-    t_torch, t_sk = [], []
-    for _ in range(a.repeats):
-        t = time.perf_counter()
-        acc_torch = run_torch(*data)
-        t_torch.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        acc_sk = run_sklearn(*data)
-        t_sk.append(time.perf_counter() - t)
-    tt, ts = min(t_torch), min(t_sk)
+    with Run("probes") as run:
+        # the same warm-up (one full untimed run each) and interleaved, rotated repeats
+        tm = compare({"mi_widgets": lambda: run_torch(*data), "scikit-learn": lambda: run_sklearn(*data)}, repeats=a.repeats, warmup=1)
+    acc_torch, acc_sk = tm["mi_widgets"].output, tm["scikit-learn"].output
     diff = max(abs(x - z) for x, z in zip(acc_torch, acc_sk))
+    r = ratio(tm["mi_widgets"], tm["scikit-learn"])
     lines = [
         f"All-layer probing, {N_LAYERS} layers × d = {D} × {N} examples (synthetic, planted direction "
-        "growing with depth), C from the same 5-value grid on validation; fitting time only, one CPU thread.",
+        "growing with depth), C from the same 5-value grid on validation; fitting time only, one CPU thread; "
+        "benchmarks/_harness.py (one untimed full run each, interleaved repeats, median and min–max).",
+        "",
+        run.header(),
         "",
         "| layer | mi_widgets test acc | scikit-learn test acc |",
         "|---|---|---|",
@@ -122,10 +123,10 @@ def main(argv=None):
     lines += [
         "",
         f"- max |test accuracy difference|: {diff * 100:.2f} points (target ≤ 1)",
-        f"- mi_widgets (torch L-BFGS, float32, analytic gradient, tol 1e-4 as scikit-learn's default): {tt:.2f} s; scikit-learn LogisticRegression (lbfgs) loop: {ts:.2f} s; "
-        f"time ratio mi_widgets / scikit-learn = {tt / ts:.2f}x "
-        f"({'mi_widgets' if tt < ts else 'scikit-learn'} faster)",
-        f"- first call in a fresh process (one layer, untimed above): mi_widgets {cold_torch:.2f} s, scikit-learn "
+        f"- mi_widgets (torch L-BFGS, float32, analytic gradient, tol 1e-4 as scikit-learn's default): {tm['mi_widgets'].cell()} s; "
+        f"scikit-learn LogisticRegression (lbfgs) loop: {tm['scikit-learn'].cell()} s (median (min–max) of {a.repeats}); "
+        f"ratio of medians mi_widgets / scikit-learn = {r:.2f}x ({'mi_widgets' if r < 1 else 'scikit-learn'} faster)",
+        f"- first call in a fresh process (one layer, before the warm-up): mi_widgets {cold_torch:.2f} s, scikit-learn "
         f"{cold_sk:.2f} s; torch's first L-BFGS step pays a one-time import (torch._dynamo, sympy) of a few seconds",
         "- run: `PYTHONPATH=. python benchmarks/probes.py`",
     ]
