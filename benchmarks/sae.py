@@ -50,6 +50,12 @@ from sae_lens.config import SAETrainerConfig
 acts = torch.load(sys.argv[1])
 d_sae, k, batch, lr = (int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
 n_steps = acts.shape[0] // batch
+# the same warm-up as mi_widgets' run: a 2-step fit of a tiny SAE (torch.optim's first use
+# imports torch._dynamo), untimed
+_w = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=8, k=2, aux_loss_coefficient=1 / 32))
+_wc = SAETrainerConfig(total_training_samples=128, train_batch_size_samples=64, lr=lr, lr_end=lr, device="cpu",
+                       dead_feature_window=2, feature_sampling_window=10**9)
+SAETrainer(cfg=_wc, sae=_w, data_provider=iter([acts[:64], acts[64:128]])).fit()
 torch.manual_seed(0)
 sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=acts.shape[1], d_sae=d_sae, k=k, aux_loss_coefficient=1 / 32))
 cfg = SAETrainerConfig(total_training_samples=n_steps * batch, train_batch_size_samples=batch, lr=lr,
@@ -150,31 +156,49 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64 * BATCH)
     ap.add_argument("--saelens-python", default="/tmp/saelens-venv/bin/python")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per trainer (alternating); the fastest counts")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved runs per trainer; the median counts")
     ap.add_argument("--dashboard-texts", type=int, default=256, help="texts for the dashboard-pass measurement")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    from _harness import setup
+
+    setup(1)
     from mi_widgets.core.model import load
 
     model = load()
     acts, t_store, t_plain = collect(model, args.tokens)
-    # alternate the two trainers and keep each one's fastest run: the machine may be shared
-    ours, theirs, err = None, None, None
-    for _ in range(args.repeats):
+    # the harness interleaves the two trainers; each times only its training loop, after the same
+    # untimed warm-up (a 2-step fit of a tiny SAE) in its own process state
+    from _harness import Measured, Run, compare
+
+    def ours_fn():
         r = run_ours(acts)
-        ours = r if ours is None or r["seconds"] < ours["seconds"] else ours
-        if err is None:
-            try:
-                r = run_saelens(acts, args.saelens_python)
-                theirs = r if theirs is None or r["seconds"] < theirs["seconds"] else theirs
-            except (RuntimeError, FileNotFoundError, json.JSONDecodeError) as exc:
-                err = str(exc)
-    assert ours is not None
+        return Measured(r["seconds"], r)
+
+    def theirs_fn():
+        r = run_saelens(acts, args.saelens_python)
+        return Measured(r["seconds"], r)
+
+    contenders = {"ours": ours_fn}
+    err = None
+    try:
+        theirs_fn()  # probe that SAELens runs at all (untimed)
+        contenders["saelens"] = theirs_fn
+    except (RuntimeError, FileNotFoundError, json.JSONDecodeError) as exc:
+        err = str(exc)
+    with Run("sae") as run:
+        tm = compare(contenders, repeats=args.repeats, warmup=0)
+    ours = {**tm["ours"].output, "seconds": tm["ours"].median}
+    theirs = {**tm["saelens"].output, "seconds": tm["saelens"].median} if "saelens" in tm else None
     tps = ours["tokens"] / ours["seconds"]
     lines = [
         f"TopK SAE, d_in 128, d_sae {D_SAE}, k {K}, batch {BATCH}, Adam lr {LR}, {ours['tokens']:,} tokens of zoo:tiny "
-        f"`resid_pre[1]` (cached), one thread, CPU; fastest of {args.repeats} alternating runs each.",
+        f"`resid_pre[1]` (cached), one thread, CPU; median of {args.repeats} interleaved runs each "
+        f"(min–max: ours {tm['ours'].min:.2f}–{tm['ours'].max:.2f} s"
+        + (f", SAELens {tm['saelens'].min:.2f}–{tm['saelens'].max:.2f} s" if "saelens" in tm else "")
+        + "), training loop only, after the same untimed warm-up in each process.",
+        "",
+        run.header(),
         "",
         "| trainer | seconds | tokens/s | FVE (first 8k tokens) |",
         "|---|---|---|---|",
