@@ -357,29 +357,17 @@ class MIWidget(anywidget.AnyWidget):
         ]
         return {n: getattr(self, n) for n in names}
 
+    def static_state(self, budget: int | None = None) -> dict:
+        """The state a static copy renders from: the view state, the precomputed lazy data
+        (at most ``budget`` items), ``static: True``; buffers as base64 (``wire.to_static``)."""
+        budget = self._static_budget["export"] if budget is None else budget
+        return wire.to_static({**self.state(), **self._static_extra(budget), "static": True})
+
     def html_fragment(self, budget: int | None = None) -> str:
         """The static view as an HTML fragment (a div, the state as JSON, the bundle inline)."""
-        budget = self._static_budget["export"] if budget is None else budget
-        state = {**self.state(), **self._static_extra(budget), "static": True}
-        data = json.dumps(wire.to_static(state), separators=(",", ":"), ensure_ascii=False)
-        # JSON inside <script> must not be able to close the tag or open a comment.
-        data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-        data = data.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-        js = bundle(self._stem, "iife").read_text(encoding="utf-8").replace("</script", "<\\/script")
-        uid = f"mw-{uuid.uuid4().hex[:12]}"
-        fallback = html.escape(self._fallback_text())
-        return (
-            f"<div id=\"{uid}\" class=\"mw-static-root\"><pre class=\"mw-fallback\">{fallback}</pre></div>\n"
-            f"<script type=\"application/json\" id=\"{uid}-state\">{data}</script>\n"
-            f"<script>{js}</script>\n"
-            "<script>(function(){"
-            f"var el=document.getElementById('{uid}');"
-            f"var st=JSON.parse(document.getElementById('{uid}-state').textContent);"
-            f"var w=globalThis.MIWidgets&&globalThis.MIWidgets['{self._stem}'];"
-            "if(!w)return;el.textContent='';"
-            "w.render({model:w.staticModel(st),el:el});"
-            "})();</script>\n"
-        )
+        state = self.static_state(budget)
+        js = script_text(bundle(self._stem, "iife").read_text(encoding="utf-8"))
+        return static_view_html(self._stem, state, self._fallback_text(), js)
 
     def to_html(self, path: str | Path | None = None, *, title: str | None = None) -> str | Path:
         """One self-contained HTML page (script and data inline, no network) that renders this
@@ -407,12 +395,120 @@ class MIWidget(anywidget.AnyWidget):
             html_page = self.html_fragment(self._static_budget["repr"])
         except FileNotFoundError:
             return bundle_
+        self._publish_saved_view()
         if isinstance(bundle_, tuple):
             data, meta = bundle_
             return {**data, "text/html": html_page}, meta
         if isinstance(bundle_, dict):
             return {**bundle_, "text/html": html_page}
         return bundle_
+
+    def _publish_saved_view(self) -> None:
+        """In a kernel, put a small output before the view's own: the view's saved copy.
+
+        A notebook executed with its widget state saved (nbclient, ``nbconvert --execute``)
+        and converted to HTML shows a widget output as an empty div that waits for the widget
+        manager from a CDN; the view's ``text/html`` copy is dropped. This output draws the view
+        there, read-only, from the widget state that the page already carries (the ES module
+        and the data), plus the precomputed lazy data. Anywhere else (a live frontend, a page
+        without that state) it stays an empty hidden div."""
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is None or getattr(shell, "kernel", None) is None:
+                return
+            from IPython.display import publish_display_data
+
+            extra = wire.to_static(self._static_extra(self._static_budget["repr"]))
+            publish_display_data(
+                {"text/html": saved_view_html(self.model_id, self._stem, extra)},
+                metadata={SAVED_VIEW_KEY: {"model_id": self.model_id, "stem": self._stem}},
+            )
+        except Exception:  # noqa: BLE001 - the live view must show even if this fails
+            pass
+
+
+#: metadata key of the saved-view output that ``_publish_saved_view`` puts before a view
+SAVED_VIEW_KEY = "mi_widgets/saved_view"
+
+
+def script_json(obj: Any) -> str:
+    """JSON that is safe inside a ``<script>`` element (cannot close it or open a comment)."""
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return data.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def script_text(js: str) -> str:
+    """JavaScript source that is safe inline in a ``<script>`` element."""
+    return js.replace("</script", "<\\/script")
+
+
+def static_view_html(stem: str, state: dict, fallback: str, js: str = "") -> str:
+    """A static view: a div, its state as JSON, the bundle ``js`` (may be ``""`` when the page
+    already defines ``MIWidgets.<stem>``) and the call that renders it."""
+    uid = f"mw-{uuid.uuid4().hex[:12]}"
+    bundle_tag = f"<script>{js}</script>\n" if js else ""
+    return (
+        f"<div id=\"{uid}\" class=\"mw-static-root\"><pre class=\"mw-fallback\">{html.escape(fallback)}</pre></div>\n"
+        f"<script type=\"application/json\" id=\"{uid}-state\">{script_json(state)}</script>\n"
+        f"{bundle_tag}"
+        "<script>(function(){"
+        f"var el=document.getElementById('{uid}');"
+        f"var st=JSON.parse(document.getElementById('{uid}-state').textContent);"
+        f"var w=globalThis.MIWidgets&&globalThis.MIWidgets['{stem}'];"
+        "if(!w)return;el.textContent='';"
+        "w.render({model:w.staticModel(st),el:el});"
+        "})();</script>\n"
+    )
+
+
+# The saved-view output's script (see MIWidget._publish_saved_view). It finds the page's saved
+# widget state (nbconvert puts it in a <script type="application/vnd.jupyter.widget-state+json">),
+# takes its model's state, puts the base64 buffers back in place, adds the precomputed lazy
+# data, imports the model's ES module (``_esm``) from a blob: URL (no network) and renders it
+# over a plain-object model. It hides itself again if a widget manager renders the live view.
+_SAVED_VIEW_JS = r"""(function(){
+var el=document.getElementById(UID),mid=MID,extra=JSON.parse(document.getElementById(UID+'-extra').textContent);
+function mdl(st){var ls={};function emit(e,a,b){(ls[e]||[]).slice().forEach(function(f){try{f(a,b)}catch(x){console.error(x)}})}
+var m={get:function(k){return st[k]},set:function(k,v){var o=st[k];st[k]=v;if(o!==v){emit('change:'+k,m,v);emit('change',m)}},
+on:function(e,f){e.split(/\s+/).forEach(function(n){if(n)(ls[n]=ls[n]||[]).push(f)})},
+off:function(e,f){(e?e.split(/\s+/):Object.keys(ls)).forEach(function(n){ls[n]=f?(ls[n]||[]).filter(function(g){return g!==f}):[]})},
+save_changes:function(){},send:function(){}};return m}
+function bytes(b){var s=atob(b),u=new Uint8Array(s.length);for(var i=0;i<s.length;i++)u[i]=s.charCodeAt(i);return u}
+function live(){var ss=document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+for(var i=0;i<ss.length;i++){try{if(JSON.parse(ss[i].textContent).model_id===mid)return ss[i].parentNode}catch(e){}}return null}
+function go(){var saved=null,ts=document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]');
+for(var i=0;i<ts.length&&!saved;i++){try{var s=JSON.parse(ts[i].textContent);saved=s&&s.state&&s.state[mid]}catch(e){}}
+if(!saved||!saved.state||typeof saved.state._esm!=='string')return;
+var st={},k;for(k in saved.state)if(k.charAt(0)!=='_'&&k!=='layout')st[k]=saved.state[k];
+st=JSON.parse(JSON.stringify(st));
+(saved.buffers||[]).forEach(function(b){var o=st,p=b.path||[];for(var j=0;o&&j<p.length-1;j++)o=o[p[j]];if(o&&p.length)o[p[p.length-1]]=bytes(b.data)});
+for(k in extra)st[k]=extra[k];st['static']=true;
+var url=URL.createObjectURL(new Blob([saved.state._esm],{type:'text/javascript'}));
+import(url).then(function(mod){var v=mod.default;if(typeof v==='function')v=v();
+if(v&&v.initialize)v.initialize({model:mdl({})});el.textContent='';el.hidden=false;
+var m=mdl(st);v.render({model:m,el:el});el.setAttribute('data-mw-rendered','');
+var host=live();if(host&&window.MutationObserver){var ob=new MutationObserver(function(){
+for(var c=host.firstElementChild;c;c=c.nextElementSibling)if(c.tagName!=='SCRIPT'){el.hidden=true;ob.disconnect();return}});
+ob.observe(host,{childList:true})}}).catch(function(e){console.error('mi_widgets: saved view',e)});}
+if(document.readyState==='loading')document.addEventListener('DOMContentLoaded',go);else go();
+})();"""
+
+
+def saved_view_html(model_id: str, stem: str, extra: dict) -> str:
+    """The saved-view output (see ``MIWidget._publish_saved_view``): a hidden div, the
+    precomputed lazy data as JSON, and the script that renders the view from the page's saved
+    widget state when there is one."""
+    uid = f"mw-{uuid.uuid4().hex[:12]}"
+    js = _SAVED_VIEW_JS.replace("UID", json.dumps(uid)).replace("MID", json.dumps(model_id))
+    return (
+        f"<div id=\"{uid}\" class=\"mw-saved-view mw-static-root\" data-mw-model=\"{html.escape(model_id)}\" "
+        f"data-mw-stem=\"{html.escape(stem)}\" hidden></div>\n"
+        f"<script type=\"application/json\" id=\"{uid}-extra\">{script_json(extra)}</script>\n"
+        f"<script>{script_text(js)}</script>\n"
+    )
 
 
 def _message(exc: BaseException) -> str:
