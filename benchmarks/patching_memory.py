@@ -65,10 +65,15 @@ def main() -> None:
     ap.add_argument("--layers", default="0,11", help="comma-separated layers or 'all'")
     args = ap.parse_args()
     layers = list(range(12)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
+    from _harness import Run
+
     t0 = time.perf_counter()
-    base = measure("forward", args.p, layers)
-    sweep = measure("sweep", args.p, layers)
+    with Run("patching memory") as run:
+        base = measure("forward", args.p, layers)
+        sweep = measure("sweep", args.p, layers)
     body = "\n".join([
+        run.header(),
+        "",
         f"gpt2-small shape (12 layers, d 768, vocab 50257, random init, float32, CPU, 2 threads), "
         f"P = {args.p} tokens, resid_pre, positions='each', layers {layers}. Peak RSS of a fresh "
         "process (`ru_maxrss`).",

@@ -35,9 +35,11 @@ def live_bytes(w) -> int:
 
 def main() -> None:
     import circuitsvis.tokens as cv
+    from _harness import Run
 
     model = mw.load()
     rows = []
+    run = Run("token_activations payload").__enter__()
     sentence = "The Eiffel Tower is in Paris. The food was wonderful and the staff were kind."
     per_text = model.to_tokens(sentence * 4).shape[1]  # zoo:tiny reads at most 128 tokens a text
     for n_tokens in (200, 1000):
@@ -55,7 +57,10 @@ def main() -> None:
             (len(tokens), r.n_units, ours_live, ours_html, len(cv_one.local_src.encode()),
              len(cv_all.local_src.encode()), seconds)
         )
+    run.__exit__()
     lines = [
+        run.header() + " Bytes do not depend on load; the compute column does.",
+        "",
         f"Model: zoo:tiny ({model.d_mlp} neurons), site mlp_post, layer 1, texts of {per_text} tokens. Bytes are what reaches the browser for the first paint. Run: `python benchmarks/token_activations.py`.",
         "",
         "| tokens | units | ours live (buffers + JSON) | ours `to_html` | CircuitsVis 1 unit (`local_src`) | CircuitsVis all units (`local_src`) | ours / CV all units | ours html / CV 1 unit | compute (s) |",
