@@ -50,6 +50,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -294,6 +295,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"ours/limit {ours.median / row['limit']:.2f}  diffs {row['diff']}",
                 flush=True,
             )
+            if not a.no_write and p != a.sizes[-1]:  # a long run leaves its finished sizes behind
+                from _harness import loadavg
+                from _results import write_section
+
+                run.load_after, run.seconds = loadavg(), time.perf_counter() - run.t0
+                write_section("patching", report(rows, tl_workers, run, a) + f"\n\n_Partial: P = {', '.join(str(r['P']) for r in rows)} done; the run goes on._")
     for w in tl_workers.values():
         if isinstance(w, TLWorker):
             w.close()
