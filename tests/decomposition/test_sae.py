@@ -510,6 +510,9 @@ def test_unknown_weight_tensors_are_refused(tmp_path):
     _write_saelens(tmp_path, {"architecture": "standard"}, {**_weights(), "W_skip": torch.zeros(8, 8)})
     with pytest.raises(ValueError, match="W_skip"):
         S.load_sae(tmp_path)
+    _write_saelens(tmp_path / "t", {"architecture": "standard"}, {**_weights(), "threshold": torch.ones(24)})
+    with pytest.raises(ValueError, match="threshold"):
+        S.load_sae(tmp_path / "t")
 
 
 def test_pre_6_topk_activation_fn_and_finetuning_scaling_factor(tmp_path):

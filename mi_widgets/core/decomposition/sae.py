@@ -46,6 +46,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import (
+    check_dictionary_width,
+    check_index,
+    check_model,
+    check_positive_int,
+    check_str_list,
+)
 from .._views import view
 from ..model import Model
 from .activation_store import STORE_SITES, ActivationStore, special_ids, tokenize_batch
@@ -529,6 +536,7 @@ def train_sae(
     """Train an SAE on ``site`` at ``layer`` of ``model`` over ``texts`` (default: the embedded
     corpus) for ``tokens`` tokens (or ``steps`` batches). Returns the SAE; its training curves
     are in ``sae.log`` (a :class:`TrainingLog`). Other keyword arguments go to :func:`fit`."""
+    check_model(model)
     model.check_site(site, layer)
     if site not in STORE_SITES:
         raise ValueError(f"an SAE reads one vector per token; site must be one of {', '.join(STORE_SITES)}")
@@ -547,6 +555,7 @@ def train_transcoder(
 ) -> Transcoder:  # fmt: skip
     """Train a transcoder that reads ``resid_mid`` at ``layer`` (the MLP input) and predicts
     ``mlp_out`` at ``layer``. Same arguments as :func:`train_sae`."""
+    check_model(model)
     model.check_site("resid_mid", layer)
     _check_kind(kind, k)
     tc = Transcoder(model.d_model, d_sae, kind, layer=layer, k=k, model_name=model.name, seed=seed)
@@ -562,6 +571,7 @@ def train_crosscoder(
     column: str = "text", seed: int = 0, progress: bool = True, **fit_kwargs: Any,
 ) -> Crosscoder:  # fmt: skip
     """Train a crosscoder over ``site`` at each of ``layers``. Same arguments as :func:`train_sae`."""
+    check_model(model)
     if not layers or len(set(layers)) != len(layers):
         raise ValueError(f"layers must be a non-empty list of distinct layers, got {layers!r}")
     for lay in layers:
@@ -740,6 +750,10 @@ def evaluate(
     """Metrics of ``dictionary`` on ``texts`` (default: 400 held-out corpus rows). With
     ``splice`` (not for crosscoders) the model is also run three times per batch (clean, spliced,
     zero-ablated) to measure the cross-entropy loss recovered."""
+    check_model(model)
+    check_dictionary_width(dictionary, model)
+    if texts is not None:
+        check_str_list(texts, "texts")
     texts = eval_texts() if texts is None else list(texts)
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ValueError("texts must be a non-empty list of non-empty strings")
@@ -821,8 +835,12 @@ def repr_name(d: SAE) -> str:
 def top_activations(dictionary: SAE, model: Model, feature: int, texts: list[str], k: int = 20, batch_texts: int = 64) -> list[tuple[float, str, int, str]]:
     """The ``k`` largest activations of ``feature`` over ``texts``: ``(value, token, position,
     text)``, largest first (a simple pass; the dashboard's dataset pass is richer)."""
-    if not 0 <= feature < dictionary.d_sae:
-        raise ValueError(f"feature {feature} is out of range 0..{dictionary.d_sae - 1}")
+    check_model(model)
+    check_dictionary_width(dictionary, model)
+    check_str_list(texts, "texts")
+    check_positive_int(k, "k")
+    check_positive_int(batch_texts, "batch_texts")
+    check_index(feature, dictionary.d_sae, "feature")
     from .activation_store import _batch_reads
 
     reads = [(dictionary.site, lay) for lay in dictionary.layers] if isinstance(dictionary, Crosscoder) else [(dictionary.site, dictionary.layer)]
@@ -840,7 +858,7 @@ def top_activations(dictionary: SAE, model: Model, feature: int, texts: list[str
                 b, t = divmod(j, ids.shape[1])
                 if val > -math.inf:
                     vals.append(val)
-                    where.append((model.tokenizer.decode([int(ids[b, t])]), t, chunk[b]))
+                    where.append((model.token_str(int(ids[b, t])), t, chunk[b]))
     order = sorted(range(len(vals)), key=lambda j: -vals[j])[:k]
     return [(vals[j], *where[j]) for j in order]
 
@@ -1082,6 +1100,8 @@ def load_sae(path: str | Path, *, dtype: torch.dtype | str | None = None) -> SAE
         threshold = w["threshold"].double() if "threshold" in w else None
         if kind == "jumprelu" and threshold is None:
             raise ValueError("a jumprelu SAE needs a 'threshold' tensor in sae_weights.safetensors")
+        if kind != "jumprelu" and threshold is not None:
+            raise ValueError(f"sae_weights.safetensors has a 'threshold' tensor but cfg.json field architecture={arch!r} has no threshold; refusing rather than ignoring it")
         if scaling is not None:  # SAELens 4-5: decode(f) = (f * scaling_factor) @ W_dec + b_dec
             p["W_dec"] = p["W_dec"] * scaling.double()[:, None]
         if norm_scale is not None:  # SAELens' fold_activation_norm_scaling_factor
@@ -1105,6 +1125,10 @@ def spliced_accuracy(dictionary: SAE, model: Model, prompts: list[str], answers:
     """Top-1 next-token accuracy on ``prompts`` (expected next tokens ``answers``, e.g. ``" Paris"``)
     with the dictionary spliced in (``mode="splice"``), its site zero-ablated (``"zero"``) or
     clean (``"clean"``). Prompts of one token length share a trace; only the argmax leaves it."""
+    check_model(model)
+    check_dictionary_width(dictionary, model)
+    check_str_list(prompts, "prompts")
+    check_str_list(answers, "answers")
     if len(prompts) != len(answers) or not prompts:
         raise ValueError("prompts and answers must be non-empty lists of the same length")
     from ..metrics import token_id
@@ -1128,6 +1152,10 @@ def spliced_accuracy(dictionary: SAE, model: Model, prompts: list[str], answers:
 def encode_texts(dictionary: SAE, model: Model, texts: list[str], batch_texts: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature activations at every real token of ``texts``: ``(acts [N, d_sae], token_ids [N])``
     (BOS and padding dropped; tokens in text order)."""
+    check_model(model)
+    check_dictionary_width(dictionary, model)
+    check_str_list(texts, "texts")
+    check_positive_int(batch_texts, "batch_texts")
     from .activation_store import _batch_reads
 
     if isinstance(dictionary, Crosscoder):
