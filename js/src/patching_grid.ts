@@ -11,6 +11,7 @@
 import { diverging, fmt, legend, maxAbs, neutral } from "./lib/colour";
 import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { ariaSelect, gridKey } from "./lib/keyboard";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patching_grid.css";
@@ -210,6 +211,8 @@ function render({ model, el }: RenderProps): Cleanup {
       const ok = values != null && i < values.length && isFilled(i);
       cells[i].classList.toggle("mw-empty", !ok);
       cells[i].style.background = ok && !hide ? diverging((values as Float32Array)[i], m) : "";
+      const what = hide ? "hidden until you guess" : ok ? fmt((values as Float32Array)[i], 4) : "not computed yet";
+      cells[i].setAttribute("aria-label", `${cellLabel(cellAt(Math.floor(i / cols), i % cols))}: ${what}`);
     }
     renderGuess();
   }
@@ -228,6 +231,7 @@ function render({ model, el }: RenderProps): Cleanup {
   function renderSelection(): void {
     for (const c of gridEl.querySelectorAll(".mw-cell.mw-selected")) c.classList.remove("mw-selected");
     if (selected) cells[selected.row * cols + selected.col]?.classList.add("mw-selected");
+    ariaSelect(cells, selected ? selected.row * cols + selected.col : -1);
     // mw-linked: the whole column of the selected position (mw.link(..., on="position") sets it)
     for (const c of gridEl.querySelectorAll(".mw-linked")) c.classList.remove("mw-linked");
     if (selected && selected.position != null && dims()[dims().length - 1] === "position") {
@@ -402,28 +406,14 @@ function render({ model, el }: RenderProps): Cleanup {
     if (!cellOf(e.relatedTarget)) hideTooltip();
   };
   const onKey = (e: KeyboardEvent) => {
-    const r0 = selected ? selected.row : 0;
-    const c0 = selected ? selected.col : 0;
-    const moves: Record<string, [number, number]> = {
-      ArrowUp: [-1, 0],
-      ArrowDown: [1, 0],
-      ArrowLeft: [0, -1],
-      ArrowRight: [0, 1],
-    };
-    const mv = moves[e.key];
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      void selectCell(r0, c0);
-    } else if (mv) {
-      e.preventDefault();
-      const r = Math.min(rows - 1, Math.max(0, r0 + mv[0]));
-      const c = Math.min(cols - 1, Math.max(0, c0 + mv[1]));
-      void selectCell(r, c).then(() => undefined);
-      const el2 = cells[r * cols + c];
-      if (el2) {
-        el2.focus({ preventScroll: false });
-        showTooltip(el2);
-      }
+    const mv = gridKey(e.key, selected ? selected.row : 0, selected ? selected.col : 0, rows, cols, e.ctrlKey || e.metaKey);
+    if (!mv) return;
+    e.preventDefault();
+    void selectCell(mv.row, mv.col);
+    const el2 = cells[mv.row * cols + mv.col];
+    if (mv.kind === "move" && el2) {
+      el2.focus({ preventScroll: false });
+      showTooltip(el2);
     }
   };
   const onChange = () => void sweep();

@@ -8,6 +8,7 @@
 import { css, divergingRGB, fmt, legend, maxAbs, NEG, POS, textColour } from "./lib/colour";
 import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { ariaSelect, listKey } from "./lib/keyboard";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
@@ -72,6 +73,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const errBox = errorBox();
   const textsEl = h("div", "mw-texts");
   textsEl.tabIndex = 0;
+  textsEl.setAttribute("role", "listbox");
   textsEl.setAttribute("aria-label", "tokens; click or use the arrow keys to select one");
   const topkEl = h("div", "mw-topk");
   topkEl.setAttribute("aria-label", "top units at the selected token");
@@ -153,6 +155,9 @@ function render({ model, el }: RenderProps): Cleanup {
         const tok = text[p];
         const span = h("span", "mw-token");
         span.dataset.index = String(i);
+        span.setAttribute("role", "option");
+        span.setAttribute("aria-selected", "false");
+        span.setAttribute("aria-label", `${texts.length > 1 ? `text ${t}, ` : ""}position ${p}: "${tok}"`);
         const breaks = fillToken(span, tok);
         line.appendChild(span);
         for (let b = 0; b < breaks; b++) line.appendChild(document.createElement("br"));
@@ -244,6 +249,7 @@ function render({ model, el }: RenderProps): Cleanup {
       }
       selectedEl = next;
     }
+    ariaSelect(spans, i, false);
     renderTopk();
   }
 
@@ -445,13 +451,9 @@ function render({ model, el }: RenderProps): Cleanup {
   const onTextsKey = (e: KeyboardEvent) => {
     if (!n()) return;
     const cur = selectedIndex();
-    let next: number;
-    if (e.key === "ArrowRight") next = cur < 0 ? 0 : Math.min(n() - 1, cur + 1);
-    else if (e.key === "ArrowLeft") next = cur < 0 ? n() - 1 : Math.max(0, cur - 1);
-    else if (e.key === "Home") next = 0;
-    else if (e.key === "End") next = n() - 1;
-    else if (e.key === "Escape") next = -1;
-    else return;
+    const mv = listKey(e.key, cur, n());
+    if (!mv) return;
+    const next = mv.kind === "clear" ? -1 : mv.index;
     e.preventDefault();
     e.stopPropagation();
     if (next !== cur) selectToken(next);

@@ -320,3 +320,35 @@ describe("PatchingGrid: predict, then reveal", () => {
     expect(cell(0, 0).style.background).not.toBe("");
   });
 });
+
+describe("PatchingGrid: keyboard and ARIA (lib/keyboard.ts)", () => {
+  it("cells are labelled gridcells; arrows, Home/End and Ctrl+End move the selection; aria-selected follows", () => {
+    const { model } = liveModel(baseState({ selected_cell: {} }));
+    const { root, cell } = mount(model);
+    const grid = root.querySelector<HTMLElement>(".mw-grid")!;
+    expect(grid.getAttribute("role")).toBe("grid");
+    expect(cell(1, 2).getAttribute("role")).toBe("gridcell");
+    expect(cell(1, 2).getAttribute("aria-label")).toMatch(/^layer 1, position 2 .*: -?\d/);
+    const key = (k: string, ctrlKey = false) => grid.dispatchEvent(new KeyboardEvent("keydown", { key: k, ctrlKey, bubbles: true }));
+    key("Enter");
+    expect(model.get("selected_cell")).toEqual({ layer: 0, position: 0 });
+    key("ArrowDown");
+    key("ArrowRight");
+    expect(model.get("selected_cell")).toEqual({ layer: 1, position: 1 });
+    expect(cell(1, 1).getAttribute("aria-selected")).toBe("true");
+    expect(cell(1, 1).tabIndex).toBe(0);
+    expect(root.querySelectorAll('.mw-cell[aria-selected="true"]').length).toBe(1);
+    key("End");
+    expect(model.get("selected_cell")).toEqual({ layer: 1, position: 5 });
+    key("End", true);
+    expect(model.get("selected_cell")).toEqual({ layer: 2, position: 5 });
+    key("Home", true);
+    expect(model.get("selected_cell")).toEqual({ layer: 0, position: 0 });
+  });
+
+  it("while a question waits for a guess, a cell's label hides its value", () => {
+    const { model } = liveModel(baseState({ predict: "Where?", guesses: [] }));
+    const { cell } = mount(model);
+    expect(cell(0, 0).getAttribute("aria-label")).toMatch(/hidden until you guess$/);
+  });
+});

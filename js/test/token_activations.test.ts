@@ -370,3 +370,27 @@ describe("TokenActivations: live kernel", () => {
     expect(tokens().map((s) => s.style.backgroundColor)).toEqual(colours);
   });
 });
+
+describe("TokenActivations: keyboard and ARIA (lib/keyboard.ts)", () => {
+  it("the tokens are a listbox of options; aria-selected follows the selection; keys move and Enter activates", () => {
+    const model = staticModel(baseState({ selected_token: -1 }));
+    const { root, tokens } = mount(model);
+    const texts = root.querySelector<HTMLElement>(".mw-texts")!;
+    expect(texts.getAttribute("role")).toBe("listbox");
+    expect(tokens().every((t) => t.getAttribute("role") === "option")).toBe(true);
+    expect(tokens()[1].getAttribute("aria-label")).toMatch(/position 1: "/);
+    const key = (k: string) => texts.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    key("Enter");
+    expect(model.get("selected_token")).toBe(0);
+    key("End");
+    const last = tokens().length - 1;
+    expect(model.get("selected_token")).toBe(last);
+    expect(tokens().filter((t) => t.getAttribute("aria-selected") === "true")).toEqual([tokens()[last]]);
+    key("ArrowUp");
+    expect(model.get("selected_token")).toBe(last - 1);
+    key("Home");
+    expect(model.get("selected_token")).toBe(0);
+    expect(tokens()[0].getAttribute("aria-selected")).toBe("true");
+    expect(tokens()[last].getAttribute("aria-selected")).toBe("false");
+  });
+});
