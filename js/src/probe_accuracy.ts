@@ -7,6 +7,7 @@
  */
 
 import { css, divergingRGB, fmt, legend, maxAbs, textColour } from "./lib/colour";
+import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -142,6 +143,11 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  // show the code: a toggle in the header, the code under it (w.code() in Python)
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(".mw-probe-accuracy")));
   // predict, then reveal: the question above the plot; the curves stay hidden until a guess
   const banner = predictBanner(model, "the layer you expect to be best");
   errBox.el.after(banner.el);
@@ -618,6 +624,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     pending?.abort();
+    code.dispose();
     dispose();
     root.remove();
   };

@@ -234,3 +234,45 @@ def ablation_code(view: Any) -> str:
         "print(effect)",
     ]
     return _header(model, lines)
+
+
+def probe_accuracy_code(view: Any) -> str:
+    """The selected layer's probe (the best layer when none is selected) applied to the test split:
+    the activations it reads, its decision values and its test accuracy. The probe's fitted
+    weights are printed as numbers (training it is core's job; see ``mw.probe``)."""
+    r, model = view.result, view._model
+    _need(model, "probe")
+    key = view._key(view.selected_layer, view.selected_site or None) if view.selected_layer is not None \
+        else view.best_layer("test")
+    fit = r.fits.get(key)
+    if fit is None or not hasattr(fit, "intercept") or r.read != "last":
+        raise ValueError("code() writes out a binary probe read at the last token; this probe is "
+                         f"{type(fit).__name__ if fit is not None else 'not kept'} read at {r.read!r}")
+    site, layer = key
+    if layer < 0:
+        expr, item, what = f"{_block(model, 0)}.input", None, "the embedding (block 0's input)"
+    else:
+        (expr, item), what = _read(model, site, layer), f"{site}, layer {layer}"
+    test = [r.texts[i] for i in r.test_index]
+    labels = [int(r.labels[i]) for i in r.test_index]
+    lines = [
+        f"texts = {test!r}  # the probe's test split",
+        f"labels = torch.tensor({labels!r})",
+        f"# the fitted probe at {what}: logit = ((x - mean) / scale) @ coef + intercept",
+        f"mean = torch.tensor({fit.mean.double().tolist()!r}, dtype=torch.float64)",
+        f"scale = torch.tensor({fit.scale.double().tolist()!r}, dtype=torch.float64)",
+        f"coef = torch.tensor({fit.coef.double().tolist()!r}, dtype=torch.float64)",
+        f"intercept = {float(fit.intercept)!r}",
+        "acts = []",
+        "for text in texts:",
+        '    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]',
+        "    with torch.no_grad(), nn.trace(ids):",
+        f"        x = {expr}",
+        f"        x = x[{item or 0}] if isinstance(x, tuple) else x",
+        "        acts.append(x[0, -1].save())  # the last token",
+        "X = torch.stack(acts).double()",
+        "scores = ((X - mean) / scale) @ coef + intercept  # > 0: class 1",
+        "accuracy = ((scores > 0).long() == labels).double().mean()  # the test curve at this layer",
+        "print(accuracy)",
+    ]
+    return _header(model, lines)

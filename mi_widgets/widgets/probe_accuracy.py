@@ -18,6 +18,7 @@ from ..core.concepts.probes import ProbeResult
 from ..core.decomposition.activations import token_activations
 from ..core.model import Model
 from ._base import MIWidget, bundle, request_handler
+from .code import ShowsCode, probe_accuracy_code
 from .predict import Predicts, probe_guess
 
 #: the probe's own curves, in legend order; ``validation`` starts hidden
@@ -32,7 +33,7 @@ def _name(site: str, layer: int) -> str:
     return "embed" if layer < 0 else f"{site} {layer}"
 
 
-class ProbeAccuracy(Predicts, MIWidget):
+class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
     """Accuracy per layer of a :class:`~mi_widgets.core.concepts.probes.ProbeResult`.
 
     Lines for train / validation / test / OOD / control / baseline (mean over seeds, with a
@@ -131,6 +132,11 @@ class ProbeAccuracy(Predicts, MIWidget):
 
     def _guess_record(self, where: dict) -> dict:
         return probe_guess(self, where)
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that applies the selected layer's
+        probe (the best when none is) to the test split; its last lines print the accuracy."""
+        return probe_accuracy_code(self)
 
     # -- curves ---------------------------------------------------------------------------
 

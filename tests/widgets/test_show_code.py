@@ -14,9 +14,11 @@ import torch
 
 import mi_widgets as mw
 from mi_widgets import wire
+from mi_widgets.core.concepts.probes import ProbeDataset, probe
 from mi_widgets.core.interventions.ablation import ablate
 from mi_widgets.widgets.ablation import Ablation
 from mi_widgets.widgets.attention_patterns import AttentionPatterns
+from mi_widgets.widgets.probe_accuracy import ProbeAccuracy
 from mi_widgets.widgets.token_activations import TokenActivations
 
 CLEAN = "The Eiffel Tower is in"
@@ -25,7 +27,7 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 
 # what each program's last lines name: the numbers its view draws
 NAMES = {"tokens": ["values"], "lens": ["top_probs", "top_ids"], "attn": ["pattern"],
-         "grid": ["grid"], "ablation": ["effect"]}
+         "grid": ["grid"], "ablation": ["effect"], "probe": ["scores", "accuracy"]}
 
 RUNNER = textwrap.dedent(
     """
@@ -50,6 +52,9 @@ def views(tiny):
     abl = ablate(ioi, [IOI], mw.logit_diff(" Mary", " John"), heads, kind="zero", separately=True, progress=False)
     attn = AttentionPatterns(tiny, CLEAN)
     attn.select(1, 2)
+    probe_view = ProbeAccuracy(probe(tiny, ProbeDataset.from_zoo("sentiment", n=60, n_ood=0), seeds=(0,),
+                                     progress=False), model=tiny)
+    probe_view.select(1)
     return {
         "tokens": TokenActivations(tiny, [CLEAN, "The Colosseum is in"], "mlp_post", 1, unit=7),
         "lens": mw.logit_lens(tiny, CLEAN, k=3).widget(),
@@ -57,6 +62,7 @@ def views(tiny):
         "grid": mw.activation_patching(tiny, CLEAN, CORRUPT, mw.logit_diff(" Paris", " Tokyo"),
                                        positions="each", progress=False).widget(),
         "ablation": Ablation.from_result(abl),
+        "probe": probe_view,
     }
 
 
@@ -112,6 +118,14 @@ def test_patching_code_gives_the_grid(views, ran):
 
 def test_ablation_code_gives_the_effects(views, ran):
     close(ran[1]["ablation"]["effect"], views["ablation"].effects())
+
+
+def test_probe_code_gives_the_test_scores_and_accuracy(views, ran):
+    w = views["probe"]
+    key = (w.selected_site, 1)
+    close(ran[1]["probe"]["scores"], w.result.test_scores[key])
+    acc = [r["accuracy"] for r in w.result.rows if (r["site"], r["layer"]) == key and r["split"] == "test"][0]
+    assert ran[1]["probe"]["accuracy"] == pytest.approx(acc, abs=1e-9)
 
 
 def test_the_browser_asks_for_the_code(views):
