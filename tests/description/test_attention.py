@@ -44,7 +44,7 @@ def test_scores_by_hand():
 
 
 def test_patterns_are_the_models_attention(bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     hf = _family_model("gpt2", len(bpe_tokenizer))
     model = mw.wrap(hf, bpe_tokenizer, "gpt2")

@@ -22,7 +22,7 @@ TEXT = "The Eiffel Tower is in Paris."
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "neox"])
 def fam(request, bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     hf = _family_model(request.param, len(bpe_tokenizer))
     return hf, mw.wrap(hf, bpe_tokenizer, request.param)
@@ -116,7 +116,7 @@ def test_table_and_plot(fam):
 
 
 def test_errors_before_compute(bpe_tokenizer, monkeypatch):
-    from conftest import _family_model
+    from _families import _family_model
 
     bert = mw.wrap(_family_model("bert", len(bpe_tokenizer)), bpe_tokenizer, "bert")
     with pytest.raises(ValueError, match="causal language model"):
@@ -345,7 +345,7 @@ def test_save_and_load(tiny, tmp_path, suffix):
 
 
 def test_tuned_lens_errors_before_compute(tiny, bpe_tokenizer, monkeypatch):
-    from conftest import _family_model
+    from _families import _family_model
 
     gpt = mw.wrap(_family_model("gpt2", len(bpe_tokenizer)), bpe_tokenizer, "gpt2")
     lens = TunedLens.identity(tiny)

@@ -130,7 +130,7 @@ def test_full_grid_on_the_eiffel_tower(tiny):
 def test_inspection_prompt_defaults(tiny, bpe_tokenizer):
     prompt, pos = inspection_prompt(tiny)
     assert prompt == TINY_PROMPT and pos == len(tiny.to_str_tokens(prompt)) - 1
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 

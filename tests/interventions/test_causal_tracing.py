@@ -19,7 +19,7 @@ SUBJECT = "Eiffel Tower"
 
 @pytest.fixture(scope="module")
 def gpt2(bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 
@@ -336,7 +336,7 @@ def test_other_families_keep_the_exact_identities(bpe_tokenizer, family):
     gives the clean run (1); positions before the subject are untouched by the noise (causal
     attention), so restoring them at any site and layer changes nothing (0); nor does restoring
     a non-subject position's embedding (resid_pre, layer 0)."""
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 

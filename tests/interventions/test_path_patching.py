@@ -33,7 +33,7 @@ PAIRS = [(CLEAN, CORRUPT), ("When Mary and John went", "The food was kind and")]
 
 @pytest.fixture(scope="module")
 def gpt2(bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 
@@ -237,7 +237,7 @@ def test_bad_arguments_raise_before_compute(gpt2, monkeypatch, kwargs, match):
 
 
 def test_bert_is_refused(bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 
@@ -342,7 +342,7 @@ def reference_path_generic(family, model, clean, corrupt, metric_fn, sender, rec
 
 @pytest.fixture(scope="module", params=["llama", "neox"])
 def other_family(request, bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     import mi_widgets as mw
 

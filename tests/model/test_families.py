@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL_FAMILIES, _family_model
+from _families import ALL_FAMILIES, _family_model
 
 import mi_widgets as mw
 from mi_widgets.core.model import _get

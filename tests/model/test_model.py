@@ -101,7 +101,7 @@ def test_mlp_post_feeds_mlp_out(family_model):
 
 
 def _wrapped(family, tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     return mw.wrap(_family_model(family, len(tokenizer)), tokenizer, family)
 
@@ -255,7 +255,7 @@ _LLAMA_COMPONENTS = {
 
 
 def test_a_components_dict_reads_the_same_values_as_the_built_in_map(bpe_tokenizer):
-    from conftest import _family_model
+    from _families import _family_model
 
     hf = _family_model("llama", len(bpe_tokenizer))
     built_in = mw.wrap(hf, bpe_tokenizer)
@@ -317,7 +317,7 @@ def test_a_family_without_a_built_in_map_works_with_components(bpe_tokenizer):
     ],
 )
 def test_a_bad_components_map_is_refused_by_name(bpe_tokenizer, components, error, match):
-    from conftest import _family_model
+    from _families import _family_model
 
     hf = _family_model("llama", len(bpe_tokenizer))
     with pytest.raises(error, match=match):
@@ -340,7 +340,7 @@ def test_an_unsupported_model_type_is_refused_before_weights_load(tmp_path, bpe_
 def test_bfloat16_loads_and_reads_float32_on_cpu_within_bf16_of_transformers(tmp_path, bpe_tokenizer):
     """dtype= reaches the weights; every value read comes back float32 on the CPU and equals the
     bf16 transformers model's own hidden states and logits (bf16 tolerance)."""
-    from conftest import _family_model
+    from _families import _family_model
 
     _family_model("llama", len(bpe_tokenizer)).save_pretrained(tmp_path)
     bpe_tokenizer.save_pretrained(tmp_path)
@@ -368,7 +368,7 @@ def test_bfloat16_loads_and_reads_float32_on_cpu_within_bf16_of_transformers(tmp
 def test_remote_models_refuse_sites_that_need_local_preparation(tmp_path, bpe_tokenizer, family):
     """OPT's MLP sites and parallel Falcon's mlp_out are exact because wrapping prepares the local
     model; on NDIF transformers' own layers run, so a remote Model refuses them by name."""
-    from conftest import _family_model
+    from _families import _family_model
 
     _family_model(family, len(bpe_tokenizer)).save_pretrained(tmp_path)
     bpe_tokenizer.save_pretrained(tmp_path)

@@ -18,7 +18,7 @@ TEXTS = ["The Eiffel Tower is in Paris.", "The food was wonderful."]
 @pytest.fixture(scope="module")
 def gpt2(bpe_tokenizer):
     """A random 3-layer GPT-2 (the widget's Python side; families are covered in test_model.py)."""
-    from conftest import _family_model
+    from _families import _family_model
 
     return mw.wrap(_family_model("gpt2", len(bpe_tokenizer)), bpe_tokenizer, "gpt2")
 
