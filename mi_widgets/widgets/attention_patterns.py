@@ -11,6 +11,7 @@ import torch
 import traitlets
 
 from .. import wire
+from ..core._checks import check_model
 from ..core.description.attention import (
     SCORE_KINDS,
     AttentionResult,
@@ -101,9 +102,26 @@ class AttentionPatterns(ShowsCode, MIWidget):
             raise ValueError(f"thumb_size must be an int in 4..256, got {thumb_size!r}")
         if not isinstance(scores, HeadScores) and not (isinstance(scores, str) and scores in ("text", "probe")):
             raise ValueError(f"scores must be 'text', 'probe' or a HeadScores, got {scores!r}")
+        if selected_head is not None:
+            if isinstance(selected_head, tuple):
+                ok = len(selected_head) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in selected_head)
+                lh = selected_head if ok else None
+            else:
+                m_ = _HEAD_RE.match(selected_head) if isinstance(selected_head, str) else None
+                lh = (int(m_.group(1)), int(m_.group(2))) if m_ else None
+                ok = selected_head == "" or lh is not None
+            dims = (result.patterns.shape[0], result.patterns.shape[1]) if result is not None else (
+                (model.n_layers, model.n_heads) if isinstance(model, Model) else None
+            )
+            if not ok or (lh is not None and dims is not None and not (0 <= lh[0] < dims[0] and 0 <= lh[1] < dims[1])):
+                lim = f" with layer < {dims[0]} and head < {dims[1]}" if dims else ""
+                raise ValueError(
+                    f"selected_head must be 'layer.head' or (layer, head){lim}, got {selected_head!r}"
+                )
         if result is None:
             if model is None or text is None:
                 raise ValueError("AttentionPatterns needs a model and a text (or result=)")
+            check_model(model)
             if isinstance(scores, str) and scores == "probe":
                 model.check_site("attn_pattern")
             result = attention(model, text)

@@ -16,6 +16,11 @@ class TokenSaliency(TokenActivations):
     """
 
     def __init__(self, result: TokenActivationsResult, **kwargs: Any) -> None:
+        if not isinstance(result, TokenActivationsResult):
+            raise TypeError(
+                "TokenSaliency shows an attribution result: pass mw.attribute(...).to_token_activations() "
+                f"(or call .widget() on the AttributionResult), got {type(result).__name__}"
+            )
         super().__init__(result=result, unit=result.direction, unit_label=result.direction_label, **kwargs)
         self._updating = True
         try:

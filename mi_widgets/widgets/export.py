@@ -31,12 +31,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}
-.mw-cell{margin:1em 0}
-.mw-code{background:rgba(127,127,127,.08);border-left:3px solid rgba(127,127,127,.4);padding:.5em .8em;overflow-x:auto;margin:0}
-.mw-out{margin:.4em 0 .4em 0;overflow-x:auto}
-.mw-out pre{margin:0;white-space:pre-wrap}
-.mw-out-error pre{color:#b2182b}
-.mw-out img{max-width:100%}
+.mw-nb-cell{margin:1em 0}
+.mw-nb-code{background:rgba(127,127,127,.08);border-left:3px solid rgba(127,127,127,.4);padding:.5em .8em;overflow-x:auto;margin:0}
+.mw-nb-out{margin:.4em 0 .4em 0;overflow-x:auto}
+.mw-nb-out pre{margin:0;white-space:pre-wrap}
+.mw-nb-error pre{color:#b2182b}
+.mw-nb-out img{max-width:100%}
 """
 
 
@@ -88,33 +88,37 @@ def _generic_output(out: dict) -> str:
     """Any other output, as nbconvert would show it (richest format first), offline."""
     kind = out.get("output_type")
     if kind == "stream":
-        cls = "mw-out-error" if out.get("name") == "stderr" else ""
-        return f"<div class=\"mw-out {cls}\"><pre>{html.escape(_ANSI.sub('', _text(out.get('text'))))}</pre></div>"
+        cls = "mw-nb-error" if out.get("name") == "stderr" else ""
+        return f"<div class=\"mw-nb-out {cls}\"><pre>{html.escape(_ANSI.sub('', _text(out.get('text'))))}</pre></div>"
     if kind == "error":
         tb = _ANSI.sub("", "\n".join(out.get("traceback") or [f"{out.get('ename')}: {out.get('evalue')}"]))
-        return f"<div class=\"mw-out mw-out-error\"><pre>{html.escape(tb)}</pre></div>"
+        return f"<div class=\"mw-nb-out mw-nb-error\"><pre>{html.escape(tb)}</pre></div>"
     data = out.get("data") or {}
     if "text/html" in data:
-        return f"<div class=\"mw-out\">{_text(data['text/html'])}</div>"
+        return f"<div class=\"mw-nb-out\">{_text(data['text/html'])}</div>"
     if "image/svg+xml" in data:
-        return f"<div class=\"mw-out\">{_text(data['image/svg+xml'])}</div>"
+        return f"<div class=\"mw-nb-out\">{_text(data['image/svg+xml'])}</div>"
     for mime in ("image/png", "image/jpeg"):
         if mime in data:
             b64 = _text(data[mime]).replace("\n", "")
-            return f"<div class=\"mw-out\"><img alt=\"output\" src=\"data:{mime};base64,{html.escape(b64)}\"></div>"
+            return f"<div class=\"mw-nb-out\"><img alt=\"output\" src=\"data:{mime};base64,{html.escape(b64)}\"></div>"
     if "text/markdown" in data:
-        return f"<div class=\"mw-out\">{_markdown(_text(data['text/markdown']))}</div>"
+        return f"<div class=\"mw-nb-out\">{_markdown(_text(data['text/markdown']))}</div>"
     if "text/plain" in data:
-        return f"<div class=\"mw-out\"><pre>{html.escape(_ANSI.sub('', _text(data['text/plain'])))}</pre></div>"
+        return f"<div class=\"mw-nb-out\"><pre>{html.escape(_ANSI.sub('', _text(data['text/plain'])))}</pre></div>"
     return ""
 
 
 def _markdown(source: str) -> str:
+    """Markdown as HTML; raw HTML in it is shown as text (the page stays inert and offline)."""
     try:
         import mistune
     except ImportError:
         return f"<pre>{html.escape(source)}</pre>"
-    return mistune.html(source)
+    try:
+        return mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])(source)
+    except Exception:  # noqa: BLE001 - another mistune major version: plain text
+        return f"<pre>{html.escape(source)}</pre>"
 
 
 class _Page:
@@ -132,7 +136,7 @@ class _Page:
             js = script_text(bundle(stem, "iife").read_text(encoding="utf-8"))
             self.bundles.add(stem)
         self.views[stem] = self.views.get(stem, 0) + 1
-        return f"<div class=\"mw-out mw-view\">{static_view_html(stem, state, fallback, js)}</div>"
+        return f"<div class=\"mw-nb-out mw-view\">{static_view_html(stem, state, fallback, js)}</div>"
 
     def output(self, out: dict) -> str:
         meta = out.get("metadata") or {}
@@ -187,15 +191,15 @@ def export_html(notebook: str | Path, out: str | Path | None = None, *, title: s
     for cell in cells:
         kind, source = cell.get("cell_type"), _text(cell.get("source"))
         if kind == "markdown":
-            parts.append(f"<div class=\"mw-cell mw-markdown\">{_markdown(source)}</div>")
+            parts.append(f"<div class=\"mw-nb-cell mw-nb-markdown\">{_markdown(source)}</div>")
         elif kind == "code":
             outs = "".join(page.output(o) for o in cell.get("outputs") or [])
             parts.append(
-                f"<div class=\"mw-cell mw-code-cell\"><pre class=\"mw-code\"><code>{html.escape(source)}</code></pre>"
+                f"<div class=\"mw-nb-cell mw-nb-code-cell\"><pre class=\"mw-nb-code\"><code>{html.escape(source)}</code></pre>"
                 f"{outs}</div>"
             )
         elif kind == "raw":
-            parts.append(f"<div class=\"mw-cell\"><pre>{html.escape(source)}</pre></div>")
+            parts.append(f"<div class=\"mw-nb-cell\"><pre>{html.escape(source)}</pre></div>")
     name = title or (nb.get("metadata") or {}).get("title") or path.stem
     text = (
         "<!doctype html>\n<html><head><meta charset=\"utf-8\">"

@@ -8,6 +8,7 @@ import torch
 import traitlets
 
 from .. import wire
+from ..core._checks import check_model, check_positive_int
 from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
 from ._base import Field, MIWidget, bundle, request_handler
@@ -60,9 +61,24 @@ class TokenActivations(ShowsCode, MIWidget):
         **kwargs: Any,
     ) -> None:
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
+        check_positive_int(k, "k")
+        if result is not None and not isinstance(result, TokenActivationsResult):
+            raise TypeError(
+                f"result must be a TokenActivationsResult (from mw.token_activations or "
+                f"mw.attribute), got {type(result).__name__}"
+            )
         if result is None:
             if model is None or texts is None:
                 raise ValueError("TokenActivations needs a model and texts (or result=)")
+            check_model(model)
+            if unit is not None and not isinstance(unit, torch.Tensor):
+                if isinstance(unit, bool) or not isinstance(unit, int):
+                    raise TypeError(f"unit must be an int (a unit index) or a direction tensor, got {type(unit).__name__}")
+                s_, l_ = (dictionary.site, dictionary.layer) if dictionary is not None else (site, layer)
+                model.check_site(s_, l_)
+                n = dictionary.d_sae if dictionary is not None else model.site_width(s_)
+                if not 0 <= unit < n:
+                    raise ValueError(f"unit {unit} is out of range: {s_} at layer {l_} has {n} units (0..{n - 1})")
             direction = unit if isinstance(unit, torch.Tensor) else None
             if dictionary is not None:  # its features are the units, at its own site and layer
                 site, layer = dictionary.site, dictionary.layer

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model, check_str_list
 from ..model import Model
 from ._edits import _layers_arg, overlay_widget
 from .probes import (
@@ -178,6 +179,8 @@ class ContrastDataset:
     name: str = "contrast"
 
     def __post_init__(self) -> None:
+        check_str_list(self.pos, "pos")
+        check_str_list(self.neg, "neg")
         if len(self.pos) != len(self.neg):
             raise ValueError(f"pos has {len(self.pos)} texts but neg has {len(self.neg)}")
         self._ds = ProbeDataset(list(self.pos), list(self.labels), self.read, groups=self.groups, name=self.name)
@@ -242,6 +245,7 @@ def ccs(
     the model does not represent whether the answer agrees with the claim (a supervised probe
     on ``x+ - x-`` reaches only ~0.6), so there is no consistent direction to find.
     """
+    check_model(model)
     from ._edits import _resolve_answers
 
     if isinstance(data, ProbeDataset):

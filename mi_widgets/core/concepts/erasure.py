@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from ..model import Model
 from ._edits import _resolve_answers, by_length, check_edit_site, edited_run, overlay_widget
 from .probes import (
@@ -219,6 +220,7 @@ def erase(
     class first; defaults for the zoo's ``sentiment``/``truth`` datasets). ``neutral``: texts for
     the loss check (default: 64 zoo filler sentences). Errors are raised before any forward.
     """
+    check_model(model)
     if not isinstance(dataset, ProbeDataset):
         raise ValueError(f"dataset must be a ProbeDataset, got {type(dataset).__name__}")
     if len(dataset.classes) != 2:

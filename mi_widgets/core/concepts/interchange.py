@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model, check_vector
 from ..model import Model
 from ..model.remote import require_local
 from ._edits import (
@@ -184,6 +185,7 @@ def interchange(
     two answer tokens (lower class first; defaults for the zoo's sentiment/truth). Binary
     datasets only. Errors are raised before any forward pass.
     """
+    check_model(model)
     from ._edits import _resolve_answers
 
     if not isinstance(dataset, ProbeDataset):
@@ -221,8 +223,12 @@ def interchange(
             missing = [v for v in lay if v not in directions]
             if missing:
                 raise ValueError(f"directions has no vector for layers {missing}")
+            for v in lay:
+                check_vector(directions[v], model.d_model, f"directions[{v}]")
         elif not (isinstance(directions, torch.Tensor) and directions.numel() == model.d_model):
             raise ValueError(f"directions must be a ProbeResult, a {{layer: vector}} dict or one vector of size {model.d_model}")
+        else:
+            check_vector(directions, model.d_model, "directions")
     ans, ans_ids = _resolve_answers(model, dataset, answers)
     ids, _ = by_length(model, list(dataset.texts))
     lengths = [x.shape[1] for x in ids]

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model, check_str_list
 from .._views import Viewable
 from ..model import Model
 
@@ -59,7 +60,9 @@ class ProbeDataset:
     test_frac: float = 0.3
 
     def __post_init__(self) -> None:
-        self.texts = list(self.texts)
+        self.texts = check_str_list(self.texts, "texts")
+        if self.ood_texts is not None:
+            check_str_list(self.ood_texts, "ood_texts")
         self.labels = [int(v) for v in self.labels]
         _check_xy(self.texts, self.labels, self.read, "texts")
         if self.groups is not None:
@@ -708,6 +711,7 @@ def probe(
     the control task and majority baseline. Errors about the arguments are raised before any
     forward pass.
     """
+    check_model(model)
     if not isinstance(dataset, ProbeDataset):
         raise ValueError(f"dataset must be a ProbeDataset, got {type(dataset).__name__}")
     if kind != "logistic":

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model, check_vector
 from .._views import DisplaysAsView
 from ..model import TOKEN_SITES, Model
 
@@ -80,11 +81,7 @@ class TokenActivationsResult(DisplaysAsView):
         """Values ``[N]`` of one unit (int) or of a direction (a ``[n_units]`` vector: the dot
         product of each token's activation vector with it)."""
         if isinstance(unit, torch.Tensor):
-            v = unit.detach().float().reshape(-1).cpu()
-            if v.shape[0] != self.n_units:
-                raise ValueError(
-                    f"direction has {v.shape[0]} entries but {self.site} has {self.n_units} units"
-                )
+            v = check_vector(unit, self.n_units, "direction", self.site).cpu()
             return self.acts @ v
         if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < self.n_units:
             raise ValueError(
@@ -205,6 +202,7 @@ def token_activations(
     ``dictionary``: a sparse dictionary (an SAE or transcoder: ``encode``, ``d_in``, ``d_sae``,
     ``site``, ``layer``); the units are then its features, ``dictionary.encode`` of each token's
     activation at the dictionary's own site and layer (``site``/``layer`` must match them)."""
+    check_model(model)
     texts = check_texts(texts)
     if dictionary is not None:
         for attr in ("encode", "site", "layer", "d_in", "d_sae"):
@@ -224,12 +222,7 @@ def token_activations(
     if direction is not None and dictionary is not None:
         raise ValueError("give a direction or a dictionary, not both")
     if direction is not None:
-        direction = torch.as_tensor(direction).detach().float().reshape(-1).cpu()
-        width = model.site_width(site)
-        if direction.shape[0] != width:
-            raise ValueError(
-                f"direction has {direction.shape[0]} entries but {site} has {width} units per token"
-            )
+        direction = check_vector(direction, model.site_width(site), "direction", site).cpu()
     token_ids = [model.to_tokens(t) for t in texts]  # validates lengths before any forward
     bar = None
     if progress is None and len(texts) >= 16:

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_finite, check_model, check_positive_int
 from .._views import DisplaysAsView
 from ..model import Model, _get
 
@@ -463,7 +464,7 @@ class FeatureData(DisplaysAsView):
     def _decode(self, i: int) -> str:
         if self.model is None:
             return str(i)
-        return self.model.tokenizer.decode([int(i)])
+        return self.model.token_str(int(i))
 
     def top_examples(self, f: int) -> list[FeatureExample]:
         with self._lock:
@@ -602,6 +603,7 @@ def feature_pass(
     ``False`` for no bar, ``True``/``None`` (default) for a tqdm bar. ``background=True`` runs in a thread and returns at once. Interrupting a foreground
     pass (Ctrl-C) returns the results so far with ``complete=False`` (and a warning).
     """
+    check_model(model)
     check_dictionary(model, sae)
     if texts is None:
         texts = default_texts()
@@ -711,8 +713,10 @@ def residual_direction(model: Model, sae: Any, feature: int) -> torch.Tensor:
 def logit_effects(model: Model, sae: Any, feature: int, k: int = 10) -> tuple[list[dict], list[dict]]:
     """Top ``k`` positive and negative entries of ``W_dec[feature] @ W_U`` (see the module
     docstring for how the final norm is treated): lists of ``{token, id, value}``."""
+    check_model(model)
     check_dictionary(model, sae)
     _check_feature(sae, feature)
+    check_positive_int(k, "k")
     if not model.causal:
         return [], []
     d = residual_direction(model, sae, feature)
@@ -779,13 +783,14 @@ def steer_feature(
     reconstruction, with ``f(x)`` its activation on the unmodified site value). One plain
     nnsight trace each; ``resid_mid`` is written through the attention output
     (``resid_mid = resid_pre + attn_out``) so that the residual stream itself changes."""
+    check_model(model)
     check_dictionary(model, sae)
     _check_feature(sae, feature)
     if mode not in ("steer", "ablate"):
         raise ValueError(f"mode must be 'steer' or 'ablate', got {mode!r}")
     if not model.causal:
         raise ValueError(f"{model.name} is not a causal language model; it predicts no next token")
-    coef = float(coef)
+    coef = check_finite(coef, "coef")
     ids = model.to_tokens(prompt)
     direction = sae.W_dec[feature].detach()
     site, layer = write_site(sae), int(sae.layer)

@@ -16,6 +16,15 @@ from typing import Any
 
 import torch
 
+from .._checks import (
+    check_dictionary_width,
+    check_finite,
+    check_index,
+    check_model,
+    check_positive_int,
+    check_str_list,
+    check_vector,
+)
 from ..model import Model, _get
 from ..model.remote import require_local
 from .activation_store import STORE_SITES, special_ids
@@ -99,8 +108,9 @@ def _objective(model: Model, dictionary: Any, feature: int | None, site: str | N
     """(site, layer, fn(value [B, T, d]) -> [B, T], label). Dictionary features are scored on
     their pre-activation while optimising (an inactive ReLU has no gradient)."""
     if dictionary is not None:
-        if feature is None or not 0 <= int(feature) < dictionary.d_sae:
+        if feature is None:
             raise ValueError(f"give feature= an index in 0..{dictionary.d_sae - 1} of the dictionary")
+        check_index(feature, dictionary.d_sae, "feature")
         if getattr(dictionary, "layers", None) and len(dictionary.layers) > 1:
             raise ValueError("feature synthesis takes a single-site dictionary, not a crosscoder")
         site, layer = dictionary.site, dictionary.layer
@@ -116,13 +126,9 @@ def _objective(model: Model, dictionary: Any, feature: int | None, site: str | N
     if (unit is None) == (direction is None):
         raise ValueError("give exactly one of unit= (an index) or direction= (a vector)")
     if unit is not None:
-        if not 0 <= int(unit) < width:
-            raise ValueError(f"unit {unit} is out of range: {site} has {width} units (0..{width - 1})")
-        u = int(unit)
+        u = check_index(unit, width, f"unit (of {site}'s {width} units)")
         return site, layer, lambda v: v[..., u].float(), f"{site} L{layer} unit {u}"
-    d = torch.as_tensor(direction).float().reshape(-1)
-    if d.shape[0] != width:
-        raise ValueError(f"direction has {d.shape[0]} entries but {site} has {width}")
+    d = check_vector(direction, width, "direction", site)
     d = d / d.norm().clamp_min(1e-12)
     return site, layer, lambda v: v.float() @ d.to(v.device), f"{site} L{layer} direction"
 
@@ -155,12 +161,27 @@ def synthesize(
     tokens excite the target in that context. ``reg`` weights the pull towards
     real token embeddings (the target is measured in units of the best single token's value,
     and the pull is off for the first half of the steps, then ramps up). Returns a :class:`SynthesisResult`."""
+    check_model(model)
     require_local(
         model, "feature synthesis",
         "it takes gradients through the model; load the model without remote",
     )
-    if n_positions < 1 or steps < 1:
-        raise ValueError("n_positions and steps must be positive")
+    check_positive_int(n_positions, "n_positions")
+    check_positive_int(steps, "steps")
+    if check_finite(lr, "lr") <= 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if check_finite(reg, "reg") < 0:
+        raise ValueError(f"reg must be >= 0, got {reg!r}")
+    if vocab_texts is not None:
+        check_str_list(vocab_texts, "vocab_texts")
+    n_pre = model.to_tokens(prefix).shape[1] if prefix is not None else 1
+    if n_pre + n_positions > model.n_ctx:
+        raise ValueError(
+            f"n_positions={n_positions} after {n_pre} prefix token(s) does not fit {model.name}'s "
+            f"context of {model.n_ctx}; pass n_positions at most {model.n_ctx - n_pre}"
+        )
+    if dictionary is not None:
+        check_dictionary_width(dictionary, model)
     site, layer, score, label = _objective(model, dictionary, feature, site, layer, unit, direction)
     emb = model.hf.get_input_embeddings().weight.detach()
     dev = emb.device
@@ -221,7 +242,7 @@ def synthesize(
             value = float(run(torch.cat([prefix, final_soft])[None])[0])
             cos = torch.nn.functional.normalize(final_soft, dim=-1) @ torch.nn.functional.normalize(E, dim=-1).T
             top = torch.topk(cos, 5, dim=-1)
-            nearest = [[(model.tokenizer.decode([int(real[j])]), float(c)) for c, j in zip(cv, jv)] for cv, jv in zip(top.values, top.indices)]
+            nearest = [[(model.token_str(int(real[j])), float(c)) for c, j in zip(cv, jv)] for cv, jv in zip(top.values, top.indices)]
             proj_ids = real[top.indices[:, 0]]
             projected = float(run(torch.cat([prefix, emb[proj_ids]])[None])[0])
     finally:
@@ -232,9 +253,9 @@ def synthesize(
         label=label,
         value=value,
         projected_value=projected,
-        projected_tokens=[model.tokenizer.decode([int(i)]) for i in proj_ids],
+        projected_tokens=[model.token_str(int(i)) for i in proj_ids],
         nearest=nearest,
-        best_token=model.tokenizer.decode([int(real[b])]),
+        best_token=model.token_str(int(real[b])),
         best_token_value=float(vals[b]),
         history=history,
         embeddings=final_soft.cpu(),

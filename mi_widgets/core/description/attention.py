@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from .._views import Viewable
 from ..model import Model
 
@@ -132,6 +133,7 @@ class AttentionResult(Viewable):
 
 def attention(model: Model, text: str) -> AttentionResult:
     """Every head's attention pattern on ``text`` (one forward, eager attention) and its head scores."""
+    check_model(model)
     ids = model.to_tokens(text)
     patterns = _patterns(model, ids)
     return AttentionResult(
@@ -233,6 +235,7 @@ def head_scores(
     """Every head's scores averaged over ``n`` seeded random repeated sequences (BOS + A + A),
     so previous-token and induction heads can be found on any model. ``kind`` picks the score
     that :meth:`HeadScores.top_heads` and :attr:`HeadScores.values` use; all kinds are computed."""
+    check_model(model)
     if kind not in SCORE_KINDS:
         raise ValueError(f"kind must be one of {', '.join(SCORE_KINDS)}, got {kind!r}")
     model.check_site("attn_pattern")

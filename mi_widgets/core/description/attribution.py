@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model, check_vector
 from .._views import DisplaysAsView
 from ..decomposition.activations import TokenActivationsResult
 from ..metrics import token_id
@@ -112,7 +113,7 @@ class Target:
         cls, site: str, layer: int, vector: Any, position: int = -1, label: str | None = None
     ) -> Target:
         """The dot product of ``site``'s activation at ``layer``, ``position`` with ``vector``."""
-        v = torch.as_tensor(vector).detach().float().reshape(-1)
+        v = check_vector(vector, None, "Target.direction's vector")
         return cls(
             "direction", label or f"{site} L{layer} · direction @ {position}", site=site,
             layer=layer, vector=v, position=position,
@@ -650,6 +651,12 @@ def attribute(
     attribution. ``progress(done, total)`` is called after each batch (rows of forward passes).
     Every check runs before the first forward pass. Local models only (gradients).
     """
+    check_model(model)
+    if isinstance(baseline, torch.Tensor):
+        if baseline.is_complex():
+            raise TypeError("baseline is complex; pass a real embedding tensor [d_model] or [T, d_model]")
+        if not bool(torch.isfinite(baseline).all()):
+            raise ValueError("baseline contains NaN or inf; pass a finite embedding tensor")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     require_local(

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model, check_str_list
 from ..metrics import token_id
 from ..model import Model
 from ..model.remote import require_local
@@ -123,6 +124,7 @@ def generate_trace(
     ``answer_prompt``; the prompt's and the generated text's sentences become the steps (labels
     ``"given i"`` / ``"generated i"``) and the token after ``answer_prompt`` the answer.
     Raises ``ValueError`` if the model never writes ``answer_prompt``."""
+    check_model(model)
     require_local(
         model, "generate_trace",
         "it runs transformers' generate and torch hooks on the model; use steer_generate or "
@@ -373,7 +375,7 @@ def _token_steps(model: Model, trace: CoTTrace) -> tuple[list[str], list[int]]:
         if k is None:  # a separator: give it to the next step (a leading space)
             k = next((i for i, (s, _) in enumerate(spans) if c < s), len(spans))
         steps.append(k)
-    return [model.tokenizer.decode([i]) for i in ids], steps
+    return [model.token_str(i) for i in ids], steps
 
 
 def cot_faithfulness(
@@ -389,6 +391,7 @@ def cot_faithfulness(
     the gradient × input of every token (see the module docstring). One forward per edited text,
     one forward + backward per trace for attribution. Answers and corrupt answers must each be one
     token (checked before any forward pass)."""
+    check_model(model)
     require_local(
         model, "cot_faithfulness",
         "it runs transformers' generate and torch hooks on the model; use steer_generate or "
@@ -401,6 +404,7 @@ def cot_faithfulness(
         raise ValueError("traces must be a CoTTrace or a non-empty list of CoTTrace")
     if attribution not in (None, "occlusion", "grad_x_input"):
         raise ValueError(f"attribution must be 'occlusion', 'grad_x_input' or None, got {attribution!r}")
+    check_str_list(edits, "edits")
     for e in edits:
         if e not in EDITS:
             raise ValueError(f"edits must be drawn from {EDITS}, got {e!r}")

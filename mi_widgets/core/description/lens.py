@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from .._views import DisplaysAsView
 from ..model import Model, _get
 from ..model.remote import server_module
@@ -64,7 +65,7 @@ def _target_id(model: Model, target: str | int | None) -> int | None:
     if isinstance(target, str):
         ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
-            pieces = [model.tokenizer.decode([i]) for i in ids]
+            pieces = [model.token_str(i) for i in ids]
             raise ValueError(
                 f"target {target!r} is {len(ids)} tokens ({pieces}); give a string that is exactly one "
                 "token (often with a leading space, e.g. ' Paris') or a token id"
@@ -236,6 +237,7 @@ def logit_lens(
     each row's trained translator before the norm (every row, the last one included): the
     tuned lens, in the same single trace.
     """
+    check_model(model)
     _check_lens_model(model)
     sites = _check_sites(model, sites)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -326,7 +328,7 @@ def logit_lens(
             target_rank = torch.stack([r[4] for r in rows]).cpu().save()
 
     used = torch.cat([torch.unique(top_ids), final_ids]).unique().tolist()
-    vocab = {int(i): model.tokenizer.decode([int(i)]) for i in used}
+    vocab = {int(i): model.token_str(int(i)) for i in used}
     return LensResult(
         model_name=model.name,
         text=text,
@@ -337,7 +339,7 @@ def logit_lens(
         top_probs=top_probs,
         kl=kl,
         vocab=vocab,
-        target=None if tid is None else model.tokenizer.decode([tid]),
+        target=None if tid is None else model.token_str(tid),
         target_id=tid,
         target_prob=target_prob,
         target_rank=target_rank,
@@ -358,6 +360,7 @@ def tuned_lens(
 ) -> LensResult:
     """The tuned lens of ``text``: :func:`logit_lens` with ``lens``'s translators, on the sites
     the lens was trained for. Same :class:`LensResult` (``lens="tuned"``)."""
+    check_model(model)
     if not isinstance(lens, TunedLens):
         raise ValueError(f"lens must be a TunedLens (from train_tuned_lens or TunedLens.load), got {type(lens).__name__}")
     return logit_lens(model, text, sites=lens.sites, k=k, target=target, lens=lens)
@@ -621,6 +624,7 @@ def train_tuned_lens(
     and returns the lens as trained so far (``interrupted=True``); the model is never modified
     (its parameters are only read, detached). ``callback(step, loss)`` is called after every step.
     """
+    check_model(model)
     _check_lens_model(model)
     lens = TunedLens.identity(model, sites)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from .._views import DisplaysAsView
 from ..model import Model
 
@@ -299,6 +300,7 @@ def patchscope(
     pass; interrupting between batches leaves the model as it was (nnsight removes its hooks
     when a trace exits).
     """
+    check_model(model)
     if not model.causal or model.arch.unembed is None:
         raise ValueError(f"{model.name} ({model.family}) is not a causal language model; patchscopes generate text")
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or not 1 <= n_tokens <= 64:

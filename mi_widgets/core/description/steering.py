@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from .._views import view
 from ..metrics import Metric, as_metric
 from ..model import Model
@@ -96,6 +97,8 @@ def _as_1d(x: Any, name: str = "vector") -> torch.Tensor:
         raise ValueError(f"{name} must be a 1-D tensor (or array/list of numbers), got {type(x).__name__}") from None
     if t.ndim != 1:
         raise ValueError(f"{name} must be 1-D with d_model entries, got shape {list(t.shape)}")
+    if t.is_complex():
+        raise TypeError(f"{name} is complex; pass a real vector (its imaginary part would be dropped)")
     if not t.is_floating_point():
         t = t.float()
     t = t.detach().float().cpu()
@@ -142,6 +145,7 @@ def steering_vector(
     ``(site, layer)``, each prompt read at its last token (``read="last"``) or averaged over its
     tokens (``read="mean"``). Units: the site's own (residual-stream units), so ``coef=1`` adds
     the full mean difference. One forward per prompt."""
+    check_model(model)
     _check_site(model, site, layer)
     pos, neg = _texts(positive, "positive"), _texts(negative, "negative")
     if read not in ("last", "mean"):
@@ -332,6 +336,7 @@ def steer(
     """Next-token distribution at the end of ``prompt`` with and without ``coef * vector`` added
     to ``(site, layer)`` at ``positions``: one nnsight trace on a batch of two (row 0 baseline,
     row 1 steered); top-k and KL are computed inside the trace."""
+    check_model(model)
     vec = as_steering_vector(vector, model)
     site, layer = _resolve_place(model, vec, site, layer)
     coef = _check_coef(coef)
@@ -454,10 +459,13 @@ def steering_sweep(
     """``metric`` (e.g. ``logit_diff(" positive", " negative")``) of each prompt's last-position
     logits with ``coef * vector`` added, for every coefficient: one trace per prompt, the
     coefficients as one batch; the metric is computed inside the trace."""
+    check_model(model)
     vec = as_steering_vector(vector, model)
     site, layer = _resolve_place(model, vec, site, layer)
     _check_causal(model)
     texts = _texts(prompts, "prompts")
+    if isinstance(coefs, (str, bytes)):
+        raise TypeError(f"coefs must be a list of numbers, e.g. [-4, 0, 4], got the string {coefs!r}")
     cs = [_check_coef(c, "coefs entries") for c in coefs]
     if not cs:
         raise ValueError("coefs is empty; give at least one coefficient")
@@ -687,6 +695,7 @@ def steer_generate(
     through nnsight's ``generate`` with the addition applied at every decoding step; each row
     stops at the end-of-text token (kept as the last token) or after ``max_new_tokens``.
     Setting ``cancel`` (a ``threading.Event``) stops after the current step."""
+    check_model(model)
     vec, site, layer, coef, ids, pos = _gen_args(model, prompt, vector, site, layer, coef, positions, max_new_tokens, do_sample, temperature, top_k, seed)
     steps: list[list[int]] = []
     _run_generation(model, ids, vec, site, layer, coef, pos, max_new_tokens, do_sample, temperature, top_k, seed, steps.append, cancel)
@@ -725,6 +734,7 @@ def steer_stream(
     ``{"run": "done", "result": SteeredGeneration}``. The generation runs in a background
     thread; closing the iterator (or setting ``cancel``) stops it after the current step, and
     the model is left unsteered either way. Arguments are checked before anything runs."""
+    check_model(model)
     vec, site, layer, coef, ids, pos = _gen_args(model, prompt, vector, site, layer, coef, positions, max_new_tokens, do_sample, temperature, top_k, seed)
     return _stream(model, prompt, vec, site, layer, coef, pos, ids, max_new_tokens, do_sample, temperature, top_k, seed, cancel)
 

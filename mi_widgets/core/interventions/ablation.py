@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model
 from .._views import view
 from ..metrics import Metric, as_metric
 from ..model import Model
@@ -304,6 +305,7 @@ def ablate(
     Applied at every position. The metric is raw (not normalised); ``kl_to_clean`` compares with
     the unablated run.
     """
+    check_model(model)
     _check_lm(model)
     prompt_l = _check_prompts(prompts, "prompts")
     comps_in = components if isinstance(components, list) else [components]

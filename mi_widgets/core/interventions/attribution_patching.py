@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model
 from ..metrics import Metric
 from ..model import Model, _get
 from ..model.remote import require_local
@@ -43,6 +44,7 @@ def attribution_patching(
     a metric at an extremum (``kl_to_clean`` has zero gradient on the clean run). Local models
     only (it needs autograd).
     """
+    check_model(model)
     spec = _validate_pairs(
         model,
         clean,

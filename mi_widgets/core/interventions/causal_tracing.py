@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from .._views import view
 from ..metrics import Metric, Prob, as_metric
 from ..model import Model, _get
@@ -266,6 +267,7 @@ def causal_tracing(
     Raises ``ValueError`` before any forward pass for invalid inputs, and when the noise leaves
     the metric unchanged (e.g. ``noise=0``), where the normalisation is undefined.
     """
+    check_model(model)
     _check_lm(model)
     require_local(
         model, "causal_tracing",
@@ -293,10 +295,10 @@ def causal_tracing(
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if noise is not None and (
-        isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0
+        isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0 or noise == float("inf")
     ):
         raise ValueError(
-            f"noise must be a non-negative number (the noise std) or None, got {noise!r}"
+            f"noise must be a finite non-negative number (the noise std) or None, got {noise!r}"
         )
     toks = []
     for i, t in enumerate(texts):
@@ -463,7 +465,7 @@ def causal_tracing(
         n_samples=n_samples,
         window=window,
         seed=int(seed),
-        answer=[model.tokenizer.decode([a]) for a in answers],
+        answer=[model.token_str(a) for a in answers],
     )
 
 

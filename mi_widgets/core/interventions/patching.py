@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model
 from .._views import DisplaysAsView
 from ..metrics import Metric
 from ..model import Model
@@ -380,6 +381,7 @@ def activation_patching(
     ``total``; a live view fills its grid from it. An exception raised by the callback (e.g. a
     cancel) stops the sweep and propagates; the model is left unchanged.
     """
+    check_model(model)
     spec = _validate_pairs(
         model,
         clean,

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model
 from .._views import view
 from ..metrics import Metric
 from ..model import Model, _get
@@ -208,6 +209,7 @@ def path_patching(
     heads that were not senders), averaged over pairs. Raises ``ValueError`` before any forward
     pass for invalid heads, receivers not after every sender, or non-GPT-2 models.
     """
+    check_model(model)
     _check_lm(model)
     require_local(
         model, "path_patching",

@@ -132,6 +132,26 @@ class Model:
             )
         return layer
 
+    def check_tokens(self, tokens: Any) -> None:
+        """Raise unless ``tokens`` is an integer tensor ``[1, T]`` of ids in the vocabulary with
+        ``T <= n_ctx`` (checked before any forward, so a bad id never reaches the embedding)."""
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a tensor of token ids [1, T] (model.to_tokens(text)), got {type(tokens).__name__}")
+        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+            raise TypeError(f"tokens must hold integer token ids (torch.long), got dtype {tokens.dtype}")
+        if tokens.ndim != 2 or tokens.shape[0] != 1:
+            raise ValueError(f"tokens must have shape [1, T], got {list(tokens.shape)}")
+        if tokens.shape[1] == 0:
+            raise ValueError("tokens is empty; give at least one token")
+        if tokens.shape[1] > self.n_ctx:
+            raise ValueError(f"tokens are {tokens.shape[1]} long but {self.name} takes at most {self.n_ctx}; shorten them")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.d_vocab:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"token id {bad} is outside the vocabulary of {self.name} (0..{self.d_vocab - 1})"
+            )
+
     # -- tokens ------------------------------------------------------------------------
 
     def to_tokens(self, text: str, *, prepend_bos: bool | None = None) -> torch.Tensor:
@@ -156,13 +176,20 @@ class Model:
     def to_str_tokens(self, text: str | torch.Tensor, *, prepend_bos: bool | None = None) -> list[str]:
         """The text's tokens as strings, one per position (decoded one token at a time)."""
         ids = text if isinstance(text, torch.Tensor) else self.to_tokens(text, prepend_bos=prepend_bos)
-        return [self.tokenizer.decode([int(i)]) for i in ids.reshape(-1).tolist()]
+        return [_token_str(self.tokenizer, int(i)) for i in ids.reshape(-1).tolist()]
+
+    def token_str(self, token_id: int) -> str:
+        """One token as a string; a byte-level token holding only part of a multi-byte character
+        shows its bytes as escapes (``\\xe2\\x80``) rather than U+FFFD."""
+        return _token_str(self.tokenizer, int(token_id))
 
     def next_tokens(self, text: str, k: int = 5) -> list[tuple[str, float]]:
         """The model's top-k next tokens after ``text`` with their probabilities (one plain
         forward; only the last position is unembedded by the caller's view)."""
         if not self.causal:
             raise ValueError(f"{self.name} ({self.family}) is not a causal language model; it predicts no next token")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
         ids = self.to_tokens(text).to(self.device)
         if self.remote:  # one trace (the weights may be on NDIF); its body names no self
             nn = self.nn
@@ -173,7 +200,7 @@ class Model:
                 logits = self.hf(ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
         probs = torch.softmax(logits, -1)
         top = torch.topk(probs, min(k, probs.shape[0]))
-        return [(self.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+        return [(_token_str(self.tokenizer, int(i)), float(p)) for p, i in zip(top.values, top.indices)]
 
     # -- running -----------------------------------------------------------------------
 
@@ -190,10 +217,16 @@ class Model:
         Reads are issued in execution order, as nnsight requires; sites that share a module
         (``attn_out`` and ``attn_pattern``) read it once.
         """
+        if not isinstance(reads, (list, tuple)) or not all(
+            isinstance(r, (tuple, list)) and len(r) == 2 and isinstance(r[0], str) for r in reads
+        ):
+            raise TypeError(
+                f"reads must be a list of (site, layer) tuples, e.g. [('resid_post', 0)], got {reads!r}"
+            )
+        reads = [(site, layer) for site, layer in reads]
         for site, layer in reads:
             self.check_site(site, layer)
-        if tokens.ndim != 2 or tokens.shape[0] != 1:
-            raise ValueError(f"tokens must have shape [1, T], got {list(tokens.shape)}")
+        self.check_tokens(tokens)
         keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
         for site, layer in dict.fromkeys(reads):
             r = self.arch.reads[site]
@@ -243,6 +276,36 @@ class Model:
         zh = z.reshape(t, self.n_heads, self.d_head).float()
         wh = w.reshape(self.n_heads, self.d_head, -1).float()
         return torch.einsum("thd,hdm->thm", zh, wh)
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: the printable character that stands for each byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_OF = _bytes_to_unicode()
+
+
+def _token_str(tokenizer: Any, i: int) -> str:
+    """One token as a string. A byte-level token holding part of a multi-byte character (an
+    emoji, CJK, an RTL mark split over tokens) decodes to U+FFFD; show its bytes honestly as
+    escapes instead (``\\xe2\\x80``), keeping the whole characters it does hold."""
+    s = tokenizer.decode([i])
+    if "\ufffd" not in s:
+        return s
+    piece = tokenizer.convert_ids_to_tokens(i)
+    if not isinstance(piece, str) or not all(ch in _BYTE_OF for ch in piece):
+        return s  # not byte-level BPE: nothing better to show
+    raw = bytes(_BYTE_OF[ch] for ch in piece)
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def _resolve(name_or_path: str | os.PathLike | None) -> tuple[str, str]:

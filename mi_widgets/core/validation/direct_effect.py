@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import check_model
 from ..interventions.ablation import AblationResult
 from ..interventions.batching import _groups, _progress
 from ..interventions.checks import _check_lm, _check_prompts, _tokens
@@ -38,6 +39,7 @@ def direct_effect(
     to the logits (its direct effect). Unlike a plain ablation this cannot be undone by a backup
     head that notices the ablation. Returns an ``AblationResult`` whose ``kind`` says
     ``"<kind>, later heads frozen"``."""
+    check_model(model)
     _check_lm(model)
     _check_local(model, "direct_effect")
     prompt_l = _check_prompts(prompts, "prompts")

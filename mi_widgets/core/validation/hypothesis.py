@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from ..interventions.ablation import ablate
 from ..interventions.batching import _groups, _progress
 from ..interventions.checks import _check_lm, _check_prompts, _tokens
@@ -472,6 +473,7 @@ def validate(
         raise ValueError(
             "give the model: validate(hypothesis, model) or Hypothesis(..., model=model)"
         )
+    check_model(model)
     _check_lm(model)
     u = _parse_unit(model, hypothesis.unit)
     head_only = [n for n, part in (("attention", hypothesis.attention),
