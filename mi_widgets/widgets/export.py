@@ -136,7 +136,7 @@ class _Page:
             js = script_text(bundle(stem, "iife").read_text(encoding="utf-8"))
             self.bundles.add(stem)
         self.views[stem] = self.views.get(stem, 0) + 1
-        return f"<div class=\"mw-nb-out mw-view\">{static_view_html(stem, state, fallback, js)}</div>"
+        return f"<div class=\"mw-nb-out mw-nb-view\">{static_view_html(stem, state, fallback, js)}</div>"
 
     def output(self, out: dict) -> str:
         meta = out.get("metadata") or {}
