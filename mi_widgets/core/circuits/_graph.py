@@ -121,21 +121,28 @@ class _SplitQKV(torch.autograd.Function):
         xc = x - mu
         rstd = torch.rsqrt((xc * xc).mean(-1, keepdim=True) + eps)
         n = xc * rstd
-        ctx.save_for_backward(n, rstd, w, W)
+        ctx.save_for_backward(n, rstd, W * w[:, None])
         ctx.n_heads, ctx.cb = n_heads, cb
         return (n * w + b) @ W + bias
 
     @staticmethod
     def backward(ctx, dout):  # type: ignore[override]
-        n, rstd, w, W = ctx.saved_tensors
+        # LayerNorm backward per receiver r, with G_r = (dout_r @ W_r^T) * w:
+        #   dx_r = rstd * (G_r - mean_d(G_r) - n * mean_d(G_r * n))
+        # both means come from small contractions (no extra pass over the [3H, B, T, d] tensor)
+        n, rstd, Ww = ctx.saved_tensors
         B, T, _ = dout.shape
-        d, H = W.shape[0], ctx.n_heads
+        d, H = Ww.shape[0], ctx.n_heads
         dh = d // H
-        G = torch.einsum("btkhe,dkhe->hkbtd", dout.view(B, T, 3, H, dh), W.view(d, 3, H, dh))
-        G = G.reshape(3 * H, B, T, d) * w
-        gx = (G - G.mean(-1, keepdim=True) - n * (G * n).mean(-1, keepdim=True)) * rstd
-        ctx.cb(gx)
-        return gx.sum(0), None, None, None, None, None, None, None
+        do = dout.view(B, T, 3, H, dh)
+        G = torch.einsum("btkhe,dkhe->hkbtd", do, Ww.view(d, 3, H, dh)).reshape(3 * H, B, T, d)
+        a = torch.einsum("btkhe,khe->hkbt", do, Ww.sum(0).view(3, H, dh)).reshape(3 * H, B, T, 1)
+        nb = (do * (n @ Ww).view(B, T, 3, H, dh)).sum(-1).permute(3, 2, 0, 1).reshape(3 * H, B, T, 1)
+        G.sub_(a / d)
+        G.addcmul_(n, nb, value=-1.0 / d)
+        G.mul_(rstd)
+        ctx.cb(G)
+        return G.sum(0), None, None, None, None, None, None, None
 
 
 class _Tap(torch.autograd.Function):
@@ -169,6 +176,7 @@ class Net:
         self.d = int(cfg.n_embd)
         self.dh = self.d // self.H
         self.graph = build_graph(self.L, self.H)
+        self._future: dict = {}
         self.wte = tr.wte.weight.detach()
         self.wpe = tr.wpe.weight.detach()
         self.blocks = []
@@ -213,8 +221,10 @@ class Net:
         """q, k, v ``[B, H, T, dh]`` -> z ``[B, H, T, dh]`` (causal softmax attention)."""
         T = q.shape[-2]
         s = (q @ k.transpose(-1, -2)) * scale
-        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        s = s.masked_fill(~causal, torch.finfo(s.dtype).min)
+        key = (T, q.device)
+        if key not in self._future:
+            self._future[key] = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+        s = s.masked_fill(self._future[key], torch.finfo(s.dtype).min)
         return torch.softmax(s, dim=-1) @ v
 
     def _mlp(self, blk, x):
@@ -245,7 +255,8 @@ class Net:
         H, dh = self.H, self.dh
         S = self.graph.n_senders
         keep = record or mask is not None
-        outs = embeds.new_empty(B, S, T, d) if keep else None
+        # [B, S, T, d] view of sender-major storage: .transpose(0, 1) is contiguous
+        outs = embeds.new_empty(S, B, T, d).transpose(0, 1) if keep else None
         if mask is not None:
             assert corrupt is not None and mask.shape == (B, S, self.graph.n_receivers)
             mask = mask.to(embeds.dtype)

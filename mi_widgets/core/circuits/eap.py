@@ -66,7 +66,8 @@ def _eap_scores(task: Task, steps: int, progress: bool) -> torch.Tensor:
             x_emb = net.embed(xids)
             c_emb = net.embed(cids)
             lx, outs = net.run(x_emb, record=True)
-            delta = outs.transpose(0, 1).contiguous()  # type: ignore[union-attr]
+            delta = outs.transpose(0, 1)  # type: ignore[union-attr]  (sender-major storage: no copy)
+            assert delta.is_contiguous()
             del outs
             clean_l = None
             # the clean run (alpha = 1) first: it turns delta into corrupt - clean outputs
