@@ -5,6 +5,9 @@ See docs/widget_protocol.md for the contract with the browser.
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import html
 import json
 import math
@@ -363,9 +366,13 @@ class MIWidget(anywidget.AnyWidget):
         budget = self._static_budget["export"] if budget is None else budget
         return wire.to_static({**self.state(), **self._static_extra(budget), "static": True})
 
-    def html_fragment(self, budget: int | None = None) -> str:
-        """The static view as an HTML fragment (a div, the state as JSON, the bundle inline)."""
+    def html_fragment(self, budget: int | None = None, *, compressed: bool = False) -> str:
+        """The static view as an HTML fragment (a div, the state as JSON, the bundle inline).
+        ``compressed``: the bundle gzipped (base64), unpacked by the browser, and not at all
+        when the page already has it (the copy kept in a notebook's outputs)."""
         state = self.static_state(budget)
+        if compressed:
+            return static_view_html(self._stem, state, self._fallback_text(), gz_b64=_gzipped_bundle(self._stem))
         js = script_text(bundle(self._stem, "iife").read_text(encoding="utf-8"))
         return static_view_html(self._stem, state, self._fallback_text(), js)
 
@@ -392,7 +399,7 @@ class MIWidget(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle_ = super()._repr_mimebundle_(**kwargs)
         try:
-            html_page = self.html_fragment(self._static_budget["repr"])
+            html_page = self.html_fragment(self._static_budget["repr"], compressed=True)
         except FileNotFoundError:
             return bundle_
         self._publish_saved_view()
@@ -445,11 +452,26 @@ def script_text(js: str) -> str:
     return js.replace("</script", "<\\/script")
 
 
-def static_view_html(stem: str, state: dict, fallback: str, js: str = "") -> str:
-    """A static view: a div, its state as JSON, the bundle ``js`` (may be ``""`` when the page
-    already defines ``MIWidgets.<stem>``) and the call that renders it."""
+def _gzipped_bundle(stem: str) -> str:
+    """The IIFE bundle of ``stem``, gzipped and base64-encoded (cached per file version)."""
+    path = bundle(stem, "iife")
+    return _gzip_b64(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _gzip_b64(path: str, _mtime: int) -> str:
+    return base64.b64encode(gzip.compress(Path(path).read_bytes(), 9, mtime=0)).decode("ascii")
+
+
+def static_view_html(stem: str, state: dict, fallback: str, js: str = "", *, gz_b64: str = "") -> str:
+    """A static view: a div, its state as JSON, the bundle (``js`` inline, or ``gz_b64``: gzipped
+    and base64-encoded, unpacked with the browser's DecompressionStream unless the page already
+    defines ``MIWidgets.<stem>``; neither when the page already holds it) and the call that
+    renders it."""
     uid = f"mw-{uuid.uuid4().hex[:12]}"
     bundle_tag = f"<script>{js}</script>\n" if js else ""
+    if gz_b64:
+        bundle_tag = f"<script type=\"application/gzip;base64\" id=\"{uid}-js\">{gz_b64}</script>\n"
     return (
         f"<div id=\"{uid}\" class=\"mw-static-root\"><pre class=\"mw-fallback\">{html.escape(fallback)}</pre></div>\n"
         f"<script type=\"application/json\" id=\"{uid}-state\">{script_json(state)}</script>\n"
@@ -457,9 +479,16 @@ def static_view_html(stem: str, state: dict, fallback: str, js: str = "") -> str
         "<script>(function(){"
         f"var el=document.getElementById('{uid}');"
         f"var st=JSON.parse(document.getElementById('{uid}-state').textContent);"
-        f"var w=globalThis.MIWidgets&&globalThis.MIWidgets['{stem}'];"
-        "if(!w)return;el.textContent='';"
-        "w.render({model:w.staticModel(st),el:el});"
+        "function run(w){el.textContent='';w.render({model:w.staticModel(st),el:el});}"
+        f"function get(){{return globalThis.MIWidgets&&globalThis.MIWidgets['{stem}'];}}"
+        "var w=get();if(w)return run(w);"
+        f"var z=document.getElementById('{uid}-js');"
+        "if(!z||typeof DecompressionStream==='undefined')return;"
+        "var s=atob(z.textContent),b=new Uint8Array(s.length);for(var i=0;i<s.length;i++)b[i]=s.charCodeAt(i);"
+        "new Response(new Blob([b]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(src){"
+        "if(!get()){var t=document.createElement('script');t.textContent=src;document.head.appendChild(t);}"
+        "var w=get();if(w)run(w);"
+        "}).catch(function(e){console.error('mi_widgets: static view',e)});"
         "})();</script>\n"
     )
 

@@ -141,7 +141,12 @@ def test_without_saved_state_each_view_shows_once(executed, page):
     out = nbconvert_cli(path)
     _, errors = open_offline(page, out)
     page.locator(".mw-patching-grid .mw-cell").first.wait_for(state="attached")
+    page.locator(".mw-token-activations").nth(1).locator(".mw-token").first.wait_for(state="attached")
     page.wait_for_timeout(300)
+    # each copy carries its bundle gzipped; the page unpacks it once per view kind
+    assert page.evaluate("() => Object.keys(globalThis.MIWidgets).sort()") == ["patching_grid", "token_activations"]
+    assert page.locator("script:not([type])").evaluate_all(
+        "ss => ss.filter(s => s.textContent.includes('MIWidgets.token_activations=')).length") == 1
     assert page.locator(".mw-token-activations").count() == 2
     assert page.locator(".mw-patching-grid").count() == 1
     assert page.locator(".mw-saved-view").count() == 3
