@@ -57,3 +57,24 @@ def test_click_a_token_highlights_its_column_in_the_lens_and_the_grid(nb):
     assert nb.wait_py("toks.selected_token", 5) == 5
     expect(grid.locator('.mw-cell.mw-linked[data-col="5"]')).to_have_count(2)
     expect(toks.locator('.mw-token[data-index="5"]')).to_have_class(re.compile("mw-selected"))
+
+
+def test_code_toggle_and_predict_then_reveal(nb):
+    lens = nb.cell(1).locator(".jp-OutputArea .mw-logit-lens").first
+    grid = nb.cell(2).locator(".jp-OutputArea .mw-patching-grid").first
+    # show the code: the toggle fetches w.code() and shows it as text
+    lens.locator(".mw-code-toggle").click()
+    code = lens.locator("pre.mw-code")
+    expect(code).to_be_visible()
+    expect(code).to_contain_text("with torch.no_grad(), nn.trace(ids):")
+    assert code.text_content() == nb.py_json("lens.code()")
+    # predict, then reveal: a question hides the colours; the clicked cell is the guess
+    nb.py('grid.predict = "Which cell carries the fact?"')
+    expect(grid.locator(".mw-predict")).to_contain_text("Which cell carries the fact?")
+    assert grid.evaluate("el => Array.from(el.querySelectorAll('.mw-cell')).every(c => !c.style.background)")
+    grid.locator('.mw-cell[data-row="1"][data-col="5"]').click()
+    assert nb.wait_py("len(grid.guesses)", 1) == 1
+    assert nb.py_json("[grid.guesses[0]['layer'], grid.guesses[0]['position']]") == [1, 5]
+    expect(grid.locator(".mw-cell.mw-guess")).to_have_count(1)
+    expect(grid.locator(".mw-predict")).to_contain_text("Your guess: layer 1, position 5")
+    assert grid.evaluate("el => Array.from(el.querySelectorAll('.mw-cell')).some(c => !!c.style.background)")
