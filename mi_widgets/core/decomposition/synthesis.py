@@ -110,7 +110,12 @@ def _objective(model: Model, dictionary: Any, feature: int | None, site: str | N
     if dictionary is not None:
         if feature is None:
             raise ValueError(f"give feature= an index in 0..{dictionary.d_sae - 1} of the dictionary")
-        check_index(feature, dictionary.d_sae, "feature")
+        try:
+            check_index(feature, dictionary.d_sae, "feature")
+        except ValueError:
+            raise ValueError(
+                f"give feature= an index in 0..{dictionary.d_sae - 1} of the dictionary, got {feature!r}"
+            ) from None
         if getattr(dictionary, "layers", None) and len(dictionary.layers) > 1:
             raise ValueError("feature synthesis takes a single-site dictionary, not a crosscoder")
         site, layer = dictionary.site, dictionary.layer
