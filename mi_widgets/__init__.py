@@ -117,6 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.circuit_graph import CircuitGraph
     from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.hypothesis_card import HypothesisCard
+    from .widgets.link import Link, link
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
     from .widgets.patchscope import Patchscope
@@ -128,6 +129,8 @@ _WIDGETS = {
     "TokenActivations": "token_activations",
     "CircuitGraph": "circuit_graph",
     "HypothesisCard": "hypothesis_card",
+    "Link": "link",
+    "link": "link",
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
     "LogitLens": "logit_lens",
@@ -208,6 +211,8 @@ __all__ = [
     "kl_to_clean",
     "LensResult",
     "LinearDictionary",
+    "Link",
+    "link",
     "LMScorer",
     "load",
     "load_sae",
