@@ -499,7 +499,8 @@ def static_view_html(stem: str, state: dict, fallback: str, js: str = "", *, gz_
 # data, imports the model's ES module (``_esm``) from a blob: URL (no network) and renders it
 # over a plain-object model. It hides itself again if a widget manager renders the live view.
 _SAVED_VIEW_JS = r"""(function(){
-var el=document.getElementById(UID),mid=MID,extra=JSON.parse(document.getElementById(UID+'-extra').textContent);
+var el=document.getElementById(UID),mid=MID,ex=document.getElementById(UID+'-extra');
+if(!el||!ex)return;var extra=JSON.parse(ex.textContent);
 function mdl(st){var ls={};function emit(e,a,b){(ls[e]||[]).slice().forEach(function(f){try{f(a,b)}catch(x){console.error(x)}})}
 var m={get:function(k){return st[k]},set:function(k,v){var o=st[k];st[k]=v;if(o!==v){emit('change:'+k,m,v);emit('change',m)}},
 on:function(e,f){e.split(/\s+/).forEach(function(n){if(n)(ls[n]=ls[n]||[]).push(f)})},
