@@ -117,6 +117,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.circuit_graph import CircuitGraph
     from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.hypothesis_card import HypothesisCard
+    from .widgets.export import export_html
     from .widgets.link import Link, link
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
@@ -130,6 +131,7 @@ _WIDGETS = {
     "CircuitGraph": "circuit_graph",
     "HypothesisCard": "hypothesis_card",
     "Link": "link",
+    "export_html": "export",
     "link": "link",
     "PatchingGrid": "patching_grid",
     "ProbeAccuracy": "probe_accuracy",
@@ -194,6 +196,7 @@ __all__ = [
     "evaluate",
     "explain",
     "Explanation",
+    "export_html",
     "feature_pass",
     "FeatureDashboard",
     "FeatureData",
