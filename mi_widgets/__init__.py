@@ -115,9 +115,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.attention_patterns import AttentionPatterns
     from .widgets.attribution import TokenSaliency
     from .widgets.circuit_graph import CircuitGraph
+    from .widgets.export import export_html
     from .widgets.feature_dashboard import FeatureDashboard
     from .widgets.hypothesis_card import HypothesisCard
-    from .widgets.export import export_html
     from .widgets.link import Link, link
     from .widgets.logit_lens import LogitLens
     from .widgets.patching_grid import PatchingGrid
