@@ -38,7 +38,7 @@ def test_core_is_grouped_by_the_field():
     for room in ROOMS:
         assert (CORE / room / "__init__.py").exists(), room
     flat = sorted(p.name for p in CORE.glob("*.py"))
-    assert flat == ["__init__.py", "_views.py", "metrics.py"], flat
+    assert flat == ["__init__.py", "_checks.py", "_views.py", "metrics.py"], flat
 
 
 def test_no_core_module_imports_a_widget_or_a_view_library_even_lazily():
