@@ -84,13 +84,17 @@ def gen_bench_patching() -> str:
         return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
 
     diff = max(float(x.split()[-1]) for r in rows for x in r["max abs diff vs ours"].split(","))
+    parts = [f"{span('ours / (a)')}× the time of batched hooks with last-position logits"]
+    if span("ours / TL classic") != "—":
+        parts.append(f"{span('ours / TL classic')}× that of TransformerLens' `HookedTransformer`")
+    if span("ours / TL Bridge") != "—":
+        parts.append(f"{span('ours / TL Bridge')}× that of its `TransformerBridge`")
+    parts.append(f"{span('ours / (c)')}× the causal limit")
     return (
-        f"Exact grids match hand-written hooks and TransformerLens to {diff:.0e} (tested at 1e-4). "
-        f"On a gpt2-small shape on CPU (full 12-layer grid, P = {' and '.join(ps)} tokens) a grid "
-        f"takes {span('ours / (a)')}× the time of batched hooks with last-position logits, "
-        f"{span('ours / TL classic')}× that of TransformerLens' `HookedTransformer` and "
-        f"{span('ours / TL Bridge')}× that of its `TransformerBridge`, and {span('ours / (c)')}× the "
-        "causal limit (medians; `benchmarks/RESULTS.md`, which records the machine's load)."
+        f"Exact grids match hand-written hooks to {diff:.0e} (tested at 1e-4). On a gpt2-small "
+        f"shape on CPU (full 12-layer grid, P = {' and '.join(ps)} tokens) a grid takes "
+        + ", ".join(parts[:-1]) + f" and {parts[-1]} (medians; `benchmarks/RESULTS.md`, which "
+        "records the machine's load)."
     )
 
 
