@@ -301,7 +301,7 @@ def test_a_failing_attention_pass_does_not_break_the_static_copy():
 
     w = CircuitGraph(make_circuit(model=Broken(), task=PROMPT), selected_node="a0.h0")
     assert w.can_attend
-    with pytest.raises(AttributeError):  # the live request says why
+    with pytest.raises(TypeError, match="must be a mi_widgets Model"):  # the live request says why
         w.request("node", {"node": "a0.h0"})
     assert w._static_extra(32) == {"node_cache": {}}
     assert "circuit_graph" in w.html_fragment(32)
