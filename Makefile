@@ -12,7 +12,7 @@ JUPYTER_PORT ?= 8888
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: demo test env build js-deps chromium test-js test-py lint model wheel bench clean
+.PHONY: demo test env build js-deps chromium test-js test-py lint model wheel bench docs clean
 
 ## demo: environment + JS build, then JupyterLab on the tour notebook
 demo: env
@@ -54,7 +54,7 @@ test-js: js-deps
 	cd js && npm run typecheck && npm test
 
 lint: env
-	$(VENV)/bin/ruff check mi_widgets tests benchmarks
+	$(VENV)/bin/ruff check mi_widgets tests benchmarks scripts
 
 test-py: env chromium
 	$(MAKE) lint
@@ -74,6 +74,11 @@ wheel: build
 
 bench: env
 	$(PY) benchmarks/run.py
+	$(PY) scripts/gen_docs.py
+
+## docs: rewrite the measured figures in README.md and docs/*.md from benchmarks/RESULTS.md and the zoo's records
+docs: env
+	$(PY) scripts/gen_docs.py
 
 clean:
 	rm -rf $(VENV) js/node_modules mi_widgets/static dist build
