@@ -353,6 +353,10 @@ REFUSED = {
     "synthesize": lambda m: mw.synthesize(m, site="mlp_post", layer=1, unit=0),
     "interchange(kind='das')": lambda m: mw.interchange(m, SENT, layers=[1], kind="das", progress=False),
     "generate_trace": lambda m: mw.generate_trace(m, CLEAN),
+    "logit_effects": lambda m: mw.logit_effects(m, mw.SAE(m.d_model, 8, site="resid_post", layer=1), 0),
+    "train_tuned_lens": lambda m: mw.train_tuned_lens(m, steps=1, progress=False),
+    "evaluate": lambda m: mw.evaluate(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, ["The Eiffel Tower is in Paris"]),
+    "spliced_accuracy": lambda m: mw.spliced_accuracy(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, [CLEAN], [" Paris"]),
 }
 
 

@@ -47,6 +47,7 @@ import torch
 from .._checks import check_finite, check_model, check_positive_int
 from .._views import DisplaysAsView
 from ..model import Model, _get
+from ..model.remote import require_local
 
 #: Sites a dictionary can read (one vector per token).
 FEATURE_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
@@ -714,6 +715,7 @@ def logit_effects(model: Model, sae: Any, feature: int, k: int = 10) -> tuple[li
     """Top ``k`` positive and negative entries of ``W_dec[feature] @ W_U`` (see the module
     docstring for how the final norm is treated): lists of ``{token, id, value}``."""
     check_model(model)
+    require_local(model, "logit_effects", "it reads the unembedding weights here; load the model without remote to see a feature's logit effects")
     check_dictionary(model, sae)
     _check_feature(sae, feature)
     check_positive_int(k, "k")

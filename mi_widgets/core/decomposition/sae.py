@@ -55,6 +55,7 @@ from .._checks import (
 )
 from .._views import view
 from ..model import Model
+from ..model.remote import require_local
 from .activation_store import STORE_SITES, ActivationStore, special_ids, tokenize_batch
 
 KINDS = ("relu", "topk", "jumprelu")
@@ -751,6 +752,7 @@ def evaluate(
     ``splice`` (not for crosscoders) the model is also run three times per batch (clean, spliced,
     zero-ablated) to measure the cross-entropy loss recovered."""
     check_model(model)
+    require_local(model, "evaluate", "it splices the dictionary into the forward with local hooks; use encode_texts on the remote model for L0 and reconstruction")
     check_dictionary_width(dictionary, model)
     if texts is not None:
         check_str_list(texts, "texts")
@@ -1126,6 +1128,7 @@ def spliced_accuracy(dictionary: SAE, model: Model, prompts: list[str], answers:
     with the dictionary spliced in (``mode="splice"``), its site zero-ablated (``"zero"``) or
     clean (``"clean"``). Prompts of one token length share a trace; only the argmax leaves it."""
     check_model(model)
+    require_local(model, "spliced_accuracy", "it splices the dictionary into the forward with local hooks; load the model without remote")
     check_dictionary_width(dictionary, model)
     check_str_list(prompts, "prompts")
     check_str_list(answers, "answers")

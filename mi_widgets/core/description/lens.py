@@ -26,7 +26,7 @@ import torch
 from .._checks import check_model
 from .._views import DisplaysAsView
 from ..model import Model, _get
-from ..model.remote import server_module
+from ..model.remote import require_local, server_module
 
 LENS_SITES = ("resid_mid", "resid_post")
 
@@ -625,6 +625,7 @@ def train_tuned_lens(
     (its parameters are only read, detached). ``callback(step, loss)`` is called after every step.
     """
     check_model(model)
+    require_local(model, "train_tuned_lens", "training needs gradients through local weights; train the lens on a local copy and use it with tuned_lens")
     _check_lens_model(model)
     lens = TunedLens.identity(model, sites)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
