@@ -88,22 +88,14 @@ def test_default_source_is_the_embedded_corpus(tiny):
     assert sum(len(b) for b in store) == 256
 
 
-def _dev_dependency_or_skip(module: str):
-    """Import ``module``; when it is missing, skip only if pyproject's [dev] extra does not declare
-    it yet (then the skip says so), and fail once it is declared: a dev environment must have it."""
+def _dev_dependency(module: str):
+    """Import ``module``, a declared [dev] dependency: a dev environment without it fails (never skips)."""
     import importlib
-    from pathlib import Path
-
-    import tomllib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        dev = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-        declared = any(d.replace("_", "-").startswith(module.replace("_", "-")) for d in dev["project"]["optional-dependencies"].get("dev", []))
-        if declared:
-            pytest.fail(f"{module} is a [dev] dependency but is not installed")
-        pytest.skip(f"{module} is not installed and not yet declared in pyproject's [dev] extra")
+        pytest.fail(f"{module} is a [dev] dependency (pyproject.toml) but is not installed: pip install -e '.[dev]'")
 
 
 class _ColumnTable:
@@ -124,7 +116,7 @@ class _ColumnTable:
 def test_a_dataset_is_read_by_column(tiny, source):
     cols = {"body": TEXTS[:10], "id": list(range(10))}
     if source == "datasets":
-        ds = _dev_dependency_or_skip("datasets").Dataset.from_dict(cols)
+        ds = _dev_dependency("datasets").Dataset.from_dict(cols)
     else:
         ds = _ColumnTable(cols)
     a = torch.cat(list(ActivationStore(tiny, "resid_pre", 1, ds, column="body", batch_size=16, buffer_tokens=200, seed=1, progress=False)))
