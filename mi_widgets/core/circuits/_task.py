@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from ..interventions.batching import _groups, _progress
 from ..interventions.checks import _validate_pairs
 from ..metrics import Metric
@@ -19,6 +20,7 @@ _CHUNK_BYTES = 256 * 2**20
 
 
 def _check_model(model: Any, what: str) -> None:
+    check_model(model)
     if isinstance(model, Model) and model.remote:
         raise ValueError(f"{what} runs local models only (it recomputes the blocks from their weights)")
     if isinstance(model, Model) and model.family != "gpt2":
