@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._checks import check_model
 from ..metrics import Metric, as_metric
 from ..model import Model
 from .engine import _RESID_MID_WRITABLE
@@ -39,10 +40,7 @@ def _check_prompts(x: Any, what: str) -> list[str]:
 
 
 def _check_lm(model: Model) -> None:
-    if not isinstance(model, Model):
-        raise ValueError(
-            f"model must be a mi_widgets Model (mw.load or mw.wrap), got {type(model).__name__}"
-        )
+    check_model(model)
     if not model.causal or model.arch.unembed is None:
         raise ValueError(
             f"{model.name} ({model.family}) is not a causal language model with an unembedding; "
