@@ -183,8 +183,12 @@ def bundle(stem: str, kind: str = "esm") -> Path:
     return path
 
 
-class MIWidget(anywidget.AnyWidget):
-    """Base class: dispatches ``mw-request`` messages to ``@request_handler`` methods."""
+from .palette import HasPalette  # noqa: E402 - beside its one use: every view's `palette` trait
+
+
+class MIWidget(HasPalette, anywidget.AnyWidget):
+    """Base class: dispatches ``mw-request`` messages to ``@request_handler`` methods; every view
+    has a ``palette`` trait (widgets/palette.py)."""
 
     _stem: str = ""
     #: traits that are not part of the view's state (never exported to static HTML)
