@@ -12,39 +12,10 @@ def _family_model(family: str, vocab: int) -> torch.nn.Module:
 
     torch.manual_seed(0)
     common = {"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
-    if family == "gpt2":
-        cfg = tf.GPT2Config(n_positions=128, n_embd=32, n_layer=3, n_head=4, **common)
-        model = tf.GPT2LMHeadModel(cfg)
-    elif family == "llama":
-        cfg = tf.LlamaConfig(
-            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=64, max_position_embeddings=128, **common,
-        )
-        model = tf.LlamaForCausalLM(cfg)
-    elif family == "neox":
-        cfg = tf.GPTNeoXConfig(
-            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=128, **common,
-        )
-        model = tf.GPTNeoXForCausalLM(cfg)
-    elif family == "neox_sequential":
-        cfg = tf.GPTNeoXConfig(
-            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=128, use_parallel_residual=False, **common,
-        )
-        model = tf.GPTNeoXForCausalLM(cfg)
-    elif family == "bert":
-        cfg = tf.BertConfig(
-            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=128, **common,
-        )
-        model = tf.BertModel(cfg)
-    elif family in _MORE:
-        cls, cfg_cls, kw = _MORE[family]
-        cfg = getattr(tf, cfg_cls)(**{**kw, **common})
-        model = getattr(tf, cls)(cfg)
-    else:  # pragma: no cover
+    if family not in _CONFIGS:  # pragma: no cover
         raise ValueError(family)
+    cls, cfg_cls, kw = _CONFIGS[family]
+    model = getattr(tf, cls)(getattr(tf, cfg_cls)(**{**kw, **common}))
     model.config._attn_implementation = "eager"
     # Non-zero biases so that bias handling is exercised.
     with torch.no_grad():
@@ -60,7 +31,13 @@ FAMILIES = ["gpt2", "llama", "neox", "neox_sequential", "bert"]
 # 3 layers, GQA/MQA, partial rotary, ALiBi, projection dims, soft-capping where the family has them.
 _D = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "max_position_embeddings": 128}
 _LL = {**_D, "intermediate_size": 64, "num_key_value_heads": 2, "initializer_range": 0.1}
-_MORE: dict[str, tuple[str, str, dict]] = {
+_CONFIGS: dict[str, tuple[str, str, dict]] = {  # family: (model class, config class, config)
+    "gpt2": ("GPT2LMHeadModel", "GPT2Config", {"n_positions": 128, "n_embd": 32, "n_layer": 3, "n_head": 4}),
+    "llama": ("LlamaForCausalLM", "LlamaConfig", {**_D, "intermediate_size": 64, "num_key_value_heads": 2}),
+    "neox": ("GPTNeoXForCausalLM", "GPTNeoXConfig", {**_D, "intermediate_size": 64}),
+    "neox_sequential": ("GPTNeoXForCausalLM", "GPTNeoXConfig", {**_D, "intermediate_size": 64,
+                                                                "use_parallel_residual": False}),
+    "bert": ("BertModel", "BertConfig", {**_D, "intermediate_size": 64}),
     "gptj": ("GPTJForCausalLM", "GPTJConfig", {"n_embd": 32, "n_layer": 3, "n_head": 4, "rotary_dim": 4,
                                                 "n_positions": 128, "initializer_range": 0.1}),
     "opt": ("OPTForCausalLM", "OPTConfig", {**_D, "ffn_dim": 64, "word_embed_proj_dim": 32, "init_std": 0.1}),
@@ -104,4 +81,4 @@ _MORE: dict[str, tuple[str, str, dict]] = {
                                                             "shared_expert_intermediate_size": 16}),
     "roberta": ("RobertaModel", "RobertaConfig", {**_D, "intermediate_size": 64, "initializer_range": 0.1}),
 }
-ALL_FAMILIES = ["gpt2", "llama", "neox", "neox_sequential", "bert", *_MORE]
+ALL_FAMILIES = list(_CONFIGS)

@@ -106,207 +106,138 @@ class Arch:
 # --------------------------------------------------------------------------------------------
 
 
-def _gpt2(prefix: str) -> Arch:
-    return Arch(
-        family="gpt2",
-        layers=f"{prefix}h",
-        embed=f"{prefix}wte",
-        final_norm=f"{prefix}ln_f",
-        unembed="lm_head",
-        o_proj="attn.c_proj",
-        o_proj_kind="conv1d",
-        mlp_down="mlp.c_proj",
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "head_out": _Read("attn.c_proj", "input", 1),
-            "attn_out": _Read("attn", "output", 2, 0),
-            "attn_pattern": _Read("attn", "output", 2, 1),
-            "resid_mid": _Read("ln_2", "input", 3),
-            "mlp_post": _Read("mlp.act", "output", 4),
-            "mlp_out": _Read("mlp", "output", 5),
-            "resid_post": _Read("", "output", 6),
-        },
-    )
-
-
-def _llama(prefix: str, family: str = "llama", moe: bool = False) -> Arch:
-    """Pre-norm sequential blocks with ``self_attn.o_proj`` and ``mlp.down_proj``: Llama, Mistral,
-    Qwen2/3, Gemma 1, OLMo 1, Phi-3 (fused qkv/gate_up), Mixtral and Qwen MoE (``moe``)."""
-    reads = {
-        "resid_pre": _Read("", "input", 0),
-        "head_out": _Read("self_attn.o_proj", "input", 1),
-        "attn_out": _Read("self_attn", "output", 2, 0),
-        "attn_pattern": _Read("self_attn", "output", 2, 1),
-        "resid_mid": _Read("post_attention_layernorm", "input", 3),
-        "mlp_post": _Read("mlp.down_proj", "input", 4),
-        "mlp_out": _Read("mlp", "output", 5),
-        "resid_post": _Read("", "output", 6),
+def _reads(*steps: str) -> dict[str, _Read]:
+    """A block's reads as data: ``steps`` in the block's execution order, each a space-separated
+    list of ``site=where`` read at that step (``where`` as in ``components['sites']``:
+    ``module.input``, ``module.output``, ``module.output.<i>``, or ``input`` / ``output`` of the
+    block itself); an empty step (a site the family does not have) keeps its place in the order."""
+    return {
+        site: _parse_where(site, where, order)
+        for order, step in enumerate(steps)
+        for site, where in (entry.split("=") for entry in step.split())
     }
-    if moe:
-        del reads["mlp_post"]
-    return Arch(
-        family=family,
-        layers=f"{prefix}layers",
-        embed=f"{prefix}embed_tokens",
-        final_norm=f"{prefix}norm",
-        unembed="lm_head",
-        o_proj="self_attn.o_proj",
-        o_proj_kind="linear",
-        mlp_down=None if moe else "mlp.down_proj",
-        reads=reads,
-        absent={"mlp_post": _MOE} if moe else {},
+
+
+def _standard_reads(attn: str, o_proj: str, mid: str, mlp_post: str, mlp_out: str = "mlp.output",
+                    resid_post: str = "output") -> dict[str, _Read]:
+    """The common block: resid_pre; the heads at the input of ``o_proj``; attention's output
+    (element 0) and pattern (element 1); resid_mid at ``mid``; the MLP neurons at ``mlp_post``;
+    ``mlp_out``; resid_post. ``mid`` / ``mlp_post`` are ``""`` where the family has no such site
+    (parallel residual / mixture of experts)."""
+    return _reads(
+        "resid_pre=input",
+        f"head_out={o_proj}.input",
+        f"attn_out={attn}.output.0 attn_pattern={attn}.output.1",
+        f"resid_mid={mid}" if mid else "",
+        f"mlp_post={mlp_post}" if mlp_post else "",
+        f"mlp_out={mlp_out}",
+        f"resid_post={resid_post}",
     )
 
 
-def _sandwich(prefix: str, family: str, pre_norms: bool) -> Arch:
-    """Blocks with a norm after each sublayer, before the residual add: Gemma 2/3 (``pre_norms``:
-    also a norm before each sublayer) and OLMo 2/3 (post-norms only)."""
-    return Arch(
-        family=family,
-        layers=f"{prefix}layers",
-        embed=f"{prefix}embed_tokens",
-        final_norm=f"{prefix}norm",
-        unembed="lm_head",
-        o_proj="self_attn.o_proj",
-        o_proj_kind="linear",
-        mlp_down="mlp.down_proj",
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "head_out": _Read("self_attn.o_proj", "input", 1),
-            "attn_pattern": _Read("self_attn", "output", 2, 1),
-            "attn_out": _Read("post_attention_layernorm", "output", 3),
-            "resid_mid": _Read("pre_feedforward_layernorm" if pre_norms else "mlp", "input", 4),
-            "mlp_post": _Read("mlp.down_proj", "input", 5),
-            "mlp_out": _Read("post_feedforward_layernorm", "output", 6),
-            "resid_post": _Read("", "output", 7),
-        },
-        notes={
-            "head_out": _POST_NORM_HEAD,
-            "mlp_post": "mlp_post is act(gate)*up; the down projection of it is the MLP output "
-            "before post_feedforward_layernorm, which then gives mlp_out",
-        },
-    )
-
-
-def _neox(prefix: str, parallel: bool, unembed: str = "lm_head") -> Arch:
-    reads = {
-        "resid_pre": _Read("", "input", 0),
-        "head_out": _Read("attention.dense", "input", 1),
-        "attn_out": _Read("attention", "output", 2, 0),
-        "attn_pattern": _Read("attention", "output", 2, 1),
-        "mlp_post": _Read("mlp.dense_4h_to_h", "input", 4),
-        "mlp_out": _Read("mlp", "output", 5),
-        "resid_post": _Read("", "output", 6),
-    }
-    if not parallel:
-        reads["resid_mid"] = _Read("post_attention_layernorm", "input", 3)
-    return Arch(
-        family="neox",
-        layers=f"{prefix}layers",
-        embed=f"{prefix}embed_in",
-        final_norm=f"{prefix}final_layer_norm",
-        unembed=unembed,  # transformers 5 calls it lm_head; older releases embed_out
-        o_proj="attention.dense",
-        o_proj_kind="linear",
-        mlp_down="mlp.dense_4h_to_h",
-        reads=reads,
-        absent={"resid_mid": _PARALLEL} if parallel else {},
-    )
-
-
-def _parallel(family: str, prefix: str, layers: str, embed: str, final_norm: str, attn: str, o_proj: str,
-              fc_out: str, mlp: str = "mlp", resid_item: int | None = None) -> Arch:
-    """Parallel-residual blocks: one norm (or two) feeding attention and MLP side by side, both
-    added to the stream with it: GPT-J, Phi-1/2, Falcon (parallel and new decoder architecture)."""
+def _decoder(family: str, prefix: str, layers: str, embed: str, final_norm: str, o_proj: str,
+             mlp_down: str | None, reads: dict[str, _Read], *, unembed: str = "lm_head",
+             o_proj_kind: Literal["conv1d", "linear"] = "linear", absent: dict[str, str] | None = None,
+             notes: dict[str, str] | None = None) -> Arch:
+    """A decoder whose ``layers``, ``embed`` and ``final_norm`` sit under ``prefix``."""
     return Arch(
         family=family,
         layers=f"{prefix}{layers}",
         embed=f"{prefix}{embed}",
         final_norm=f"{prefix}{final_norm}",
-        unembed="lm_head",
-        o_proj=f"{attn}.{o_proj}",
-        o_proj_kind="linear",
-        mlp_down=f"{mlp}.{fc_out}",
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "head_out": _Read(f"{attn}.{o_proj}", "input", 1),
-            "attn_out": _Read(attn, "output", 2, 0),
-            "attn_pattern": _Read(attn, "output", 2, 1),
-            "mlp_post": _Read(f"{mlp}.{fc_out}", "input", 4),
-            "mlp_out": _Read(mlp, "output", 5),
-            "resid_post": _Read("", "output", 6, resid_item),
-        },
-        absent={"resid_mid": _PARALLEL},
+        unembed=unembed,
+        o_proj=o_proj,
+        o_proj_kind=o_proj_kind,
+        mlp_down=mlp_down,
+        reads=reads,
+        absent=absent or {},
+        notes=notes or {},
     )
+
+
+def _gpt2(prefix: str) -> Arch:
+    reads = _standard_reads("attn", "attn.c_proj", "ln_2.input", "mlp.act.output")
+    return _decoder("gpt2", prefix, "h", "wte", "ln_f", "attn.c_proj", "mlp.c_proj", reads, o_proj_kind="conv1d")
+
+
+def _llama(prefix: str, family: str = "llama", moe: bool = False) -> Arch:
+    """Pre-norm sequential blocks with ``self_attn.o_proj`` and ``mlp.down_proj``: Llama, Mistral,
+    Qwen2/3, Gemma 1, OLMo 1, Phi-3 (fused qkv/gate_up), Mixtral and Qwen MoE (``moe``)."""
+    reads = _standard_reads("self_attn", "self_attn.o_proj", "post_attention_layernorm.input",
+                            "" if moe else "mlp.down_proj.input")
+    return _decoder(family, prefix, "layers", "embed_tokens", "norm", "self_attn.o_proj",
+                    None if moe else "mlp.down_proj", reads, absent={"mlp_post": _MOE} if moe else {})
+
+
+def _sandwich(prefix: str, family: str, pre_norms: bool) -> Arch:
+    """Blocks with a norm after each sublayer, before the residual add: Gemma 2/3 (``pre_norms``:
+    also a norm before each sublayer) and OLMo 2/3 (post-norms only)."""
+    reads = _reads(
+        "resid_pre=input",
+        "head_out=self_attn.o_proj.input",
+        "attn_pattern=self_attn.output.1",
+        "attn_out=post_attention_layernorm.output",
+        f"resid_mid={'pre_feedforward_layernorm' if pre_norms else 'mlp'}.input",
+        "mlp_post=mlp.down_proj.input",
+        "mlp_out=post_feedforward_layernorm.output",
+        "resid_post=output",
+    )
+    return _decoder(family, prefix, "layers", "embed_tokens", "norm", "self_attn.o_proj", "mlp.down_proj", reads,
+                    notes={
+                        "head_out": _POST_NORM_HEAD,
+                        "mlp_post": "mlp_post is act(gate)*up; the down projection of it is the MLP output "
+                        "before post_feedforward_layernorm, which then gives mlp_out",
+                    })
+
+
+def _neox(prefix: str, parallel: bool, unembed: str = "lm_head") -> Arch:
+    reads = _standard_reads("attention", "attention.dense", "" if parallel else "post_attention_layernorm.input",
+                            "mlp.dense_4h_to_h.input")
+    # transformers 5 calls the unembedding lm_head; older releases embed_out
+    return _decoder("neox", prefix, "layers", "embed_in", "final_layer_norm", "attention.dense", "mlp.dense_4h_to_h",
+                    reads, unembed=unembed, absent={"resid_mid": _PARALLEL} if parallel else {})
+
+
+def _parallel(family: str, prefix: str, layers: str, embed: str, final_norm: str, attn: str, o_proj: str,
+              fc_out: str, mlp: str = "mlp", resid_item: int | None = None, mid: str = "") -> Arch:
+    """Parallel-residual blocks: one norm (or two) feeding attention and MLP side by side, both
+    added to the stream with it: GPT-J, Phi-1/2, Falcon (parallel and new decoder architecture).
+    ``mid`` gives the same family's sequential variant its resid_mid (Falcon)."""
+    resid_post = "output" if resid_item is None else f"output.{resid_item}"
+    reads = _standard_reads(attn, f"{attn}.{o_proj}", mid, f"{mlp}.{fc_out}.input", f"{mlp}.output", resid_post)
+    return _decoder(family, prefix, layers, embed, final_norm, f"{attn}.{o_proj}", f"{mlp}.{fc_out}", reads,
+                    absent={} if mid else {"resid_mid": _PARALLEL})
 
 
 def _falcon(prefix: str, cfg: Any) -> Arch:
     parallel = bool(cfg.new_decoder_architecture or cfg.parallel_attn)
-    if parallel:
-        arch = _parallel("falcon", prefix, "h", "word_embeddings", "ln_f", "self_attention", "dense",
-                         "dense_4h_to_h", resid_item=0)
-        return arch
-    return Arch(
-        family="falcon",
-        layers=f"{prefix}h",
-        embed=f"{prefix}word_embeddings",
-        final_norm=f"{prefix}ln_f",
-        unembed="lm_head",
-        o_proj="self_attention.dense",
-        o_proj_kind="linear",
-        mlp_down="mlp.dense_4h_to_h",
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "head_out": _Read("self_attention.dense", "input", 1),
-            "attn_out": _Read("self_attention", "output", 2, 0),
-            "attn_pattern": _Read("self_attention", "output", 2, 1),
-            "resid_mid": _Read("post_attention_layernorm", "input", 3),
-            "mlp_post": _Read("mlp.dense_4h_to_h", "input", 4),
-            "mlp_out": _Read("mlp", "output", 5),
-            "resid_post": _Read("", "output", 6, 0),
-        },
-    )
+    return _parallel("falcon", prefix, "h", "word_embeddings", "ln_f", "self_attention", "dense", "dense_4h_to_h",
+                     resid_item=0, mid="" if parallel else "post_attention_layernorm.input")
 
 
 def _bloom(prefix: str, cfg: Any) -> Arch:
     # BLOOM's attention and MLP modules return their output *plus the residual*; what they add
     # to the stream is the output of their last projection (``dense``, ``dense_4h_to_h``).
-    return Arch(
-        family="bloom",
-        layers=f"{prefix}h",
-        embed=f"{prefix}word_embeddings",
-        final_norm=f"{prefix}ln_f",
-        unembed="lm_head",
-        o_proj="self_attention.dense",
-        o_proj_kind="linear",
-        mlp_down="mlp.dense_4h_to_h",
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "head_out": _Read("self_attention.dense", "input", 1),
-            "attn_out": _Read("self_attention.dense", "output", 2),
-            "attn_pattern": _Read("self_attention", "output", 3, 1),
-            "resid_mid": _Read("post_attention_layernorm", "input", 4),
-            "mlp_post": _Read("mlp.dense_4h_to_h", "input", 5),
-            "mlp_out": _Read("mlp.dense_4h_to_h", "output", 6),
-            "resid_post": _Read("", "output", 7, 0),
-        },
+    reads = _reads(
+        "resid_pre=input",
+        "head_out=self_attention.dense.input",
+        "attn_out=self_attention.dense.output",
+        "attn_pattern=self_attention.output.1",
+        "resid_mid=post_attention_layernorm.input",
+        "mlp_post=mlp.dense_4h_to_h.input",
+        "mlp_out=mlp.dense_4h_to_h.output",
+        "resid_post=output.0",
     )
+    return _decoder("bloom", prefix, "h", "word_embeddings", "ln_f", "self_attention.dense", "mlp.dense_4h_to_h",
+                    reads)
 
 
 def _opt(cfg: Any, names: set[str]) -> Arch:
     prefix = "model.decoder." if "model" in names else "decoder."
     pre_ln = bool(cfg.do_layer_norm_before)
-    reads = {
-        "resid_pre": _Read("", "input", 0),
-        "head_out": _Read("self_attn.out_proj", "input", 1),
-        "attn_out": _Read("self_attn", "output", 2, 0),
-        "attn_pattern": _Read("self_attn", "output", 2, 1),
-        # [B, T, ...] inside the MLP too: _prepare_model keeps OPT's layers from flattening tokens
-        "resid_mid": _Read("final_layer_norm", "input", 3) if pre_ln else _Read("self_attn_layer_norm", "output", 3),
-        "mlp_post": _Read("fc2", "input", 4),
-        "mlp_out": _Read("fc2", "output", 5),
-        "resid_post": _Read("", "output", 6),
-    }
+    # [B, T, ...] inside the MLP too: _prepare_model keeps OPT's layers from flattening tokens
+    mid = "final_layer_norm.input" if pre_ln else "self_attn_layer_norm.output"
+    reads = _standard_reads("self_attn", "self_attn.out_proj", mid, "fc2.input", "fc2.output")
     has_final_ln = pre_ln and not getattr(cfg, "_remove_final_layer_norm", False)
     has_proj = cfg.word_embed_proj_dim != cfg.hidden_size
     final = [f"{prefix}final_layer_norm"] * has_final_ln + [f"{prefix}project_out"] * has_proj
@@ -345,16 +276,16 @@ def _bert(prefix: str, has_lm_head: bool, family: str = "bert") -> Arch:
         o_proj_kind="linear",
         mlp_down="output.dense",
         causal=False,
-        reads={
-            "resid_pre": _Read("", "input", 0),
-            "attn_pattern": _Read("attention.self", "output", 1, 1),
-            "head_out": _Read("attention.output.dense", "input", 2),
-            "attn_out": _Read("attention.output.dense", "output", 3),
-            "resid_mid": _Read("attention.output", "output", 4),
-            "mlp_post": _Read("intermediate", "output", 5),
-            "mlp_out": _Read("output.dense", "output", 6),
-            "resid_post": _Read("", "output", 7),
-        },
+        reads=_reads(
+            "resid_pre=input",
+            "attn_pattern=attention.self.output.1",
+            "head_out=attention.output.dense.input",
+            "attn_out=attention.output.dense.output",
+            "resid_mid=attention.output.output",
+            "mlp_post=intermediate.output",
+            "mlp_out=output.dense.output",
+            "resid_post=output",
+        ),
         notes={
             "attn_out": "post-LN: attn_out is what attention adds to the stream before the LayerNorm; "
             "resid_mid = LayerNorm(resid_pre + attn_out)",
