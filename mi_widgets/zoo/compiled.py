@@ -484,52 +484,113 @@ def ioi_vocab() -> list[str]:
     return [EOT, UNK] + names + words
 
 
-def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
-    vocab = ioi_vocab()
-    V, N = len(vocab), len(IOI_NAMES)
-    L = Layout(
-        N_EMBD,
-        [
-            ("ref", 1), ("anchor", 1), ("tok", V), ("is_name", 1), ("not_name", 1), ("pos", POS_BLOCK),
-            ("dup", 1), ("inhib", N), ("answer", N), ("decoy", 8),
-        ],
-    )  # fmt: skip
-    w = _Weights(L, V, n_layer=3, decoy_seed=2)
-    tok, pos, inhib, ans = L.sl("tok"), L.sl("pos"), L.sl("inhib"), L.sl("answer")
-    names = slice(L.idx("tok", 2), L.idx("tok", 2) + N)  # the names' rows of the tok block
-    bos = L.idx("tok", 0)
-    eyeN = np.eye(N)
-    sq = math.sqrt(D_HEAD)
+class _IOI:
+    """What ``ioi`` and ``ioi_backup`` share: the vocabulary, the layout (``extra`` blocks go
+    before ``decoy``), the embeddings and the planted heads' reads and writes, as read at the
+    LayerNorm scale ``s`` of their layer."""
 
-    # Embeddings: anchor + one-hot token + exactly one of is_name / not_name; unit position code,
-    # with position 0 (always BOS) on its own marker direction.
-    w.wte[:, L.idx("anchor")] = ANCHOR
-    w.wte[:, tok] = np.eye(V)
-    w.wte[2 : 2 + N, L.idx("is_name")] = 1.0
-    w.wte[[0, 1] + list(range(2 + N, V)), L.idx("not_name")] = 1.0
-    w.wpe[:, pos] = _pos_codes(N_POSITIONS, marker_at_0=True)
-    s0 = _layer0_scale(w)
+    def __init__(self, n_layer: int, decoy_seed: int, extra: list[tuple[str, int]]):
+        self.vocab = vocab = ioi_vocab()
+        self.V, self.N = V, N = len(vocab), len(IOI_NAMES)
+        self.L = L = Layout(
+            N_EMBD,
+            [
+                ("ref", 1), ("anchor", 1), ("tok", V), ("is_name", 1), ("not_name", 1), ("pos", POS_BLOCK),
+                ("dup", 1), ("inhib", N), ("answer", N), *extra, ("decoy", 8),
+            ],
+        )  # fmt: skip
+        self.w = w = _Weights(L, V, n_layer=n_layer, decoy_seed=decoy_seed)
+        self.tok, self.pos, self.inhib, self.ans = L.sl("tok"), L.sl("pos"), L.sl("inhib"), L.sl("answer")
+        self.names = slice(L.idx("tok", 2), L.idx("tok", 2) + N)  # the names' rows of the tok block
+        self.bos = L.idx("tok", 0)
+        self.eyeN = np.eye(N)
+
+        # Embeddings: anchor + one-hot token + exactly one of is_name / not_name; unit position
+        # code, with position 0 (always BOS) on its own marker direction.
+        w.wte[:, L.idx("anchor")] = ANCHOR
+        w.wte[:, self.tok] = np.eye(V)
+        w.wte[2 : 2 + N, L.idx("is_name")] = 1.0
+        w.wte[[0, 1] + list(range(2 + N, V)), L.idx("not_name")] = 1.0
+        w.wpe[:, self.pos] = _pos_codes(N_POSITIONS, marker_at_0=True)
+        self.s0 = _layer0_scale(w)
+
+    def duplicate_token(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Head 0.1 (see ``_build_ioi``); its (q, k, qb)."""
+        w, L, N, names, eyeN, s0, sq = self.w, self.L, self.N, self.names, self.eyeN, self.s0, math.sqrt(D_HEAD)
+        q, k = w.zeros_read(), w.zeros_read()
+        m = math.sqrt(DUP_MATCH * sq) / s0
+        q[names, :N] = eyeN * m
+        k[names, :N] = eyeN * m
+        a = math.sqrt(DUP_SELF * sq) / s0
+        q[self.pos, N : N + 2 * N_FREQ] = -_pos_read() * a
+        k[self.pos, N : N + 2 * N_FREQ] = _pos_read() * a
+        k[self.bos, N + 2 * N_FREQ] = 1.0 / s0
+        qb = np.zeros(D_HEAD)
+        qb[N + 2 * N_FREQ] = DUP_BOS * sq
+        v = w.zeros_read()
+        v[L.idx("is_name"), 0] = 1.0 / s0
+        o = w.zeros_write()
+        o[0, L.idx("dup")] = 1.0
+        w.head(0, 1, q=q, k=k, v=v, o=o, qb=qb)
+        return q, k, qb
+
+    def s_inhibition(self, s1: float) -> tuple[np.ndarray, np.ndarray]:
+        """Head 1.2 (see ``_build_ioi``); its (k, qb)."""
+        w, N, sq = self.w, self.N, math.sqrt(D_HEAD)
+        k = w.zeros_read()
+        k[self.L.idx("dup"), 0] = 1.0 / s1
+        k[self.bos, 1] = 1.0 / s1
+        qb = np.zeros(D_HEAD)
+        qb[0], qb[1] = SIN_DUP * sq, SIN_BOS * sq
+        v = w.zeros_read()
+        v[self.names, :N] = self.eyeN / s1
+        o = w.zeros_write()
+        o[:N, self.inhib] = self.eyeN
+        w.head(1, 2, k=k, v=v, o=o, qb=qb)
+        return k, qb
+
+    def name_mover_qk(self, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The name mover's (q, k, qb) read at scale ``s``: NM_NAME * is_name(j) - NM_INHIB *
+        <inhib(i), name(j)>; column ``1 + N`` is left free."""
+        w, N, eyeN, sq = self.w, self.N, self.eyeN, math.sqrt(D_HEAD)
+        q, k = w.zeros_read(), w.zeros_read()
+        k[self.L.idx("is_name"), 0] = 1.0 / s
+        qb = np.zeros(D_HEAD)
+        qb[0] = NM_NAME * sq
+        m = math.sqrt(NM_INHIB * sq) / s
+        q[self.inhib, 1 : 1 + N] = -eyeN * m
+        k[self.names, 1 : 1 + N] = eyeN * m
+        return q, k, qb
+
+    def copy_name(self, s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(v, o) that copy the attended name (read at scale ``s``) into the answer block."""
+        v = self.w.zeros_read()
+        v[self.names, : self.N] = self.eyeN / s
+        o = self.w.zeros_write()
+        o[: self.N, self.ans] = self.eyeN
+        return v, o
+
+    def finish(self, xf: np.ndarray) -> tuple[dict[str, np.ndarray], Layout, list[str]]:
+        """Unembedding at the final scale of ``xf``: logit LOGIT_SCALE for the name in the answer
+        block, NON_ANSWER_LOGIT for non-names via the anchor."""
+        w, N, V, L = self.w, self.N, self.V, self.L
+        sf = _ln_scale(xf)
+        w.lm_head[2 : 2 + N, self.ans] = self.eyeN * LOGIT_SCALE / sf
+        non_names = [0, 1] + list(range(2 + N, V))
+        w.lm_head[non_names, L.idx("anchor")] = NON_ANSWER_LOGIT / (ANCHOR * sf)
+        return w.finish(), L, self.vocab
+
+
+def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
+    c = _IOI(n_layer=3, decoy_seed=2, extra=[])
+    w, L, tok, bos, s0 = c.w, c.L, c.tok, c.bos, c.s0
 
     # 0.1 duplicate-token head. Scores: DUP_MATCH * [same name] - DUP_SELF * D(i-j) + DUP_BOS * [j = BOS].
     # An earlier occurrence of the same name scores >= 55 - 0.32*40 = 42.2; BOS 30; any other
     # position <= 0.32*40 = 12.8; itself 55 - 40 = 15. So a repeated name attends to its first
     # occurrence and anything else attends to BOS. Value = is_name (0 at BOS): it writes a
     # "duplicate" flag of 1 exactly where the token is a name seen before.
-    q, k = w.zeros_read(), w.zeros_read()
-    m = math.sqrt(DUP_MATCH * sq) / s0
-    q[names, :N] = eyeN * m
-    k[names, :N] = eyeN * m
-    a = math.sqrt(DUP_SELF * sq) / s0
-    q[pos, N : N + 2 * N_FREQ] = -_pos_read() * a
-    k[pos, N : N + 2 * N_FREQ] = _pos_read() * a
-    k[bos, N + 2 * N_FREQ] = 1.0 / s0
-    qb = np.zeros(D_HEAD)
-    qb[N + 2 * N_FREQ] = DUP_BOS * sq
-    v = w.zeros_read()
-    v[L.idx("is_name"), 0] = 1.0 / s0
-    o = w.zeros_write()
-    o[0, L.idx("dup")] = 1.0
-    w.head(0, 1, q=q, k=k, v=v, o=o, qb=qb)
+    c.duplicate_token()
 
     w.bos_head(0, 0, bos, s0, write_const=None)
     w.self_head(0, 2, tok, s0)
@@ -541,16 +602,7 @@ def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
     # 1.2 S-inhibition head: constant query; key = the duplicate flag (SIN_DUP) or BOS (SIN_BOS).
     # From the second occurrence of S onwards it attends to that position and writes S's identity
     # into the inhib block (before it, it attends to BOS, whose value is 0).
-    k = w.zeros_read()
-    k[L.idx("dup"), 0] = 1.0 / s1
-    k[bos, 1] = 1.0 / s1
-    qb = np.zeros(D_HEAD)
-    qb[0], qb[1] = SIN_DUP * sq, SIN_BOS * sq
-    v = w.zeros_read()
-    v[names, :N] = eyeN / s1
-    o = w.zeros_write()
-    o[:N, inhib] = eyeN
-    w.head(1, 2, k=k, v=v, o=o, qb=qb)
+    c.s_inhibition(s1)
 
     w.uniform_head(1, 0, tok, s1)
     w.bos_head(1, 1, bos, s1, write_const=DECOY_WRITE)
@@ -563,17 +615,8 @@ def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
     # 2.3 name mover: score NM_NAME * is_name(j) - NM_INHIB * <inhib(i), name(j)>: every name
     # scores 20 except the inhibited one (-10); non-names 0. It copies the attended name into the
     # answer block, which lm_head reads.
-    q, k = w.zeros_read(), w.zeros_read()
-    k[L.idx("is_name"), 0] = 1.0 / s2
-    qb = np.zeros(D_HEAD)
-    qb[0] = NM_NAME * sq
-    m = math.sqrt(NM_INHIB * sq) / s2
-    q[inhib, 1 : 1 + N] = -eyeN * m
-    k[names, 1 : 1 + N] = eyeN * m
-    v = w.zeros_read()
-    v[names, :N] = eyeN / s2
-    o = w.zeros_write()
-    o[:N, ans] = eyeN
+    q, k, qb = c.name_mover_qk(s2)
+    v, o = c.copy_name(s2)
     w.head(2, 3, q=q, k=k, v=v, o=o, qb=qb)
 
     w.bos_head(2, 0, bos, s2, write_const=DECOY_WRITE)
@@ -582,11 +625,7 @@ def _build_ioi() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
 
     xf = x2.copy()
     xf[L.idx("answer", 1)] += 1.0
-    sf = _ln_scale(xf)
-    w.lm_head[2 : 2 + N, ans] = eyeN * LOGIT_SCALE / sf
-    non_names = [0, 1] + list(range(2 + N, V))
-    w.lm_head[non_names, L.idx("anchor")] = NON_ANSWER_LOGIT / (ANCHOR * sf)
-    return w.finish(), L, vocab
+    return c.finish(xf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,46 +671,13 @@ def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
     * 0.2, 0.3, 1.3, 2.0 copy a planted attention pattern (or a previous-token one) and write into
       the unread ``decoy`` block.
     """
-    vocab = ioi_vocab()
-    V, N = len(vocab), len(IOI_NAMES)
-    L = Layout(
-        N_EMBD,
-        [
-            ("ref", 1), ("anchor", 1), ("tok", V), ("is_name", 1), ("not_name", 1), ("pos", POS_BLOCK),
-            ("dup", 1), ("inhib", N), ("answer", N), ("moved", 1), ("decoy", 8),
-        ],
-    )  # fmt: skip
-    w = _Weights(L, V, n_layer=4, decoy_seed=3)
-    tok, pos, inhib, ans = L.sl("tok"), L.sl("pos"), L.sl("inhib"), L.sl("answer")
-    names = slice(L.idx("tok", 2), L.idx("tok", 2) + N)
-    bos = L.idx("tok", 0)
-    eyeN = np.eye(N)
+    c = _IOI(n_layer=4, decoy_seed=3, extra=[("moved", 1)])
+    w, L, tok, pos, bos, s0, N = c.w, c.L, c.tok, c.pos, c.bos, c.s0, c.N
     sq = math.sqrt(D_HEAD)
     sh = math.sqrt(DECOY_SHARPEN)  # q and k both scaled: scores x DECOY_SHARPEN
 
-    w.wte[:, L.idx("anchor")] = ANCHOR
-    w.wte[:, tok] = np.eye(V)
-    w.wte[2 : 2 + N, L.idx("is_name")] = 1.0
-    w.wte[[0, 1] + list(range(2 + N, V)), L.idx("not_name")] = 1.0
-    w.wpe[:, pos] = _pos_codes(N_POSITIONS, marker_at_0=True)
-    s0 = _layer0_scale(w)
-
     # 0.1 duplicate-token head (as in ioi).
-    q, k = w.zeros_read(), w.zeros_read()
-    m = math.sqrt(DUP_MATCH * sq) / s0
-    q[names, :N] = eyeN * m
-    k[names, :N] = eyeN * m
-    a = math.sqrt(DUP_SELF * sq) / s0
-    q[pos, N : N + 2 * N_FREQ] = -_pos_read() * a
-    k[pos, N : N + 2 * N_FREQ] = _pos_read() * a
-    k[bos, N + 2 * N_FREQ] = 1.0 / s0
-    qb = np.zeros(D_HEAD)
-    qb[N + 2 * N_FREQ] = DUP_BOS * sq
-    v = w.zeros_read()
-    v[L.idx("is_name"), 0] = 1.0 / s0
-    o = w.zeros_write()
-    o[0, L.idx("dup")] = 1.0
-    w.head(0, 1, q=q, k=k, v=v, o=o, qb=qb)
+    q, k, qb = c.duplicate_token()
     # 0.2 duplicate-token decoy: the same scores x DECOY_SHARPEN, written where nothing reads.
     dv, do = w._decoy_ov(tok, s0)
     w.head(0, 2, q=q * sh, k=k * sh, qb=qb * sh, v=dv, o=do)
@@ -691,16 +697,7 @@ def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
     s1 = _ln_scale(x1)
 
     # 1.2 S-inhibition head (as in ioi); 1.3 its look-alike.
-    k = w.zeros_read()
-    k[L.idx("dup"), 0] = 1.0 / s1
-    k[bos, 1] = 1.0 / s1
-    qb = np.zeros(D_HEAD)
-    qb[0], qb[1] = SIN_DUP * sq, SIN_BOS * sq
-    v = w.zeros_read()
-    v[names, :N] = eyeN / s1
-    o = w.zeros_write()
-    o[:N, inhib] = eyeN
-    w.head(1, 2, k=k, v=v, o=o, qb=qb)
+    k, qb = c.s_inhibition(s1)
     dv, do = w._decoy_ov(tok, s1)
     w.head(1, 3, k=k * DECOY_SHARPEN, qb=qb, v=dv, o=do)
     w.uniform_head(1, 0, tok, s1)
@@ -712,22 +709,13 @@ def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
 
     # 2.3 name mover (as in ioi) that also writes the 'moved' flag; 2.1 suppression (same
     # query/key, writes -SUPPRESS x the name); 2.0 its look-alike decoy.
-    q, k = w.zeros_read(), w.zeros_read()
-    k[L.idx("is_name"), 0] = 1.0 / s2
-    qb = np.zeros(D_HEAD)
-    qb[0] = NM_NAME * sq
-    m = math.sqrt(NM_INHIB * sq) / s2
-    q[inhib, 1 : 1 + N] = -eyeN * m
-    k[names, 1 : 1 + N] = eyeN * m
-    v = w.zeros_read()
-    v[names, :N] = eyeN / s2
+    q, k, qb = c.name_mover_qk(s2)
+    v, o = c.copy_name(s2)
     v[L.idx("is_name"), N] = 1.0 / s2
-    o = w.zeros_write()
-    o[:N, ans] = eyeN
     o[N, L.idx("moved")] = 1.0
     w.head(2, 3, q=q, k=k, v=v, o=o, qb=qb)
     o_s = w.zeros_write()
-    o_s[:N, ans] = -SUPPRESS * eyeN
+    o_s[:N, c.ans] = -SUPPRESS * c.eyeN
     w.head(2, 1, q=q, k=k, v=v, o=o_s, qb=qb)
     dv, do = w._decoy_ov(tok, s2)
     w.head(2, 0, q=q * sh, k=k * sh, qb=qb * sh, v=dv, o=do)
@@ -740,31 +728,17 @@ def _build_ioi_backup() -> tuple[dict[str, np.ndarray], Layout, list[str]]:
 
     # 3.0 backup name mover: 2.3's scores (re-read at this layer's scale) plus BACKUP_GATE * moved
     # on the BOS key, so it only attends to names (and copies IO) when 2.3 wrote no flag.
-    q, k = w.zeros_read(), w.zeros_read()
-    k[L.idx("is_name"), 0] = 1.0 / s3
-    qb = np.zeros(D_HEAD)
-    qb[0] = NM_NAME * sq
-    m = math.sqrt(NM_INHIB * sq) / s3
-    q[inhib, 1 : 1 + N] = -eyeN * m
-    k[names, 1 : 1 + N] = eyeN * m
+    q, k, qb = c.name_mover_qk(s3)
     g = math.sqrt(BACKUP_GATE * sq) / s3
     q[L.idx("moved"), 1 + N] = g
     k[bos, 1 + N] = g
-    v = w.zeros_read()
-    v[names, :N] = eyeN / s3
-    o = w.zeros_write()
-    o[:N, ans] = eyeN
+    v, o = c.copy_name(s3)
     w.head(3, 0, q=q, k=k, v=v, o=o, qb=qb)
     w.bos_head(3, 1, bos, s3, write_const=DECOY_WRITE)
     w.self_head(3, 2, tok, s3)
     w.uniform_head(3, 3, tok, s3)
 
-    xf = x3.copy()
-    sf = _ln_scale(xf)
-    w.lm_head[2 : 2 + N, ans] = eyeN * LOGIT_SCALE / sf
-    non_names = [0, 1] + list(range(2 + N, V))
-    w.lm_head[non_names, L.idx("anchor")] = NON_ANSWER_LOGIT / (ANCHOR * sf)
-    return w.finish(), L, vocab
+    return c.finish(x3.copy())
 
 
 # --------------------------------------------------------------------------------------------

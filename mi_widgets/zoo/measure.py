@@ -213,17 +213,23 @@ def sentiment_probe(model, tok, n_id: int = 600, n_ood: int = 200, seed: int = 0
     }
 
 
+def _subject_split(ex: list[dict], seed: int) -> tuple[list[int], list[int]]:
+    """Train / test example indices with 70% of the subjects in train: test subjects are unseen."""
+    subjects = sorted({e["subject"] for e in ex})
+    tr_s, _ = _split(len(subjects), 0.7, seed)
+    tr_set = {subjects[i] for i in tr_s}
+    tr = [i for i, e in enumerate(ex) if e["subject"] in tr_set]
+    te = [i for i, e in enumerate(ex) if e["subject"] not in tr_set]
+    return tr, te
+
+
 def truth_probe(model, tok, seed: int = 0) -> dict:
     """Per-layer probe for "the claim is true" at the final token of
     ``"Claim: <statement> This is"``; split by subject (test subjects unseen by the probe)."""
     ex = corpus.contrast_pairs(seed)
     logits, R = run(model, encode(tok, [e["prompt"] for e in ex]))
     y = torch.tensor([e["label"] for e in ex])
-    subjects = sorted({e["subject"] for e in ex})
-    tr_s, _ = _split(len(subjects), 0.7, seed)
-    tr_set = {subjects[i] for i in tr_s}
-    tr = [i for i, e in enumerate(ex) if e["subject"] in tr_set]
-    te = [i for i, e in enumerate(ex) if e["subject"] not in tr_set]
+    tr, te = _subject_split(ex, seed)
     names = layer_names(R.shape[0] - 1)
     test = {}
     for L, name in enumerate(names):
@@ -247,11 +253,7 @@ def ccs(model, tok, seed: int = 0, restarts: int = 10, epochs: int = 500) -> dic
     _, Rp = run(model, encode(tok, [e["x_true"] for e in ex]))
     _, Rn = run(model, encode(tok, [e["x_false"] for e in ex]))
     y = torch.tensor([e["label"] for e in ex])
-    subjects = sorted({e["subject"] for e in ex})
-    tr_s, _ = _split(len(subjects), 0.7, seed)
-    tr_set = {subjects[i] for i in tr_s}
-    tr = [i for i, e in enumerate(ex) if e["subject"] in tr_set]
-    te = [i for i, e in enumerate(ex) if e["subject"] not in tr_set]
+    tr, te = _subject_split(ex, seed)
     out = {}
     for L, name in enumerate(layer_names(Rp.shape[0] - 1)):
         P, N = Rp[L].double(), Rn[L].double()
