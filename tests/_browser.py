@@ -3,6 +3,9 @@ hostile-token corpus and how the views display a token."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +86,51 @@ def display_token(tok: str) -> str:
     return "".join(out)
 
 
+def has_class(name: str) -> re.Pattern:
+    """A ``to_have_class`` pattern: the element's class list contains ``name``."""
+    return re.compile(rf"(^|\s){re.escape(name)}(\s|$)")
+
+
+def assert_no_markup_ran(page: Any) -> None:
+    """None of the hostile strings' scripts or ``onerror`` handlers ran (they set ``__pwned``)."""
+    assert page.evaluate("() => typeof window.__pwned") == "undefined", "markup from the data ran"
+
+
+def hover_tooltip(root: Any, target: Any, label: str | None = None) -> Any:
+    """Hover ``target`` in the view ``root``; return the view's tooltip once it is visible (and
+    its ``.mw-tt-label`` reads ``label``, when given)."""
+    from playwright.sync_api import expect
+
+    target.hover()
+    tip = root.locator(".mw-tooltip")
+    expect(tip).to_be_visible()
+    if label is not None:
+        expect(tip.locator(".mw-tt-label")).to_have_text(label)
+    return tip
+
+
+@contextmanager
+def static_view(opener: Any, path: Path | str, selector: str) -> Iterator[Any]:
+    """Open a ``to_html()`` export from file:// (no kernel) in a new page of ``opener`` (a
+    browser or a browser context) and yield the locator of the view's root ``selector``.
+    When the block ends without an error, asserts that no markup from the data ran."""
+    page = opener.new_page()
+    try:
+        page.goto(Path(path).resolve().as_uri())
+        yield page.locator(selector)
+        assert_no_markup_ran(page)
+    finally:
+        page.close()
+
+
 def report(capsys: Any, line: str) -> None:
     """Print a measurement from a test, past pytest's capture (`[e2e] ...` lines in the log)."""
     with capsys.disabled():
+        print(f"\n[e2e] {line}", flush=True)
+
+
+def report_from_fixture(config: Any, line: str) -> None:
+    """:func:`report` for a fixture (which has no ``capsys``): through pytest's capture manager."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else nullcontext():
         print(f"\n[e2e] {line}", flush=True)

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from _browser import report_from_fixture
+
 from ._server import KERNEL_NAME, JupyterServer
 
 KERNEL_READY_TIMEOUT = 120  # s: kernel start (torch/nnsight import) on 2 busy cores
@@ -52,6 +55,7 @@ window.__mw = {
     const cell = this.panel(path).content.widgets[i];
     return {
       type: cell.model.type,
+      source: cell.model.sharedModel.getSource(),
       executionCount: cell.model.type === "code" ? cell.model.executionCount : null,
       outputs: cell.model.type === "code" ? cell.model.outputs.toJSON() : [],
     };
@@ -72,6 +76,33 @@ window.__mw = {
     nb.model.sharedModel.insertCell(index, { cell_type: "code", source: code });
     this.tagCells(path);
     return index;
+  },
+  // Shut the notebook's kernel down and close its panel (frees the kernel's memory).
+  async close(path) {
+    const p = this.panel(path);
+    if (!p) return false;
+    await p.sessionContext.shutdown();
+    p.dispose();
+    return true;
+  },
+  // One entry per widget output of a code cell: its cell, its output index, its model id and
+  // the class list of the first element inside it whose class starts with "mw-" (the view's
+  // root), or null while nothing is rendered yet.
+  widgetOutputs(path) {
+    const nb = this.panel(path).content;
+    const found = [];
+    nb.widgets.forEach((cell, i) => {
+      if (cell.model.type !== "code") return;
+      cell.model.outputs.toJSON().forEach((o, j) => {
+        const data = o.data || {};
+        const view = data["application/vnd.jupyter.widget-view+json"];
+        if (!view) return;
+        const child = cell.outputArea.widgets[j];
+        const root = child && child.node.querySelector('[class^="mw-"], [class*=" mw-"]');
+        found.push({ cell: i, output: j, modelId: view.model_id, root: root ? root.className : null });
+      });
+    });
+    return found;
   },
   pending: {},
   // Run cell `index` (the "Run Selected Cell" command); `window.__mw.pending[index]` settles
@@ -132,11 +163,21 @@ class Notebook:
         """Locator of cell ``index`` (cells are tagged ``data-mw-cell`` after each run)."""
         return self.page.locator(f'.jp-NotebookPanel [data-mw-cell="{index}"]')
 
+    def view(self, selector: str, ready: str | None = None, cell: int = 0, timeout_s: float = CELL_TIMEOUT):
+        """Locator of the first view ``selector`` (its root, e.g. ``".mw-ablation"``) in cell
+        ``cell``'s output, once it holds an element ``ready`` (e.g. ``".mw-cell"``; the root
+        itself when None): the view has rendered its data."""
+        root = self.cell(cell).locator(f".jp-OutputArea {selector}").first
+        (root.locator(ready).first if ready else root).wait_for(state="attached", timeout=timeout_s * 1000)
+        return root
+
     def widget(self, index: int, selector: str = ".mw-token-activations"):
         """Locator of the TokenActivations view in cell ``index``'s output (waits until it has tokens)."""
-        root = self.cell(index).locator(f".jp-OutputArea {selector}").first
-        root.locator(".mw-token").first.wait_for(state="attached", timeout=CELL_TIMEOUT * 1000)
-        return root
+        return self.view(selector, ready=".mw-token", cell=index)
+
+    def assert_no_markup_ran(self) -> None:
+        """No hostile string's script or ``onerror`` ran in the notebook page."""
+        assert self.page.evaluate("() => typeof window.__pwned") == "undefined", "markup from the data ran"
 
     # -- running ------------------------------------------------------------------------
 
@@ -175,6 +216,25 @@ class Notebook:
         if errors:
             raise CellError(f"cell {index} of {self.path} raised:\n" + "\n".join(errors))
         return text
+
+    def cells(self) -> list[dict]:
+        """Every cell's ``{type, source, executionCount, outputs}`` (nbformat outputs), in order."""
+        n = self.page.evaluate("path => window.__mw.tagCells(path)", self.path)
+        return [self.page.evaluate("([path, i]) => window.__mw.outputs(path, i)", [self.path, i]) for i in range(n)]
+
+    def widget_outputs(self, timeout_s: float = 60) -> list[dict]:
+        """The widget outputs (``{cell, output, modelId, root}``) once each has rendered an
+        ``mw-`` root element, or as they are after ``timeout_s``."""
+        fn = "path => window.__mw.widgetOutputs(path).every(w => w.root !== null)"
+        try:
+            self.page.wait_for_function(fn, arg=self.path, timeout=timeout_s * 1000, polling=250)
+        except Exception:  # noqa: BLE001 - the caller asserts on what is there
+            pass
+        return self.page.evaluate("path => window.__mw.widgetOutputs(path)", self.path)
+
+    def close(self, timeout_s: float = 60) -> None:
+        """Shut the kernel down and close the notebook's panel."""
+        self._await(f"window.__mw.close({json.dumps(self.path)})", timeout_s)
 
     def add_cell(self, code: str) -> int:
         return self.page.evaluate("([path, code]) => window.__mw.addCell(path, code)", [self.path, code])
@@ -228,10 +288,31 @@ class Lab:
         import nbformat
 
         nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+        self._write(name, nb)
+        return self.open(name)
+
+    def copy_notebook(self, path: Path) -> Notebook:
+        """Copy the notebook file ``path`` (outputs cleared, our kernelspec) into the server's
+        root and open it."""
+        import nbformat
+
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        self._write(path.name, nb)
+        return self.open(path.name)
+
+    def _write(self, name: str, nb: Any) -> None:
+        import nbformat
+
         nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (mi-widgets e2e)", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
-        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
         nbformat.write(nb, str(self.server.root / name))
+
+    def open(self, name: str) -> Notebook:
+        """Open the notebook ``name`` of the server's root; wait until its kernel is idle."""
         self.page.goto(
             self.server.page_url(name),
             wait_until="domcontentloaded",
@@ -258,3 +339,27 @@ class Lab:
 
     def screenshot(self, path: Path) -> None:
         self.page.screenshot(path=str(path), full_page=True)
+
+
+def view_notebook(name: str, *cells: str, app: str = "lab") -> Any:
+    """A module-scoped ``nb`` fixture: the notebook ``name`` with ``cells`` opened in the page
+    fixture ``app`` (``"lab"`` or ``"notebook7"``) and run, its time reported (``[e2e]`` line).
+    ``{model}`` in a cell stands for the ``model_expr`` fixture (the embedded model)."""
+    sources = [c.strip("\n") for c in cells]
+
+    def run(request: Any, page: Lab, model: str) -> Notebook:
+        book = page.run_notebook(name, [c.replace("{model}", model) for c in sources])
+        report_from_fixture(request.config, f"{name}: notebook open + run {book.timings['open_and_run_s']:.1f}s")
+        return book
+
+    # the page fixture is named in the signature (not looked up), so tests list it in
+    # request.fixturenames (the failure screenshot hook reads it)
+    if app == "lab":
+        def nb(request: Any, lab: Lab, model_expr: str) -> Notebook:
+            return run(request, lab, model_expr)
+    elif app == "notebook7":
+        def nb(request: Any, notebook7: Lab, model_expr: str) -> Notebook:
+            return run(request, notebook7, model_expr)
+    else:
+        raise ValueError(f"app must be 'lab' or 'notebook7', got {app!r}")
+    return pytest.fixture(scope="module", name="nb")(nb)

@@ -10,30 +10,25 @@ from __future__ import annotations
 import json
 
 import pytest
-from _browser import display_token
+from _browser import display_token, hover_tooltip
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.core.description.attribution import attribute\n"
-        f"m = {model_expr}\n"
-        'r = attribute(m, "The Eiffel Tower is in", " Paris", baseline=m.tokenizer.bos_token_id)\n'
-        "w = r.widget()\n"
-        "w"
-    )
-    book = lab.open_notebook("attribution.ipynb", [cell0])
-    book.run_all()
-    return book
+nb = view_notebook("attribution.ipynb", """
+import mi_widgets as mw
+from mi_widgets.core.description.attribution import attribute
+m = {model}
+r = attribute(m, "The Eiffel Tower is in", " Paris", baseline=m.tokenizer.bos_token_id)
+w = r.widget()
+w
+""")
 
 
 def test_saliency_tokens_and_values(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-token-activations").first
-    root.locator(".mw-token").first.wait_for(state="attached", timeout=120_000)
+    root = nb.widget(0)
     toks = nb.py_json("r.str_tokens")
     values = nb.py_json("r.values.tolist()")
     expect(root.locator(".mw-token")).to_have_count(len(toks))
@@ -42,9 +37,7 @@ def test_saliency_tokens_and_values(nb):
     top = max(range(len(values)), key=lambda i: abs(values[i]))
     assert toks[top] == " Eiffel"
     span = root.locator(f'.mw-token[data-index="{top}"]')
-    span.hover()
-    tip = root.locator(".mw-tooltip")
-    expect(tip).to_be_visible()
+    tip = hover_tooltip(root, span)
     expect(tip.locator(".mw-tt-token")).to_have_text(json.dumps(toks[top], ensure_ascii=False))
     shown = float(tip.locator(".mw-tt-value").text_content().rsplit(": ", 1)[1])
     assert shown == float(f"{values[top]:.4g}")
