@@ -107,7 +107,10 @@ class CCSResult:
     labels (the one use of labels: pick the sign that fits the training split best);
     ``accuracy_up_to_sign``: ``max(acc, 1 - acc)`` on the test split, the label-free figure
     Burns et al. report. ``probe_accuracy``: a supervised logistic probe on the same
-    features (``x+ - x-``), the ceiling CCS is measured against."""
+    features (``x+ - x-``), the ceiling CCS is measured against: its C (``probe_C``) is chosen
+    on the validation split as :func:`~mi_widgets.core.concepts.probes.probe` chooses it (fit on
+    train, best validation accuracy), then it is refitted at that C on train + validation, the
+    examples CCS trained on, and scored on the test split."""
 
     model_name: str
     dataset: str
@@ -138,7 +141,8 @@ class CCSResult:
         return f"CCSResult({self.dataset}; oriented test accuracy {body})"
 
     def to_pandas(self) -> Any:
-        """Tidy table: ``site, layer, name, accuracy, accuracy_up_to_sign, probe_accuracy, loss``."""
+        """Tidy table: ``site, layer, name, accuracy, accuracy_up_to_sign, probe_accuracy, probe_C,
+        loss``."""
         import pandas as pd
 
         return pd.DataFrame(self.rows)
@@ -263,13 +267,16 @@ def ccs(
             model.check_site(site, layer)
     if n_restarts < 1 or steps < 1:
         raise ValueError("n_restarts and steps must be positive")
-    tr, va, te = data.split(seed)
-    tr = tr + va  # CCS has no hyperparameter to validate
+    tr_only, va, te = data.split(seed)
+    if not va:  # ContrastDataset splits keep a validation share (ProbeDataset's val_frac > 0)
+        raise ValueError("the split has no validation examples to choose the supervised probe's C on")
+    tr = tr_only + va  # CCS has no hyperparameter to validate: it trains on both
     keys = [("resid_pre", -1) if v < 0 else (site, v) for v in lay]
     Ap, _ = cache_activations(model, list(data.pos), data.read, keys, progress, "ccs x+")
     An, _ = cache_activations(model, list(data.neg), data.read, keys, progress, "ccs x-")
     y = torch.tensor(data.labels)
     trt, tet = torch.tensor(tr), torch.tensor(te)
+    tro, vat = torch.tensor(tr_only), torch.tensor(va)
     rows, fits = [], {}
     for layer, key in zip(lay, keys):
         Xp, Xn = Ap[key], An[key]
@@ -279,11 +286,14 @@ def ccs(
         acc = _acc(fit.predict(Xp[tet], Xn[tet]), y[tet])
         raw_te = _acc((fit.credence(Xp[tet], Xn[tet]) > 0.5).long(), y[tet])
         D = Xp - Xn
-        sup = fit_probe(D[trt], y[trt], D[tet[:0]], y[tet[:0]])
+        # the probes module's rule: C chosen on validation (fit on train only); then refit at that
+        # C on train + validation, the examples CCS trained on
+        C = fit_probe(D[tro], y[tro], D[vat], y[vat]).C
+        sup = fit_probe(D[trt], y[trt], D[vat], y[vat], grid=(C,))
         rows.append({
             "site": key[0], "layer": layer, "name": _layer_name(*key), "accuracy": acc,
             "accuracy_up_to_sign": max(raw_te, 1 - raw_te), "probe_accuracy": _acc(sup.predict(D[tet]), y[tet]),
-            "loss": fit.loss,
+            "probe_C": C, "loss": fit.loss,
         })
         fits[layer] = fit
     return CCSResult(model.name, data.name, site, tuple(answers) if answers else ("", ""), rows, fits)  # type: ignore[arg-type]
