@@ -92,10 +92,12 @@ from .core.validation import (
     ActivationPrediction,
     AttentionPrediction,
     Hypothesis,
+    IllusionCheck,
     PromptTask,
     ReplacementPrediction,
     Verdict,
     direct_effect,
+    illusion_check,
     validate,
 )
 
@@ -188,6 +190,8 @@ __all__ = [
     "CoTTrace",
     "Crosscoder",
     "direct_effect",
+    "illusion_check",
+    "IllusionCheck",
     "edge_attribution_patching",
     "edge_patching",
     "encode_texts",

@@ -1,5 +1,6 @@
 """Validation: descriptions turned into predictions (activation, attention, ablation, replacement,
-counterexamples) with verdicts; :func:`direct_effect` for a head's effect that no backup can hide."""
+counterexamples) with verdicts; :func:`direct_effect` for a head's effect that no backup can hide;
+:func:`illusion_check` for a direction that looks causal only by switching on a dormant pathway."""
 
 from .direct_effect import direct_effect
 from .hypothesis import (
@@ -11,6 +12,7 @@ from .hypothesis import (
     ReplacementPrediction,
     validate,
 )
+from .illusion import IllusionCheck, illusion_check
 from .verdict import Counterexample, TestResult, Verdict
 
 __all__ = [
@@ -19,10 +21,12 @@ __all__ = [
     "AttentionPrediction",
     "Counterexample",
     "Hypothesis",
+    "IllusionCheck",
     "ReplacementPrediction",
     "PromptTask",
     "TestResult",
     "Verdict",
     "direct_effect",
+    "illusion_check",
     "validate",
 ]
