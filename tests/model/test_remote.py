@@ -357,6 +357,12 @@ REFUSED = {
     "train_tuned_lens": lambda m: mw.train_tuned_lens(m, steps=1, progress=False),
     "evaluate": lambda m: mw.evaluate(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, ["The Eiffel Tower is in Paris"]),
     "spliced_accuracy": lambda m: mw.spliced_accuracy(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, [CLEAN], [" Paris"]),
+    "direct_effect": lambda m: mw.direct_effect(m, [CLEAN, CORRUPT], MD, "1.0", "zero", progress=False),
+    "validate(attention)": lambda m: mw.validate(
+        mw.Hypothesis("1.0", "attends to the previous token",
+                      attention=mw.AttentionPrediction(lambda toks, i: i - 1 if i else None, [CLEAN])),
+        m, progress=False,
+    ),
 }
 
 
@@ -365,3 +371,49 @@ def test_methods_that_cannot_run_remotely_say_so_before_any_work(name, remote):
     with record_jobs() as jobs, pytest.raises(ValueError, match=r"runs on local models only.*use |load the model without remote"):
         REFUSED[name](remote)
     assert jobs.count == 0
+
+
+# -- validation and automated interpretability through the remote path --------------------------
+
+
+def _hypothesis():
+    return mw.Hypothesis(
+        "1.0", "a head that moves the answer",
+        activation=mw.ActivationPrediction(lambda toks, i: None if i == 0 else True, [CLEAN, CORRUPT]),
+        ablation=mw.AblationPrediction(mw.PromptTask([CLEAN, CORRUPT], MD), drop_at_least=0.0,
+                                       reference=[CORRUPT, CLEAN]),
+    )
+
+
+def test_validate_activation_and_ablation_remote_local_equals_local(tiny, remote):
+    """The activation and ablation parts of a hypothesis run through the remote path (reads and
+    ablations are traces); the verdict's figures equal the local ones."""
+    want = mw.validate(_hypothesis(), tiny, progress=False)
+    with record_jobs() as jobs:
+        got = mw.validate(_hypothesis(), remote, progress=False)
+    assert jobs.count >= 1
+    assert [t.name for t in got.tests] == [t.name for t in want.tests] and len(want.tests) >= 4
+    for a, b in zip(got.tests, want.tests):
+        close(torch.tensor([a.figure]), torch.tensor([b.figure]), tol=1e-4)
+        assert a.passed == b.passed, a.name
+
+
+def test_autointerp_intervention_score_remote_local_equals_local(tiny, remote):
+    """The intervention score steers the feature through the model: under remote="local" it
+    raises and lowers the same tokens and gives the same score as locally."""
+    from mi_widgets.core.autointerp.scoring import intervention_pairs
+
+    rule = "fires on tokens matching /^\\s*(?:the|is|in|a)$/"
+
+    def run(m):
+        data = mw.feature_pass(m, _sae(m), default_texts(8), k=3, batch_size=4, progress=False)
+        pairs = intervention_pairs(data, 0, n_prompts=3)
+        score = mw.score_explanation(rule, 0, data, scores=("intervention",), n_prompts=3)
+        return pairs, score
+
+    want_pairs, want = run(tiny)
+    with record_jobs() as jobs:
+        got_pairs, got = run(remote)
+    assert jobs.count >= 1
+    assert got_pairs == want_pairs and len(want_pairs) == 3
+    assert got.values == pytest.approx(want.values, abs=1e-6)

@@ -13,6 +13,7 @@ import torch
 
 from ..interventions.path_patching import _receiver_columns
 from ..model import Model, _get
+from ..model.remote import require_local
 
 
 def _run(
@@ -47,8 +48,7 @@ def _run(
 
 
 def _check_local(model: Model, what: str) -> None:
-    if model.remote:
-        raise ValueError(f"{what} runs local models only (it hooks the torch modules)")
+    require_local(model, what, "it hooks the torch modules; load the model without remote= to run it")
     if model.arch.o_proj is None:
         raise ValueError(f"{what} needs attention heads; {model.name} has no output projection")
 
