@@ -176,12 +176,42 @@ ROWS += [
     ("spliced_accuracy(prompts=str)", lambda c: mw.spliced_accuracy(c.sae, c.m, P, " Paris"), TypeError,
      r"prompts must be a list of strings"),
     ("Model.next_tokens(k=0)", lambda c: c.m.next_tokens(P, k=0), ValueError, r"k must be an int >= 1"),
+    # linked views, the offline export, automated interpretability
+    ("link()", lambda c: mw.link(), ValueError, r"link needs at least two views, got 0"),
+    ("link([a, b])", lambda c: mw.link([c.views[0], c.views[1]]), TypeError, r"separate arguments.*mw\.link\(\*views\)"),
+    ("link(a, a)", lambda c: mw.link(c.views[0], c.views[0]), ValueError, r"same view twice"),
+    ("link(on='colour')", lambda c: mw.link(*c.views, on="colour"), ValueError, r"on must be one of"),
+    ("link(on=None)", lambda c: mw.link(*c.views, on=None), ValueError, r"on must be one of"),
+    ("link(view, 'lens')", lambda c: mw.link(c.views[0], "lens"), ValueError, r"str cannot link on position"),
+    ("export_html(123)", lambda c: mw.export_html(123), TypeError, r"notebook must be the path of an \.ipynb"),
+    ("export_html(missing file)", lambda c: mw.export_html("/nonexistent/x.ipynb"), FileNotFoundError, r"no notebook at"),
+    ("export_html(not JSON)", lambda c: mw.export_html(c.not_a_notebook), ValueError, r"is not a Jupyter notebook"),
+    ("export_html(out=3)", lambda c: mw.export_html(c.not_a_notebook, 3), TypeError, r"out must be a path"),
+    ("explain(feature='0')", lambda c: mw.explain("0", c.fdata), ValueError, r"feature must be an int in 0\.\.15"),
+    ("explain(feature=99)", lambda c: mw.explain(99, c.fdata), ValueError, r"feature must be an int in 0\.\.15"),
+    ("explain(examples=None)", lambda c: mw.explain(0, None), TypeError, r"examples must be a FeatureData"),
+    ("explain(explainer=42)", lambda c: mw.explain(0, c.fdata, 42), TypeError, r"explainer must be"),
+    ("score_explanation(None)", lambda c: mw.score_explanation(None, 0, c.fdata), TypeError, r"explanation must be a string"),
+    ("score_explanation(scores='vibes')",
+     lambda c: mw.score_explanation("x", 0, c.fdata, scores="vibes"), ValueError, r"scores must name some of"),
+    ("score_explanation(scores=[])", lambda c: mw.score_explanation("x", 0, c.fdata, scores=[]), ValueError, r"scores must name"),
+    ("score_explanation(feature=-1)", lambda c: mw.score_explanation("x", -1, c.fdata), ValueError, r"feature must be an int"),
+    ("score_explanation(coef='big')",
+     lambda c: mw.score_explanation("x", 0, c.fdata, coef="big"), TypeError, r"coef must be a number"),
+    ("score_explanation(baseline='x')",
+     lambda c: mw.score_explanation("x", 0, c.fdata, baseline="other"), TypeError, r"baseline must be a list"),
 ]
 
 
 @pytest.fixture(scope="module")
-def ctx(models):
-    return Ctx(models["gpt2"])
+def ctx(models, tmp_path_factory):
+    c = Ctx(models["gpt2"])
+    # built before the table runs (they run forwards): two views of one text, a feature pass
+    c.views = (mw.TokenActivations(c.m, P, "resid_post", 0), mw.TokenActivations(c.m, P, "resid_post", 1))
+    c.fdata = mw.feature_pass(c.m, c.sae, [P, "The Colosseum is in Rome"], k=2, progress=False)
+    c.not_a_notebook = tmp_path_factory.mktemp("bad") / "notes.ipynb"
+    c.not_a_notebook.write_text("these are notes, not JSON", encoding="utf-8")
+    return c
 
 
 @pytest.fixture()

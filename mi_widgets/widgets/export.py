@@ -173,8 +173,21 @@ def export_html(notebook: str | Path, out: str | Path | None = None, *, title: s
     view keeps in its output). Each view kind's bundle is inlined once; no request leaves the
     page for our views. With ``out``: written there, and the path is returned; without: the page.
     """
+    if not isinstance(notebook, (str, Path)):
+        raise TypeError(f"notebook must be the path of an .ipynb file (str or Path), got {type(notebook).__name__}")
+    if out is not None and not isinstance(out, (str, Path)):
+        raise TypeError(f"out must be a path (str or Path) or None, got {type(out).__name__}")
     path = Path(notebook)
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    if not path.is_file():
+        raise FileNotFoundError(f"no notebook at {str(path)!r}; pass the path of an .ipynb file")
+    if out is not None and not Path(out).parent.is_dir():
+        raise FileNotFoundError(f"the folder of out={str(out)!r} does not exist; create it first")
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r} is not a Jupyter notebook (.ipynb JSON): {str(exc)[:120]}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells", []), list):
+        raise ValueError(f"{str(path)!r} is not a Jupyter notebook: no list of cells at the top level")
     saved = ((nb.get("metadata") or {}).get("widgets") or {}).get(WIDGET_STATE, {}).get("state", {}) or {}
     page = _Page(saved if isinstance(saved, dict) else {})
     cells = nb.get("cells") or []

@@ -171,7 +171,9 @@ class Link:
     messages of views that refused a value; ``unlink()`` stops the sharing."""
 
     def __init__(self, views: tuple[Any, ...], on: str) -> None:
-        if on not in ON:
+        if len(views) == 1 and isinstance(views[0], (list, tuple)):
+            raise TypeError("pass the views as separate arguments: mw.link(a, b) or mw.link(*views), not a list")
+        if not isinstance(on, str) or on not in ON:
             raise ValueError(f"on must be one of {list(ON)}, got {on!r}")
         if len(views) < 2:
             raise ValueError(f"link needs at least two views, got {len(views)}")
