@@ -23,12 +23,20 @@ as much as corrupting the whole input; the *effect* of the path is ``1 - value``
 effect). Values may leave [0, 1] (a path can over- or under-shoot).
 
 ``sender="all"`` sweeps every head in the layers before the first receiver and returns a
-``layer x head`` grid. Supported: GPT-2 (fused ``c_attn``), Llama/Mistral/Qwen (``q_proj``,
-``k_proj``, ``v_proj``) and GPT-NeoX (fused ``query_key_value``, per-head ``[q|k|v]`` layout).
-With grouped-query attention (fewer key/value heads than query heads) a receiver's keys and
-values belong to its key/value head, which the other query heads of its group share: a ``k``,
-``v`` or ``resid`` path then reaches the whole group (queries stay per head). BERT is not a
-causal LM and is refused.
+``layer x head`` grid. Supported: every causal family with a built-in component map
+(docs/models.md): GPT-2 (fused ``c_attn``), Llama/Mistral/Qwen2/Qwen3/Gemma 1-3/OLMo 1-3/Mixtral/
+Qwen-MoE (``q_proj``, ``k_proj``, ``v_proj``; OLMo 2/3: a head's query and key are its slice of
+``q_norm``/``k_norm``, which normalise all heads together), GPT-J, OPT, Phi-1/2 (separate
+projections), Phi-3 (fused ``qkv_proj``), GPT-NeoX and BLOOM (fused, per-head ``[q|k|v]``) and
+Falcon (fused: per-head, multi-query or grouped layout). Heads are frozen at the input of the
+attention output projection, so a sender is one query head's write even under grouped-query
+attention, and blocks with parallel attention and MLP (GPT-J, NeoX, Phi-1/2, Falcon) need
+nothing special: the MLPs are recomputed from whatever stream they read. With grouped-query
+(or multi-query) attention a receiver's keys and values belong to its key/value head, which the
+other query heads of its group share: a ``k``, ``v`` or ``resid`` path then reaches the whole
+group, as TransformerLens' ``hook_k``/``hook_v`` do (queries stay per head). Encoders (BERT) are
+refused, and so is a model type whose attention layout mi-widgets does not know (a custom
+component map), by name.
 All rows (prompt pairs of one length x senders) run batched; hooks live inside ``try/finally``.
 """
 
@@ -120,37 +128,129 @@ def _head(model: Model, x: Any, what: str) -> tuple[int, int]:
     return layer, h
 
 
-def _receiver_columns(
-    model: Model, head: int, parts: list[str]
-) -> list[tuple[str, torch.Tensor]]:
-    """``(projection module relative to the block, output columns)`` holding ``head``'s
-    query/key/value (``parts`` among q, k, v) in this architecture."""
-    d, dh, nh = model.d_model, model.d_head, model.n_heads
-    block = _get(model.hf, model.arch.layers)[0]
-    fam = model.family
+#: model types whose blocks read the stream through a pre-attention norm module (relative to a
+#: block) that feeds the query/key/value projections directly
+_ATTN_NORM = {
+    "gpt2": "ln_1", "gptj": "ln_1", "gpt_neox": "input_layernorm", "phi": "input_layernorm",
+    "bloom": "input_layernorm", "llama": "input_layernorm", "mistral": "input_layernorm",
+    "qwen2": "input_layernorm", "qwen3": "input_layernorm", "gemma": "input_layernorm",
+    "olmo": "input_layernorm", "phi3": "input_layernorm", "mixtral": "input_layernorm",
+    "qwen2_moe": "input_layernorm", "qwen3_moe": "input_layernorm", "gemma2": "input_layernorm",
+    "gemma3_text": "input_layernorm",
+}
+#: model types with separate q_proj / k_proj / v_proj modules under ``self_attn``
+_SEPARATE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "olmo", "mixtral", "qwen2_moe",
+             "qwen3_moe", "gemma2", "gemma3_text", "olmo2", "olmo3", "phi", "opt", "gptj")
 
-    def span(start: int) -> torch.Tensor:
+
+@dataclass(frozen=True)
+class QKV:
+    """Where a family computes each head's query, key and value: ``module[kind]`` (relative to a
+    block) is the module whose output holds them, ``cols(kind, head)`` the output columns of
+    query head ``head``'s query, or of its key/value head's key/value (grouped-query and
+    multi-query attention share a key/value head across ``n_heads // n_kv`` query heads).
+    ``norm`` is the module (relative to a block) whose output those projections read, ``None``
+    where they read the stream without one (post-norm blocks); ``attn`` the attention module."""
+
+    model_type: str
+    attn: str
+    norm: str | None
+    module: dict[str, str]
+    layout: str  # "separate", "gpt2", "phi3", "per_head", "falcon_grouped", "falcon_mq"
+    n_heads: int
+    n_kv: int
+    d_head: int
+
+    def kv_head(self, head: int) -> int:
+        return head // (self.n_heads // self.n_kv)
+
+    def cols(self, kind: str, head: int) -> torch.Tensor:
+        dh, nh, kv = self.d_head, self.n_heads, self.kv_head(head)
+        i = "qkv".index(kind)
+        lay = self.layout
+        if lay == "separate":
+            start = (head if kind == "q" else kv) * dh
+        elif lay == "gpt2":
+            start = i * nh * dh + head * dh
+        elif lay == "phi3":
+            start = head * dh if kind == "q" else nh * dh + (i - 1) * self.n_kv * dh + kv * dh
+        elif lay == "per_head":
+            start = (head * 3 + i) * dh
+        elif lay == "falcon_grouped":
+            rep = nh // self.n_kv
+            start = (kv * (rep + 2) + (head % rep if kind == "q" else rep + i - 1)) * dh
+        elif lay == "falcon_mq":
+            start = (head if kind == "q" else nh + i - 1) * dh
+        else:  # pragma: no cover
+            raise AssertionError(lay)
         return torch.arange(start, start + dh)
 
-    out: list[tuple[str, torch.Tensor]] = []
-    if fam == "gpt2":
-        where = {"q": 0, "k": 1, "v": 2}
-        for p in parts:
-            out.append(("attn.c_attn", span(where[p] * d + head * dh)))
-    elif fam == "llama":
-        n_kv = getattr(model.hf.config, "num_key_value_heads", None) or nh
-        kv = head // (nh // n_kv)
-        for p in parts:
-            out.append((f"self_attn.{p}_proj", span((head if p == "q" else kv) * dh)))
-    elif fam == "neox":
-        where = {"q": 0, "k": 1, "v": 2}
-        for p in parts:
-            out.append(("attention.query_key_value", span(head * 3 * dh + where[p] * dh)))
-    else:  # pragma: no cover - refused earlier
-        raise ValueError(f"path_patching does not support {fam} models")
-    for mod, _ in out:
-        _get(block, mod)  # a renamed module fails here, before any forward
-    return out
+
+def qkv_layout(model: Model, what: str = "path_patching") -> QKV:
+    """The :class:`QKV` layout of ``model``'s attention; ``ValueError`` naming the family for a
+    model whose query/key/value modules mi-widgets does not know (a custom component map)."""
+    hf = model.hf
+    cfg = getattr(hf.config, "text_config", None) or hf.config
+    mt = getattr(cfg, "model_type", "")
+    nh, dh = model.n_heads, model.d_head
+    block = _get(hf, model.arch.layers)[0]
+    norm: str | None = _ATTN_NORM.get(mt)
+    if mt in _SEPARATE:
+        attn = {"opt": "self_attn", "gptj": "attn"}.get(mt, "self_attn")
+        mods = {k: f"{attn}.{k}_proj" for k in "qkv"}
+        if mt in ("olmo2", "olmo3"):
+            # OLMo 2 normalises all heads' queries (keys) together after the projection: a head's
+            # query is its slice of q_norm's output
+            mods.update(q=f"{attn}.q_norm", k=f"{attn}.k_norm")
+        if mt == "opt":
+            norm = "self_attn_layer_norm" if getattr(cfg, "do_layer_norm_before", True) else None
+        n_kv = _get(block, f"{attn}.k_proj").weight.shape[0] // dh
+        lay = QKV(mt, attn, norm, mods, "separate", nh, n_kv, dh)
+    elif mt == "gpt2":
+        lay = QKV(mt, "attn", norm, dict.fromkeys("qkv", "attn.c_attn"), "gpt2", nh, nh, dh)
+    elif mt == "phi3":
+        n_kv = int(getattr(cfg, "num_key_value_heads", None) or nh)
+        lay = QKV(mt, "self_attn", norm, dict.fromkeys("qkv", "self_attn.qkv_proj"), "phi3", nh, n_kv, dh)
+    elif mt == "gpt_neox":
+        lay = QKV(mt, "attention", norm, dict.fromkeys("qkv", "attention.query_key_value"), "per_head",
+                  nh, nh, dh)
+    elif mt == "bloom":
+        lay = QKV(mt, "self_attention", norm, dict.fromkeys("qkv", "self_attention.query_key_value"),
+                  "per_head", nh, nh, dh)
+    elif mt == "falcon":
+        mods = dict.fromkeys("qkv", "self_attention.query_key_value")
+        two = bool(cfg.new_decoder_architecture) and getattr(cfg, "num_ln_in_parallel_attn", 2) == 2
+        norm = "ln_attn" if two else "input_layernorm"
+        if cfg.new_decoder_architecture:
+            lay = QKV(mt, "self_attention", norm, mods, "falcon_grouped", nh, int(cfg.num_kv_heads), dh)
+        elif cfg.multi_query:
+            lay = QKV(mt, "self_attention", norm, mods, "falcon_mq", nh, 1, dh)
+        else:
+            lay = QKV(mt, "self_attention", norm, mods, "per_head", nh, nh, dh)
+    else:
+        raise ValueError(
+            f"{what} does not know where {model.name} ({model.family}, model type {mt!r}) computes "
+            "its heads' queries, keys and values; supported model types: gpt2, gptj, gpt_neox, opt, "
+            f"bloom, falcon, phi, phi3, {', '.join(m for m in _SEPARATE if m not in ('phi', 'opt', 'gptj'))}"
+        )
+    for mod in {*lay.module.values(), *([lay.norm] if lay.norm else [])}:
+        try:
+            _get(block, mod)  # a renamed module fails here, before any forward
+        except AttributeError:
+            raise ValueError(
+                f"{what}: {model.name} ({mt}) has no module {mod!r} in its blocks; this transformers "
+                "version lays the attention out differently from the one mi-widgets knows"
+            ) from None
+    return lay
+
+
+def _receiver_columns(
+    model: Model, head: int, parts: list[str], lay: QKV | None = None
+) -> list[tuple[str, torch.Tensor]]:
+    """``(module relative to the block, output columns)`` holding ``head``'s query/key/value
+    (``parts`` among q, k, v) in this architecture."""
+    lay = lay or qkv_layout(model)
+    return [(lay.module[p], lay.cols(p, head)) for p in parts]
 
 
 def _freeze(
@@ -207,7 +307,7 @@ def path_patching(
     ``clean``/``corrupt``: prompt pairs of equal token length per pair (as in activation
     patching). Returns a :class:`PathPatchingResult` ``layer x head`` grid over senders (NaN for
     heads that were not senders), averaged over pairs. Raises ``ValueError`` before any forward
-    pass for invalid heads, receivers not after every sender, or non-GPT-2 models.
+    pass for invalid heads, receivers not after every sender, or a model whose attention layout is unknown.
     """
     check_model(model)
     _check_lm(model)
@@ -216,10 +316,7 @@ def path_patching(
         "it hooks the torch modules; use activation_patching(site='head_out') (runs remotely) "
         "or load the model without remote",
     )
-    if model.family not in ("gpt2", "llama", "neox"):
-        raise ValueError(
-            f"path_patching supports GPT-2, Llama-family and GPT-NeoX models; {model.name} is {model.family}"
-        )
+    lay = qkv_layout(model)
     if receiver_input not in RECEIVER_INPUTS:
         raise ValueError(
             f"receiver_input must be one of {', '.join(RECEIVER_INPUTS)}, got {receiver_input!r}"
@@ -279,7 +376,7 @@ def path_patching(
     # (layer, projection module) -> receiver columns of that module's output
     rec_cols: dict[tuple[int, str], torch.Tensor] = {}
     for layer, h in recs:
-        for mod, cols in _receiver_columns(model, h, parts):
+        for mod, cols in _receiver_columns(model, h, parts, lay):
             prev = rec_cols.get((layer, mod), torch.empty(0, dtype=torch.long))
             rec_cols[(layer, mod)] = torch.unique(torch.cat([prev, cols]))
     dev = model.device
@@ -301,7 +398,7 @@ def path_patching(
                 )
             ids = ids.to(dev)
             with torch.no_grad():
-                out = hf(ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
+                out = hf(ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1)
             return out.logits[:, -1].float()
         finally:
             for hk in hooks:
