@@ -46,6 +46,9 @@ class TokenActivationsResult(DisplaysAsView):
     where text ``i`` starts). Units are MLP neurons for ``mlp_post``, residual dimensions for
     the residual and sublayer-output sites, and heads for ``head_out`` (value: the L2 norm of
     the head's write into the residual stream, in residual-stream units).
+
+    A text longer than the model's context was run in overlapping windows (``window`` tokens
+    each, ``stride`` apart); its values are stitched as :func:`token_activations` describes.
     """
 
     model_name: str
@@ -60,6 +63,10 @@ class TokenActivationsResult(DisplaysAsView):
     model: Model | None = field(default=None, repr=False, compare=False)
     #: the sparse dictionary (SAE, transcoder) whose features are the units, or ``None``
     dictionary: Any = field(default=None, repr=False, compare=False)
+    #: tokens per forward pass and the step between windows of the texts longer than the
+    #: model's context (``None`` when no text needed windows); see :func:`token_activations`
+    window: int | None = None
+    stride: int | None = None
 
     @property
     def offsets(self) -> list[int]:
@@ -193,17 +200,33 @@ def token_activations(
     direction_label: str = "direction",
     dictionary: Any = None,
     progress: Any = None,
+    window: int | None = None,
+    stride: int | None = None,
 ) -> TokenActivationsResult:
     """Activations of ``site`` at ``layer`` for every token of ``texts`` (one nnsight trace per
-    text). ``progress(done, total)`` is called after each text (the widget uses it); without
-    it, 16 texts or more show a tqdm bar. Interrupting between texts leaves the model as it was
+    text). ``progress(done, total)`` is called after each forward pass (one per text, or one
+    per window of a windowed text; the widget uses it); without it, 16 texts or more show a
+    tqdm bar. Interrupting between texts leaves the model as it was
     (nnsight removes its hooks when a trace exits).
 
     ``dictionary``: a sparse dictionary (an SAE or transcoder: ``encode``, ``d_in``, ``d_sae``,
     ``site``, ``layer``); the units are then its features, ``dictionary.encode`` of each token's
-    activation at the dictionary's own site and layer (``site``/``layer`` must match them)."""
+    activation at the dictionary's own site and layer (``site``/``layer`` must match them).
+
+    Texts longer than the model's context (``model.n_ctx`` tokens) are refused unless
+    ``window`` is given. With ``window=W`` (at most ``n_ctx``), such a text runs as overlapping
+    windows of ``W`` tokens (one trace each), starting ``stride`` tokens apart (default
+    ``W // 2``); the last window ends at the text's end. A leading BOS token is put at the
+    start of every window (and counts in ``W``), so each window reads like a text of its own.
+    Each token takes its value from the window in which it has the most left context, which is
+    the earliest window that contains it: the first window gives its first ``W`` tokens, every
+    later window only the tokens beyond the previous window's end, each of which has at least
+    ``W - stride`` tokens of left context (``W - stride - 1`` besides the BOS). A text that
+    fits the context runs whole whether or not ``window`` is given, so its values are the
+    same either way."""
     check_model(model)
     texts = check_texts(texts)
+    window, stride = _check_window(model, window, stride)
     if dictionary is not None:
         for attr in ("encode", "site", "layer", "d_in", "d_sae"):
             if not hasattr(dictionary, attr):
@@ -223,26 +246,41 @@ def token_activations(
         raise ValueError("give a direction or a dictionary, not both")
     if direction is not None:
         direction = check_vector(direction, model.site_width(site), "direction", site).cpu()
-    token_ids = [model.to_tokens(t) for t in texts]  # validates lengths before any forward
+    token_ids = [_tokens(model, t, i, window) for i, t in enumerate(texts)]  # lengths checked before any forward
+    windowed = any(ids.shape[1] > model.n_ctx for ids in token_ids)
+    plans = [
+        None if ids.shape[1] <= model.n_ctx else window_plan(ids.shape[1], window, stride, _bos_prefix(model, ids))
+        for ids in token_ids
+    ]
+    passes = sum(1 if p is None else len(p) for p in plans)
     bar = None
-    if progress is None and len(texts) >= 16:
+    if progress is None and (len(texts) >= 16 or passes >= 16):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(texts), desc=f"{site} L{layer}", unit="text", leave=False)
+        bar = tqdm(total=passes, desc=f"{site} L{layer}", unit="pass", leave=False)
     chunks = []
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, passes)
+        if bar is not None:
+            bar.update(1)
+
     try:
-        for i, ids in enumerate(token_ids):
-            value = model.run(ids, [(site, layer)])[(site, layer)]
-            if site == "head_out":
-                value = value.norm(dim=-1)
-            if dictionary is not None:
-                with torch.no_grad():
-                    value = dictionary.encode(value.to(_param_device(dictionary, value))).float().cpu()
+        for ids, plan in zip(token_ids, plans):
+            if plan is None:
+                value = _values(model, ids, site, layer, dictionary)
+                step()
+            else:
+                parts = []
+                for win, keep in plan:
+                    parts.append(_values(model, ids[:, win], site, layer, dictionary)[keep])
+                    step()
+                value = torch.cat(parts, dim=0)
             chunks.append(value)
-            if progress is not None:
-                progress(i + 1, len(texts))
-            if bar is not None:
-                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
@@ -258,7 +296,91 @@ def token_activations(
         direction_label=direction_label,
         model=model,
         dictionary=dictionary,
+        window=window if windowed else None,
+        stride=stride if windowed else None,
     )
+
+
+def _check_window(model: Model, window: Any, stride: Any) -> tuple[int | None, int | None]:
+    if window is None:
+        if stride is not None:
+            raise ValueError("stride= only applies with window=; pass window= too (tokens per forward pass)")
+        return None, None
+    if isinstance(window, bool) or not isinstance(window, int):
+        raise TypeError(f"window must be an int (tokens per forward pass) or None, got {type(window).__name__}")
+    if not 2 <= window <= model.n_ctx:
+        raise ValueError(f"window must be in 2..{model.n_ctx} ({model.name}'s context), got {window}")
+    if stride is None:
+        stride = max(1, window // 2)
+    if isinstance(stride, bool) or not isinstance(stride, int):
+        raise TypeError(f"stride must be an int (tokens between window starts) or None, got {type(stride).__name__}")
+    if not 1 <= stride <= window - 1:
+        raise ValueError(
+            f"stride must be in 1..{window - 1} (less than window={window}, so that windows overlap "
+            f"and every token gets left context), got {stride}"
+        )
+    return window, stride
+
+
+def _tokens(model: Model, text: str, index: int, window: int | None) -> torch.Tensor:
+    """The text's ids ``[1, T]``; ``T`` may exceed ``n_ctx`` only with a window."""
+    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        raise ValueError(f"texts[{index}] produced no tokens")
+    if ids.shape[1] > model.n_ctx and window is None:
+        raise ValueError(
+            f"texts[{index}] is {ids.shape[1]} tokens long but {model.name} takes at most {model.n_ctx}; "
+            f"pass window={model.n_ctx} (and optionally stride=) to run it in overlapping windows whose "
+            "values are stitched together, or shorten it"
+        )
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= model.d_vocab:  # as model.to_tokens / run would refuse, before any forward
+        raise ValueError(f"texts[{index}] has token id {lo if lo < 0 else hi}, outside {model.name}'s vocabulary")
+    return ids
+
+
+def _bos_prefix(model: Model, ids: torch.Tensor) -> int:
+    """1 if the text starts with the tokenizer's BOS (repeated at the start of each window), else 0."""
+    bos = getattr(model.tokenizer, "bos_token_id", None)
+    return int(bos is not None and int(ids[0, 0]) == bos)
+
+
+def window_plan(n: int, window: int, stride: int, prefix: int = 0) -> list[tuple[list[int], slice]]:
+    """The windows over ``n`` token positions and what each contributes.
+
+    Returns ``(positions, keep)`` per window: the text positions one forward pass reads (the
+    first ``prefix`` positions, a BOS, then a run of the rest) and the slice of that pass's
+    output that the stitched result takes from it: the tokens it is the earliest window to
+    hold (so each token gets the most left context any window gives it). Body windows start
+    ``stride`` apart; the last is moved back so that it ends at ``n``.
+    """
+    body_len = window - prefix
+    body = n - prefix
+    if body_len < 1:
+        raise ValueError(f"window={window} leaves no room for text after the BOS token")
+    starts = list(range(0, max(body - body_len, 0) + 1, stride))
+    if starts[-1] + body_len < body:
+        starts.append(body - body_len)
+    plan: list[tuple[list[int], slice]] = []
+    done = 0  # body positions already covered by earlier windows
+    for k, s in enumerate(starts):
+        end = min(s + body_len, body)
+        positions = list(range(prefix)) + list(range(prefix + s, prefix + end))
+        first = 0 if k == 0 else prefix + (done - s)  # keep the BOS from the first window only
+        plan.append((positions, slice(first, len(positions))))
+        done = end
+    return plan
+
+
+def _values(model: Model, ids: torch.Tensor, site: str, layer: int, dictionary: Any) -> torch.Tensor:
+    """``[T, n_units]`` values of one forward pass over ``ids``."""
+    value = model.run(ids, [(site, layer)])[(site, layer)]
+    if site == "head_out":
+        value = value.norm(dim=-1)
+    if dictionary is not None:
+        with torch.no_grad():
+            value = dictionary.encode(value.to(_param_device(dictionary, value))).float().cpu()
+    return value
 
 
 def _param_device(module: Any, like: torch.Tensor) -> torch.device:
