@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from .. import wire
 from ..core._checks import check_model, check_positive_int
 from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
-from ._base import Field, MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, request_handler, script_json
 from .code import ShowsCode, token_activations_code
 
 
@@ -23,8 +24,21 @@ class TokenActivations(ShowsCode, MIWidget):
     direction on ``resid_post``). Hover a token for its exact value; click it for its top-k
     units; click a unit to recolour. ``selected_token`` (flat index over the texts) and
     ``selected_unit`` are traits to read, observe and set; so are ``layer`` and ``site``
-    (setting them recomputes with one nnsight trace).
+    (setting them recomputes with one nnsight trace). ``window=``/``stride=`` run texts longer
+    than the model's context in overlapping windows (see :func:`mi_widgets.token_activations`).
+
+    Long texts stay cheap in the browser: only the tokens in and near the scrolled viewport are
+    rendered, and the static copy kept in a notebook's outputs holds at most ``COPY_BYTES`` of
+    state (for a longer view, its first tokens, with a note saying so).
     """
+
+    #: the static copy in a notebook's outputs keeps its state under this many bytes as the
+    #: .ipynb stores it (JSON inside a JSON string); with the bundle and the saved-view output
+    #: the cell's outputs stay under 200 kB
+    COPY_BYTES = 130_000
+    #: bytes of cached unit values (uint8, one per token and unit) in the copy in a notebook's
+    #: outputs (and its saved-view output) and in a full export (``to_html``, ``export_html``)
+    CACHE_BYTES = {"repr": 24_000, "export": 2_000_000}
 
     _stem = "token_activations"
 
@@ -58,6 +72,8 @@ class TokenActivations(ShowsCode, MIWidget):
         k: int = 10,
         result: TokenActivationsResult | None = None,
         dictionary: Any = None,
+        window: int | None = None,
+        stride: int | None = None,
         **kwargs: Any,
     ) -> None:
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
@@ -85,6 +101,7 @@ class TokenActivations(ShowsCode, MIWidget):
             result = token_activations(
                 model, texts, site, layer, direction=direction,
                 direction_label=unit_label or "direction", dictionary=dictionary,
+                window=window, stride=stride,
             )
         self._result = result
         self._model = result.model if result.model is not None else model
@@ -145,7 +162,8 @@ class TokenActivations(ShowsCode, MIWidget):
         self.n_units = result.n_units
         self.unit_kind = result.unit_kind
         idx, vals = result.topk(self.k)
-        self.topk_indices = wire.encode(idx, "int32")
+        # unit indices fit uint16 for every site but the widest dictionaries: half of int32
+        self.topk_indices = wire.encode(idx, "uint16" if result.n_units <= 65535 else "int32")
         self.topk_values = wire.encode(vals, "float16")
         if self.selected_token >= result.acts.shape[0]:
             self.selected_token = -1
@@ -232,6 +250,7 @@ class TokenActivations(ShowsCode, MIWidget):
             result = token_activations(
                 self._model, old.texts, site, layer, direction=direction,
                 direction_label=old.direction_label, dictionary=old.dictionary, progress=report,
+                window=old.window, stride=old.stride,
             )
             keep_direction = direction is not None and self.selected_unit < 0
             with self.hold_trait_notifications():
@@ -259,22 +278,96 @@ class TokenActivations(ShowsCode, MIWidget):
 
     # -- static export ----------------------------------------------------------------
 
-    def _static_extra(self, budget: int) -> dict:
-        """Values of the ``budget`` units that appear most often in the top-k lists, so that a
-        static copy can recolour by them without a kernel."""
+    def _cache_units(self, budget: int, n_tokens: int) -> list[int]:
+        """The units whose values a static copy carries: those that appear most often in the
+        top-k lists (and the selected unit), at most ``budget`` of them and at most the byte
+        cap of that kind of copy (``CACHE_BYTES``: one byte per token and unit)."""
+        kind = "repr" if budget <= self._static_budget["repr"] else "export"
+        cap = max(1, self.CACHE_BYTES[kind] // max(n_tokens, 1))
         idx = wire.decode(self.topk_indices).reshape(-1)
         counts = torch.bincount(torch.as_tensor(idx, dtype=torch.long), minlength=self.n_units)
         units = [int(u) for u in torch.argsort(counts, descending=True, stable=True).tolist() if counts[u] > 0]
-        units = units[:budget]
+        units = units[: min(budget, cap)]
         if self.selected_unit >= 0 and self.selected_unit not in units:
             units.append(self.selected_unit)
+        return units
+
+    def _static_extra(self, budget: int) -> dict:
+        """Values of the units that appear most often in the top-k lists (see
+        ``_cache_units``), so that a static copy can recolour by them without a kernel."""
+        n = int(self._result.acts.shape[0])
         # uint8 with a per-unit scale: 1/255 of a unit's range is finer than the colour scale
         # resolves, and it halves the export against float16.
-        cache = {str(u): wire.quantize(self._result.unit_values(u), 8) for u in units}
+        cache = {str(u): wire.quantize(self._result.unit_values(u), 8) for u in self._cache_units(budget, n)}
         return {"unit_cache": cache}
 
+    def static_state(self, budget: int | None = None) -> dict:
+        """As :meth:`MIWidget.static_state`; the copy kept in a notebook's outputs (a budget of
+        at most ``_static_budget["repr"]``) of a view whose state would pass ``COPY_BYTES``
+        keeps only its first tokens (as many as fit), and says so in ``static_note``."""
+        if budget is None or budget > self._static_budget["repr"]:
+            return super().static_state(budget)
+        state = {**self.state(), **self._static_extra(budget), "static": True}
+        n = int(self._result.acts.shape[0])
+        keep = self._copy_tokens(state, n)
+        if keep < n:
+            state = _first_tokens(state, keep)
+            state["static_note"] = (
+                f"This saved copy shows the first {keep:,} of {n:,} tokens; the live view (run the "
+                "cell) and w.to_html() show them all."
+            )
+        return wire.to_static(state)
+
+    def _copy_tokens(self, state: dict, n: int) -> int:
+        """How many leading tokens fit a copy of at most ``COPY_BYTES``: the other traits, then
+        per token its text (JSON, escaped again in the .ipynb) and its bytes in every per-token
+        array (base64, 4/3)."""
+        per_token = 0.0
+        for key in ("values", "topk_indices", "topk_values"):
+            per_token += len(state[key]["buffer"]) / max(n, 1)
+        per_token += sum(len(w["buffer"]) for w in state["unit_cache"].values()) / max(n, 1)
+        fixed = len(json.dumps(script_json({k: v for k, v in wire.to_static(state).items()
+                                            if k not in ("texts", "values", "topk_indices", "topk_values", "unit_cache")})))
+        fixed += 400 * (3 + len(state["unit_cache"]))  # each array's dtype/shape/scale keys
+        room = self.COPY_BYTES - fixed
+        keep = 0
+        for toks in state["texts"]:
+            for tok in toks:
+                room -= len(json.dumps(script_json(tok)).encode()) - 1 + per_token * 4 / 3
+                if room < 0:
+                    return keep
+                keep += 1
+        return keep
+
     def _fallback_text(self) -> str:
+        text = "\n".join("".join(toks) for toks in self.texts)
+        if len(text) > 2000:  # the page shows it only until the view renders
+            text = text[:2000] + f"… ({len(text) - 2000:,} more characters)"
         return (
             f"TokenActivations · {self._result.model_name} · {self.site} layer {self.layer} · "
-            f"{self.unit_label}\n" + "\n".join("".join(toks) for toks in self.texts)
+            f"{self.unit_label}\n" + text
         )
+
+
+def _first_tokens(state: dict, keep: int) -> dict:
+    """``state`` cut to its first ``keep`` tokens (texts, per-token arrays, the selection)."""
+    out = dict(state)
+    texts, left = [], keep
+    for toks in state["texts"]:
+        if left <= 0:
+            break
+        texts.append(list(toks[:left]))
+        left -= len(toks[:left])
+    out["texts"] = texts
+
+    def cut(w: dict) -> dict:
+        shape = [keep, *w["shape"][1:]]
+        row = len(w["buffer"]) // max(w["shape"][0], 1)
+        return {**w, "shape": shape, "buffer": bytes(w["buffer"][: keep * row])}
+
+    for key in ("values", "topk_indices", "topk_values"):
+        out[key] = cut(state[key])
+    out["unit_cache"] = {u: cut(w) for u, w in state["unit_cache"].items()}
+    if out.get("selected_token", -1) >= keep:
+        out["selected_token"] = -1
+    return out

@@ -115,7 +115,8 @@ def test_widget_initial_state(gpt2):
     assert w.selected_unit == 7 and w.unit_label == "neuron 7"
     np.testing.assert_allclose(wire.decode(w.values), r.acts[:, 7].numpy(), rtol=1e-6)
     idx = wire.decode(w.topk_indices)
-    assert idx.shape == (r.acts.shape[0], 10) and w.topk_indices["dtype"] == "int32"
+    assert idx.shape == (r.acts.shape[0], 10) and w.topk_indices["dtype"] == "uint16"  # 128 units fit
+    np.testing.assert_array_equal(idx, r.topk(10)[0].numpy())
     assert w.values["dtype"] == "float32" and isinstance(w.values["buffer"], bytes)
     assert "resid_mid" in w.sites and "attn_pattern" not in w.sites
     assert "render" in w._esm  # the built ES module, not a path
@@ -279,3 +280,110 @@ def test_many_texts_show_a_progress_bar_and_interrupts_leave_the_model_clean(gpt
     assert hooks == 0
     again = mw.token_activations(gpt2, texts[:2], site="mlp_post", layer=0)
     torch.testing.assert_close(again.acts, r.acts[: again.acts.shape[0]])
+
+
+# -- long texts: windowing, and the copy kept in a notebook's outputs --------------------------
+
+WORDS = (
+    "the Eiffel Tower is in Paris and the Colosseum is in Rome while Mary gave John a drink "
+    "at the store because the food was wonderful and the staff were kind"
+).split()
+
+
+def long_text(model, n_tokens: int) -> str:
+    """Ordinary words, repeated, until the text is at least ``n_tokens`` tokens long."""
+    per = model.tokenizer(" ".join(WORDS), return_tensors="pt")["input_ids"].shape[1]
+    reps = max(1, (n_tokens - 1) // max(per - 1, 1))
+    while True:
+        text = " ".join(WORDS * reps)
+        if model.tokenizer(text, return_tensors="pt")["input_ids"].shape[1] >= n_tokens:
+            return text
+        reps += 1
+
+
+def test_widget_windows_a_long_text_across_layers(gpt2):
+    text = long_text(gpt2, 300)
+    with pytest.raises(ValueError, match="pass window=128"):
+        mw.TokenActivations(gpt2, text)
+    w = mw.TokenActivations(gpt2, text, site="mlp_post", layer=0, window=64, stride=16, unit=3)
+    n = gpt2.tokenizer(text, return_tensors="pt")["input_ids"].shape[1]
+    assert sum(len(t) for t in w.texts) == n > gpt2.n_ctx
+    w.layer = 2  # recomputes with the same windows
+    ref = mw.token_activations(gpt2, text, site="mlp_post", layer=2, window=64, stride=16)
+    assert (w.result.window, w.result.stride) == (64, 16)
+    torch.testing.assert_close(w.result.acts, ref.acts)
+    np.testing.assert_allclose(wire.decode(w.values), ref.acts[:, w.selected_unit].numpy(), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def view_10k(tiny):
+    """A 10,000-token single text on zoo:tiny (context 128), windowed."""
+    text = long_text(tiny, 10_000)
+    return mw.TokenActivations(tiny, text, site="mlp_post", layer=1, window=tiny.n_ctx)
+
+
+def notebook_outputs(w, monkeypatch) -> list[dict]:
+    """The outputs a kernel puts in the .ipynb for a cell ending in ``w``: the saved-view output
+    (``_publish_saved_view``, which only publishes inside a kernel) and the view's own bundle."""
+    import IPython
+    import IPython.display
+
+    published = []
+
+    class Shell:
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    monkeypatch.setattr(IPython.display, "publish_display_data",
+                        lambda data, metadata=None: published.append((data, metadata or {})))
+    bundle = w._repr_mimebundle_()
+    data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+    assert len(published) == 1  # the saved-view output was made
+    return [{"data": d, "metadata": m} for d, m in published] + [{"data": data, "metadata": meta}]
+
+
+def test_notebook_output_of_10k_tokens_stays_under_200_kb(view_10k, monkeypatch, capsys):
+    import nbformat
+
+    w = view_10k
+    n = sum(len(t) for t in w.texts)
+    assert len(w.texts) == 1 and n >= 10_000
+    outputs = notebook_outputs(w, monkeypatch)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "w", outputs=[nbformat.v4.new_output("display_data", data=o["data"], metadata=o["metadata"]) for o in outputs],
+    )])
+    size = len(nbformat.writes(nb).encode())
+    html = outputs[1]["data"]["text/html"]
+    state = json.loads(html.split('-state">', 1)[1].split("</script>", 1)[0])
+    keep = sum(len(t) for t in state["texts"])
+    with capsys.disabled():
+        print(f"\n[size] {n:,} tokens: notebook outputs {size / 1e3:.0f} kB (copy of the first {keep:,} tokens)",
+              flush=True)
+    assert size <= 200_000
+    # the copy is the first tokens, their exact values and top-k, and says what it left out
+    assert 1_000 <= keep < n
+    assert state["texts"] == [w.texts[0][:keep]]
+    np.testing.assert_array_equal(wire.decode(state["values"]), wire.decode(w.values)[:keep])
+    np.testing.assert_array_equal(wire.decode(state["topk_indices"]), wire.decode(w.topk_indices)[:keep])
+    assert f"first {keep:,} of {n:,} tokens" in state["static_note"]
+    for u, cached in state["unit_cache"].items():
+        exact = w.result.acts[:keep, int(u)].numpy()
+        assert np.abs(wire.decode(cached) - exact).max() <= float(cached["scale"]) / 2 + 1e-5
+    # the saved-view output colours the full saved widget state: its cached units cover every token
+    extra = json.loads(outputs[0]["data"]["text/html"].split('-extra">', 1)[1].split("</script>", 1)[0])
+    assert extra["unit_cache"] and all(c["shape"] == [n] for c in extra["unit_cache"].values())
+
+
+def test_to_html_of_10k_tokens_keeps_every_token(view_10k, capsys):
+    w = view_10k
+    page = w.to_html()
+    state = json.loads(page.split('-state">', 1)[1].split("</script>", 1)[0])
+    n = sum(len(t) for t in w.texts)
+    with capsys.disabled():
+        print(f"\n[size] {n:,} tokens: to_html {len(page.encode()) / 1e6:.2f} MB, "
+              f"{len(state['unit_cache'])} cached units", flush=True)
+    assert state["texts"] == w.texts and "static_note" not in state
+    assert wire.decode(state["values"]).shape == (n,)
+    # the unit cache is capped by bytes (one per token and unit), not only by count
+    assert len(state["unit_cache"]) <= w.CACHE_BYTES["export"] // n + 1
+    assert len(page.encode()) < 4_000_000
