@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,17 +370,24 @@ def fit_probe(Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor, yva: torc
     if K <= 2:
         return fit_with_validation(Xtr, ytr, Xva, yva, grid)
     stats = standardise(Xtr)
+
+    def key(z: torch.Tensor) -> tuple[float, float]:
+        return -_acc(z.argmax(-1), yva), float(torch.nn.functional.cross_entropy(z, yva.long()))
+
+    return _pick_C(grid, lambda C, prev: fit_softmax(Xtr, ytr, C, stats=stats, init=prev, n_classes=K), Xva, yva, key)
+
+
+def _pick_C(grid: Sequence[float], fit_at: Callable[[float, Any], Any], Xva: torch.Tensor, yva: torch.Tensor,
+            key: Callable[[torch.Tensor], tuple[float, float]]) -> Any:
+    """Fit at every C of ``grid`` in ascending order, each fit warm-started from the previous,
+    and keep the fit whose validation decision ``fit.decision(Xva)`` has the smallest ``key``
+    (ties and an empty validation set: the stronger regularisation)."""
     best, best_key, prev = None, None, None
     for C in sorted(grid):
-        fit = fit_softmax(Xtr, ytr, C, stats=stats, init=prev, n_classes=K)
-        prev = fit
-        if len(yva):
-            z = fit.decision(Xva)
-            key = (-_acc(z.argmax(-1), yva), float(torch.nn.functional.cross_entropy(z, yva.long())))
-        else:
-            key = (0.0, 0.0)
-        if best_key is None or key < best_key:
-            best, best_key = fit, key
+        fit = prev = fit_at(C, prev)
+        k = key(fit.decision(Xva)) if len(yva) else (0.0, 0.0)
+        if best_key is None or k < best_key:
+            best, best_key = fit, k
     assert best is not None
     return best
 
@@ -420,21 +427,11 @@ def fit_with_validation(Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor,
     stats = standardise(Xtr)
     newton_max_dim = 256
     Z = _design(Xtr, *stats, torch.float64 if Xtr.shape[1] + 1 <= newton_max_dim else torch.float32)
-    best, best_key, prev = None, None, None
-    Cs = sorted(grid)
-    for C in Cs:
-        fit = _fit_design(Z, ytr, C, *stats, prev, newton_max_dim, 1e-4, torch.float32)
-        prev = fit
-        if len(yva):
-            z = fit.decision(Xva)
-            loss = float(torch.nn.functional.binary_cross_entropy_with_logits(z, yva.double()))
-            key = (-_acc((z > 0).long(), yva), loss)
-        else:
-            key = (0.0, 0.0)
-        if best_key is None or key < best_key:
-            best, best_key = fit, key
-    assert best is not None
-    return best
+
+    def key(z: torch.Tensor) -> tuple[float, float]:
+        return -_acc((z > 0).long(), yva), float(torch.nn.functional.binary_cross_entropy_with_logits(z, yva.double()))
+
+    return _pick_C(grid, lambda C, prev: _fit_design(Z, ytr, C, *stats, prev, newton_max_dim, 1e-4, torch.float32), Xva, yva, key)
 
 
 # ------------------------------------------------------------------------------------------
@@ -613,10 +610,7 @@ def _positions(read: Any, i: int, n_tokens: int) -> int | str:
 def _run_batch(model: Model, ids: torch.Tensor, reads: list[tuple[str, int]]) -> dict[tuple[str, int], torch.Tensor]:
     """One nnsight trace over same-length sequences ``ids`` ``[B, T]`` reading every vector site
     of ``reads`` (in execution order); values ``[B, T, d]`` in float32 on the CPU."""
-    keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
-    for site, layer in dict.fromkeys(reads):
-        r = model.arch.reads[site]
-        keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+    keys = model._read_groups(dict.fromkeys(reads))
     saved: dict[tuple[int, int, str, str], Any] = {}
     mask = torch.ones(ids.shape, dtype=torch.long, device=model.device)
     # envoys looked up here: the trace body names no Model (a remote request ships what it names)
@@ -628,9 +622,7 @@ def _run_batch(model: Model, ids: torch.Tensor, reads: list[tuple[str, int]]) ->
     for key, wanted in keys.items():
         raw = saved[key]
         for site, layer in wanted:
-            item = model.arch.reads[site].item
-            value = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
-            out[(site, layer)] = value.detach().float().cpu()
+            out[(site, layer)] = model._element(site, raw).detach().float().cpu()
     return out
 
 

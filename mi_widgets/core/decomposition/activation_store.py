@@ -81,8 +81,7 @@ def _batch_reads(
     ``[B, T, d]`` (float32, CPU), in the order of ``reads``."""
     keys: dict[tuple[int, int, str, str], list[int]] = {}
     for j, (site, layer) in enumerate(reads):
-        r = model.arch.reads[site]
-        keys.setdefault((layer, r.order, r.module, r.io), []).append(j)
+        keys.setdefault(model._read_key(site, layer), []).append(j)
     saved: dict[tuple, Any] = {}
     # envoys looked up here: the trace body names no Model (a remote request ships what it names)
     plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
@@ -93,8 +92,7 @@ def _batch_reads(
     for key, idx in keys.items():
         raw = saved[key]
         for j in idx:
-            item = model.arch.reads[reads[j][0]].item
-            v = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+            v = model._element(reads[j][0], raw)
             if isinstance(v, (tuple, list)):
                 v = v[0]
             out[j] = v.detach().float().cpu()

@@ -93,10 +93,7 @@ def _collect_plan(model: Model, tokens: torch.Tensor, stream: set[int], sites: s
         wanted[("resid_pre", i) if i < n else ("resid_post", n - 1)] = f"stream:{i}"
     for s in sites:
         wanted.setdefault(s, "site")
-    keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
-    for site, layer in wanted:
-        r = model.arch.reads[site]
-        keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+    keys = model._read_groups(wanted)
     # envoys looked up here: the trace body names no Model (a remote request ships what it names)
     plan = [(key, model._module(key[0], key[2]), key[3]) for key in sorted(keys)]
     return tokens, plan, keys, wanted
@@ -117,9 +114,7 @@ def _collect_finish(
     for key, names in keys.items():
         raw = saved[key]
         for site, layer in names:
-            item = model.arch.reads[site].item
-            v = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
-            v = v.detach()
+            v = model._element(site, raw).detach()
             if site == "head_out":
                 v = _as_heads(model, v)
             tag = wanted[(site, layer)]

@@ -10,6 +10,7 @@ nothing downstream branches on the model family.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,24 @@ class Model:
         block = _get(self.nn, self.arch.layers, envoy=True)[layer]
         return _get(block, rel, envoy=True)
 
+    def _read_key(self, site: str, layer: int) -> tuple[int, int, str, str]:
+        """``(layer, order, module, io)``: the module value ``site`` is read from; sorted keys are
+        the execution order nnsight requires, and sites with one key share one save."""
+        r = self.arch.reads[site]
+        return (layer, r.order, r.module, r.io)
+
+    def _read_groups(self, reads: Iterable[tuple[str, int]]) -> dict[tuple[int, int, str, str], list[tuple[str, int]]]:
+        """The ``(site, layer)`` reads grouped by :meth:`_read_key`."""
+        keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
+        for site, layer in reads:
+            keys.setdefault(self._read_key(site, layer), []).append((site, layer))
+        return keys
+
+    def _element(self, site: str, raw: Any) -> Any:
+        """``site``'s value in the saved module value ``raw``: its tuple element where it has one."""
+        item = self.arch.reads[site].item
+        return raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+
     def run(self, tokens: torch.Tensor, reads: list[tuple[str, int]]) -> dict[tuple[str, int], torch.Tensor]:
         """One forward pass that returns the requested ``(site, layer)`` values for a single
         sequence, on the CPU in float32, without the batch dimension:
@@ -227,10 +246,7 @@ class Model:
         for site, layer in reads:
             self.check_site(site, layer)
         self.check_tokens(tokens)
-        keys: dict[tuple[int, int, str, str], list[tuple[str, int]]] = {}
-        for site, layer in dict.fromkeys(reads):
-            r = self.arch.reads[site]
-            keys.setdefault((layer, r.order, r.module, r.io), []).append((site, layer))
+        keys = self._read_groups(dict.fromkeys(reads))
         # The trace body names only envoys and small values (never self: its tokenizer would be
         # pickled into every remote request). head_out is z @ W_O per head, computed inside the
         # trace from the projection's own weight, so it also runs where the weights are remote.
@@ -254,8 +270,7 @@ class Model:
         for key, wanted in keys.items():
             raw = saved[key]
             for site, layer in wanted:
-                item = self.arch.reads[site].item
-                value = raw[item] if (item is not None and isinstance(raw, (tuple, list))) else raw
+                value = self._element(site, raw)
                 if site == "attn_pattern" and value is None:
                     raise RuntimeError(
                         f"{self.name} returned no attention probabilities; load it with "
