@@ -63,6 +63,16 @@ def check_str_list(x: Any, what: str, *, allow_empty: bool = False) -> list[str]
     return list(x)
 
 
+def check_each_text(x: list | tuple, what: str) -> list[str]:
+    """Every element of ``x`` a non-empty ``str`` (``ValueError`` naming ``what[i]`` otherwise)."""
+    for i, t in enumerate(x):
+        if not isinstance(t, str):
+            raise ValueError(f"{what}[{i}] must be a str, got {type(t).__name__}")
+        if t == "":
+            raise ValueError(f"{what}[{i}] is empty; give at least one character of text")
+    return list(x)
+
+
 def check_int_list(x: Any, what: str) -> list[int]:
     """A list of ints; a bare ``str`` such as ``'01'`` is refused rather than iterated."""
     if isinstance(x, str):

@@ -67,27 +67,9 @@ def test_attribution_patching_is_the_first_order_term_of_patching(models, bpe_to
             normalize=False,
         )
         base = atp.corrupt_baseline if direction == "denoise" else atp.clean_baseline
-        up = reference_patching(
-            m64,
-            CLEAN,
-            CORRUPT,
-            _RawLogitDiff(a, b),
-            site,
-            each,
-            direction,
-            normalize=False,
-            eps=eps,
-        )
-        down = reference_patching(
-            m64,
-            CLEAN,
-            CORRUPT,
-            _RawLogitDiff(a, b),
-            site,
-            each,
-            direction,
-            normalize=False,
-            eps=-eps,
+        up, down = (
+            reference_patching(m64, CLEAN, CORRUPT, _RawLogitDiff(a, b), site, each, direction, normalize=False, eps=e)
+            for e in (eps, -eps)
         )
         fd = ((up - down) / (2 * eps)).float()
         assert atp.values.shape == fd.shape, site

@@ -3,6 +3,8 @@ reuse change nothing, interrupts leave no hooks and an unchanged model, progress
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from _patching_reference import (
@@ -81,16 +83,11 @@ def test_interrupt_inside_a_sweep_leaves_no_hooks_behind(models, monkeypatch, en
     metric = gap_metric(model)
     before = _hook_state(model)
     logits_before = last_logits(model, CLEAN)
-    expected = activation_patching(
-        model,
-        CLEAN,
-        CORRUPT,
-        metric,
-        site="head_out",
-        positions="each",
-        engine=engine,
+    sweep = functools.partial(
+        activation_patching, model, CLEAN, CORRUPT, metric, site="head_out", positions="each", engine=engine,
         progress=False,
     )
+    expected = sweep()
     calls = {"n": 0}
     real_apply = E._apply
 
@@ -102,29 +99,11 @@ def test_interrupt_inside_a_sweep_leaves_no_hooks_behind(models, monkeypatch, en
 
     monkeypatch.setattr(E, "_apply", flaky_apply)
     with pytest.raises(KeyboardInterrupt):
-        activation_patching(
-            model,
-            CLEAN,
-            CORRUPT,
-            metric,
-            site="head_out",
-            positions="each",
-            engine=engine,
-            progress=False,
-        )
+        sweep()
     monkeypatch.setattr(E, "_apply", real_apply)
     assert _hook_state(model) == before
     torch.testing.assert_close(last_logits(model, CLEAN), logits_before, atol=0, rtol=0)
-    again = activation_patching(
-        model,
-        CLEAN,
-        CORRUPT,
-        metric,
-        site="head_out",
-        positions="each",
-        engine=engine,
-        progress=False,
-    )
+    again = sweep()
     torch.testing.assert_close(again.values, expected.values, atol=1e-6, rtol=0)
 
 

@@ -221,35 +221,13 @@ def test_normalisation_endpoints(models, family):
 def test_per_pair_values_average_to_the_grid_and_equal_single_pair_runs(models):
     model = models["gpt2"]
     metric = gap_metric(model, PAIRS)
-    res = activation_patching(
-        model,
-        [c for c, _ in PAIRS],
-        [x for _, x in PAIRS],
-        metric,
-        positions="each",
-        progress=False,
-    )
+    res = activation_patching(model, [c for c, _ in PAIRS], [x for _, x in PAIRS], metric, positions="each", progress=False)
     assert res.per_pair.shape == (2, model.n_layers, 6)
     torch.testing.assert_close(res.per_pair.mean(0), res.values)
     for i, (c, x) in enumerate(PAIRS):
-        single = activation_patching(
-            model,
-            c,
-            x,
-            M.logit_diff(metric.correct[i], metric.wrong[i]),
-            positions="each",
-            progress=False,
-        )
+        single = activation_patching(model, c, x, M.logit_diff(metric.correct[i], metric.wrong[i]), positions="each", progress=False)
         torch.testing.assert_close(res.per_pair[i], single.values, atol=1e-5, rtol=0)
-        ref = reference_patching(
-            model,
-            c,
-            x,
-            M.logit_diff(metric.correct[i], metric.wrong[i]),
-            "resid_pre",
-            True,
-            "denoise",
-        )
+        ref = reference_patching(model, c, x, M.logit_diff(metric.correct[i], metric.wrong[i]), "resid_pre", True, "denoise")
         assert (res.per_pair[i] - ref).abs().max() <= 1e-4
 
 
@@ -261,15 +239,7 @@ def test_pairs_of_different_lengths_run_with_positions_all(models):
         model, [c for c, _ in pairs], [x for _, x in pairs], metric, site="mlp_out", progress=False
     )
     for i, (c, x) in enumerate(pairs):
-        ref = reference_patching(
-            model,
-            c,
-            x,
-            M.logit_diff(metric.correct[i], metric.wrong[i]),
-            "mlp_out",
-            False,
-            "denoise",
-        )
+        ref = reference_patching(model, c, x, M.logit_diff(metric.correct[i], metric.wrong[i]), "mlp_out", False, "denoise")
         assert (res.per_pair[i] - ref).abs().max() <= 1e-4
     with pytest.raises(ValueError, match="same token length"):
         activation_patching(

@@ -44,7 +44,7 @@ from ..metrics import Metric, Prob, as_metric
 from ..model import Model, _get
 from ..model.remote import require_local
 from .batching import _progress, _rows_per_batch
-from .checks import _check_lm, _check_prompts
+from .checks import _check_lm, _check_prompts, _tokens
 from .patching import PatchingResult, _label
 
 #: Sites causal tracing restores.
@@ -300,12 +300,7 @@ def causal_tracing(
         raise ValueError(
             f"noise must be a finite non-negative number (the noise std) or None, got {noise!r}"
         )
-    toks = []
-    for i, t in enumerate(texts):
-        try:
-            toks.append(model.to_tokens(t))
-        except ValueError as e:
-            raise ValueError(f"prompts[{i}]: {e}") from None
+    toks = _tokens(model, texts, "prompts")
     lengths = {x.shape[1] for x in toks}
     if len(lengths) > 1:
         raise ValueError(

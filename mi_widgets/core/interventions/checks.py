@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_model
+from .._checks import check_each_text, check_model
 from ..metrics import Metric, as_metric
 from ..model import Model
 from .engine import _RESID_MID_WRITABLE
@@ -31,12 +31,7 @@ def _check_prompts(x: Any, what: str) -> list[str]:
         return [x]
     if not isinstance(x, (list, tuple)) or len(x) == 0:
         raise ValueError(f"{what} must be a string or a non-empty list of strings, got {x!r}")
-    for i, t in enumerate(x):
-        if not isinstance(t, str):
-            raise ValueError(f"{what}[{i}] must be a str, got {type(t).__name__}")
-        if t == "":
-            raise ValueError(f"{what}[{i}] is empty; give at least one character of text")
-    return list(x)
+    return check_each_text(x, what)
 
 
 def _check_lm(model: Model) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -208,6 +209,27 @@ def _swap_cache(args: tuple, kwargs: dict, cache: _PrefixCache) -> tuple[tuple, 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@contextmanager
+def _block_args(blocks: Any) -> Iterator[tuple[list[tuple[tuple, dict]], list[torch.Tensor]]]:
+    """While open, every call of each block in ``blocks`` appends its arguments after the first,
+    ``(args[1:], kwargs)`` (masks, position embeddings, cache), to the first list; the first
+    call's hidden-state input goes to the second. The hooks are removed on leaving."""
+    captured: list[tuple[tuple, dict]] = []
+    first: list[torch.Tensor] = []
+
+    def grab(_m: Any, args: tuple, kwargs: dict) -> None:
+        if not captured:
+            first.append(args[0])
+        captured.append((tuple(args[1:]), dict(kwargs)))
+
+    handles = [b.register_forward_pre_hook(grab, with_kwargs=True) for b in blocks]
+    try:
+        yield captured, first
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class _DirectEngine:
     """Runs blocks ``start..L-1`` in torch from a cached residual stream, with hooks for writes
     inside a block, then the final norm and unembedding at the last position only."""
@@ -296,12 +318,6 @@ class _DirectEngine:
         one = tokens[:1].to(self.model.device)
         captured: list[tuple[tuple, dict]] = []
         first: list[torch.Tensor] = []
-
-        def grab(_m: Any, args: tuple, kwargs: dict) -> None:
-            if not captured:
-                first.append(args[0])
-            captured.append((tuple(args[1:]), dict(kwargs)))
-
         ok = False
         try:
             c = DynamicCache(config=hf.config)
@@ -312,13 +328,9 @@ class _DirectEngine:
                     **{ck: c},
                     attention_mask=torch.ones_like(one[:, :p0]),
                 )
-                handles = [b.register_forward_pre_hook(grab, with_kwargs=True) for b in self.blocks]
-                try:
+                with _block_args(self.blocks) as (captured, first):
                     kw = _forward_kwargs(self.model, one)  # attention mask over past + new tokens
                     out = hf(one[:, p0:], use_cache=True, **{ck: c}, **kw)
-                finally:
-                    for h in handles:
-                        h.remove()
             if len(captured) == self.model.n_layers:
                 self._suffix[(t, p0)] = captured
                 ref = out.logits[:, -1].float()
@@ -345,24 +357,9 @@ class _DirectEngine:
         if key in store:
             self._args[t] = store[key]
             return
-        captured: list[tuple[tuple, dict]] = []
-        first: list[torch.Tensor] = []
-
-        def grab(_m: Any, args: tuple, kwargs: dict) -> None:
-            if not captured:
-                first.append(args[0])
-            captured.append((tuple(args[1:]), dict(kwargs)))
-
-        handles = [b.register_forward_pre_hook(grab, with_kwargs=True) for b in self.blocks]
-        try:
-            with torch.no_grad():
-                one = tokens[:1]
-                out = hf(
-                    one.to(self.model.device), use_cache=False, **_forward_kwargs(self.model, one)
-                )
-        finally:
-            for h in handles:
-                h.remove()
+        with _block_args(self.blocks) as (captured, first), torch.no_grad():
+            one = tokens[:1]
+            out = hf(one.to(self.model.device), use_cache=False, **_forward_kwargs(self.model, one))
         if len(captured) != self.model.n_layers:
             self.failed = "could not capture the block arguments"
             return

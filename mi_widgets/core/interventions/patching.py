@@ -490,7 +490,11 @@ def activation_patching(
 
     narrow = _narrow_tail(model, m)
 
-    def flush() -> None:
+    def flush(if_full: bool = False) -> None:
+        """Unembed and record the pending rows (``if_full``: only once they reach _MAX_ROWS,
+        or at once when every batch is reported through ``on_update``)."""
+        if if_full and on_update is None and sum(x[0].shape[0] for x in pending) < _MAX_ROWS:
+            return
         if not pending:
             return
         hs = torch.cat([h for h, *_ in pending])
@@ -502,6 +506,11 @@ def activation_patching(
             record(logits[k : k + h.shape[0]], specs, pairs, li, narrow[1] if narrow else None)
             k += h.shape[0]
         pending.clear()
+
+    def report(done: int) -> None:
+        if on_update is not None:
+            partial = _result(model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize)
+            on_update(partial, done, len(plan))
 
     deferred = isinstance(eng, _DirectEngine)
     # a remote model runs every batch's trace in one session: one job per sweep, not per batch
@@ -535,17 +544,9 @@ def activation_patching(
                         b += 1
                     pending.append((out[a:b], row_specs[a:b], pairs[a:b], lis[a]))
                     a = b
-                if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
-                    flush()
+                flush(if_full=True)
                 bar.update(1)
-                if on_update is not None:
-                    on_update(
-                        _result(
-                            model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize
-                        ),
-                        done,
-                        len(plan),
-                    )
+                report(done)
                 continue
             layer = layer_l[li]
             g_rows = torch.tensor([s[0] for s in specs])
@@ -570,30 +571,17 @@ def activation_patching(
             out = eng.forward(bc.tokens[g_rows], start, hidden, [w], **extra)
             if deferred:
                 pending.append((out, specs, pairs, li))
-                if on_update is not None or sum(x[0].shape[0] for x in pending) >= _MAX_ROWS:
-                    flush()
+                flush(if_full=True)
             else:
                 record(out.float(), specs, pairs, li)
             bar.update(1)
-            if on_update is not None:
-                on_update(
-                    _result(
-                        model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize
-                    ),
-                    done,
-                    len(plan),
-                )
+            report(done)
         if in_session:
             outs = eng.forward_many([c for c, *_ in in_session])  # type: ignore[union-attr]
             for out, (_, specs, pairs, li) in zip(outs, in_session):
                 record(out.float(), specs, pairs, li)
             bar.update(len(in_session))
-            if on_update is not None:
-                on_update(
-                    _result(model, spec, site, direction, raw.clone(), m_clean, m_corrupt, normalize),
-                    len(plan),
-                    len(plan),
-                )
+            report(len(plan))
         flush()
     finally:
         pending.clear()
