@@ -13,12 +13,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _browser import launch, report
-from nbclient import NotebookClient
+from _browser import report
+from _notebooks import chromium_page, execute, open_offline, view_cells
 
 from mi_widgets.widgets.export import export_html
-
-TEXTS = ["The Eiffel Tower is in Paris", "When Mary and John went to the store, John gave a drink to Mary"]
 
 
 def notebook() -> nbformat.NotebookNode:
@@ -26,12 +24,7 @@ def notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Export <test>\n\nSome *markdown*."),
         nbformat.v4.new_code_cell("import mi_widgets as mw\nmodel = mw.load()\nprint('loaded <ok>')"),
-        nbformat.v4.new_code_cell(f"mw.TokenActivations(model, {TEXTS[0]!r}, site='mlp_post', layer=0)"),
-        nbformat.v4.new_code_cell(
-            "mw.activation_patching(model, 'The Eiffel Tower is in', 'The Senso Temple is in', "
-            "mw.logit_diff(' Paris', ' Tokyo'), positions='each', progress=False).widget()"
-        ),
-        nbformat.v4.new_code_cell(f"mw.TokenActivations(model, {TEXTS[1]!r}, site='mlp_post', layer=1)"),
+        *view_cells(),
         nbformat.v4.new_code_cell("1 + 1"),
     ]
     return nb
@@ -39,35 +32,13 @@ def notebook() -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export")
-    nb = notebook()
-    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(d)}}).execute()
-    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    nbformat.write(nb, d / "executed.ipynb")
-    return d / "executed.ipynb"
+    return execute(notebook(), tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
 def page(pytestconfig):
-    browser = launch(pytestconfig)
-    try:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-    finally:
-        browser.close()
-
-
-def open_offline(page, path: Path) -> tuple[list[str], list[str]]:
-    own = path.resolve().as_uri()
-    requests, errors = [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.unroute("**/*")
-    page.route("**/*", lambda route: route.continue_() if route.request.url == own else route.abort())
-    page.goto(own)
-    return requests, errors
+    with chromium_page(pytestconfig) as pg:
+        yield pg
 
 
 def check_page(page, out: Path, capsys, label: str) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _browser import HOSTILE_TOKENS, display_token, launch
+from _browser import HOSTILE_TOKENS, display_token
+from _notebooks import chromium_page
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 POS = "rgb(178, 24, 43)"  # ends of the diverging scale (js/src/lib/colour.ts)
@@ -41,18 +42,12 @@ def model(request):
 
 @pytest.fixture(scope="module")
 def page(pytestconfig):
-    browser = launch(pytestconfig)
-    try:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.set_default_timeout(15_000)
-        pg = context.new_page()
+    with chromium_page(pytestconfig) as pg:
         pg.mw_requests = []
         pg.mw_errors = []
         pg.on("request", lambda r: pg.mw_requests.append(r.url))
         pg.on("pageerror", lambda e: pg.mw_errors.append(str(e)))
         yield pg
-    finally:
-        browser.close()
 
 
 def texts_of_about(model, n_tokens: int) -> list[str]:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _browser import launch, report
-from nbclient import NotebookClient
+from _browser import report
+from _notebooks import TEXTS, chromium_page, execute, open_offline, view_cells
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 SAVED_VIEW = "mi_widgets/saved_view"
-TEXTS = ["The Eiffel Tower is in Paris", "When Mary and John went to the store, John gave a drink to Mary"]
 # what nbconvert's own template asks the network for (not our views): require.js, MathJax, the
 # widget manager; blocked here, as offline
 TEMPLATE_URLS = ("https://cdnjs.cloudflare.com/", "https://unpkg.com/@jupyter-widgets/html-manager")
@@ -33,12 +32,7 @@ def notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Saved views"),
         nbformat.v4.new_code_cell("import mi_widgets as mw\nmodel = mw.load()"),
-        nbformat.v4.new_code_cell(f"mw.TokenActivations(model, {TEXTS[0]!r}, site='mlp_post', layer=0)"),
-        nbformat.v4.new_code_cell(
-            "mw.activation_patching(model, 'The Eiffel Tower is in', 'The Senso Temple is in', "
-            "mw.logit_diff(' Paris', ' Tokyo'), positions='each', progress=False).widget()"
-        ),
-        nbformat.v4.new_code_cell(f"w = mw.TokenActivations(model, {TEXTS[1]!r}, site='mlp_post', layer=1)\ndisplay(w)"),
+        *view_cells(last="display(w)"),
     ]
     return nb
 
@@ -49,34 +43,13 @@ def executed(tmp_path_factory):
     d = tmp_path_factory.mktemp("saved")
     nb = notebook()
     nbformat.write(nb, d / "plain.ipynb")
-    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(d)}}).execute()
-    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    nbformat.write(nb, d / "executed.ipynb")
-    return d / "executed.ipynb"
+    return execute(nb, d)
 
 
 @pytest.fixture(scope="module")
 def page(pytestconfig):
-    browser = launch(pytestconfig)
-    try:
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-    finally:
-        browser.close()
-
-
-def open_offline(page, path: Path) -> tuple[list[str], list[str]]:
-    """Open ``path`` with every request but the file itself aborted; (requests, page errors)."""
-    own = path.resolve().as_uri()
-    requests, errors = [], []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.unroute("**/*")
-    page.route("**/*", lambda route: route.continue_() if route.request.url == own else route.abort())
-    page.goto(own)
-    return requests, errors
+    with chromium_page(pytestconfig) as pg:
+        yield pg
 
 
 def nbconvert_cli(path: Path) -> Path:
