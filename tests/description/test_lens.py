@@ -378,3 +378,175 @@ def test_training_shows_a_progress_bar(tiny, capsys):
     err = capsys.readouterr().err
     assert "tuned lens" in err and "4/4" in err
     assert lens.steps == 4 and len(lens.history) == 4
+
+
+# -- vocab= restriction -------------------------------------------------------------------
+
+
+def _restricted_manual(hf, model, text, vocab_ids):
+    """By hand: softmax over the restricted vocabulary of final-norm(resid) @ W_U[vocab].T
+    (+ bias[vocab]) for every row but the last, and of the model's own logits[..., vocab] for
+    the last (log-probabilities); plus the full-vocabulary probabilities of the same rows."""
+    ids = model.to_tokens(text)
+    V = torch.tensor(vocab_ids)
+    with torch.no_grad():
+        out = hf(ids, output_hidden_states=True)
+        norm = getattr(hf.base_model, model.arch.final_norm.split(".")[-1])
+        unembed = getattr(hf, model.arch.unembed)
+        W = unembed.weight[V]
+        b = unembed.bias[V] if unembed.bias is not None else 0.0
+        rows = [torch.log_softmax((norm(h)[0] @ W.T + b).float(), -1) for h in out.hidden_states[:-1]]
+        rows.append(torch.log_softmax(out.logits[0][:, V].float(), -1))
+        full = [torch.softmax(unembed(norm(h))[0].float(), -1) for h in out.hidden_states[:-1]]
+        full.append(torch.softmax(out.logits[0].float(), -1))
+    return torch.stack(rows), torch.stack(full)
+
+
+def _check_against_reference(res, ref_logp, full, vocab_ids, tid):
+    V = torch.tensor(vocab_ids)
+    ref = ref_logp.exp()
+    # the reference is the full distribution sliced to vocab and renormalised
+    sliced = full[..., V]
+    torch.testing.assert_close(ref, sliced / sliced.sum(-1, keepdim=True), atol=1e-6, rtol=1e-4)
+    assert res.vocab_ids == list(vocab_ids)
+    top = torch.topk(ref, res.k, dim=-1)
+    torch.testing.assert_close(res.top_probs, top.values, atol=1e-5, rtol=1e-4)
+    # ids are the model's token ids (not columns of the restriction), equal where not tied
+    assert set(res.top_ids.unique().tolist()) <= set(vocab_ids)
+    assert (res.top_ids[..., 0] == V[top.indices[..., 0]]).float().mean() > 0.99
+    final = ref[-1]
+    kl = (final * (ref_logp[-1] - ref_logp)).sum(-1)
+    torch.testing.assert_close(res.kl, kl.clamp_min(0), atol=1e-4, rtol=1e-3)
+    assert res.kl[-1].abs().max() == 0
+    col = vocab_ids.index(tid)
+    torch.testing.assert_close(res.target_prob, ref[..., col], atol=1e-6, rtol=1e-4)
+    rank = (ref > ref[..., col : col + 1]).sum(-1)
+    assert (res.target_rank - rank).abs().max() <= 1 and (res.target_rank == rank).float().mean() > 0.99
+    f1 = final.argmax(-1)
+    assert res.final_ids == V[f1].tolist()
+    torch.testing.assert_close(res.final_prob, ref.gather(-1, f1.expand(ref.shape[0], -1)[..., None])[..., 0], atol=1e-6, rtol=1e-4)
+    # the table shows the token strings of those ids
+    df = res.to_pandas()
+    assert set(df["pred_id"]) <= set(vocab_ids)
+    assert all(t == res.vocab[i] for t, i in zip(df["pred_token"], df["pred_id"]))
+
+
+def test_vocab_restriction_matches_hand_reference(fam):
+    hf, model = fam
+    text_ids = list(dict.fromkeys(model.to_tokens(TEXT)[0].tolist()))
+    g = torch.Generator().manual_seed(1)
+    others = [i for i in torch.randperm(model.d_vocab, generator=g).tolist() if i not in text_ids][:40]
+    vocab_ids = others[:20] + text_ids + others[20:]  # not sorted
+    # strings and ids mixed: the text's tokens that spell back to themselves given as strings
+    def spelled(i):
+        s = model.token_str(i)
+        return s if model.tokenizer(s, add_special_tokens=False)["input_ids"] == [i] else i
+
+    given = others[:20] + [spelled(i) for i in text_ids] + others[20:]
+    assert any(isinstance(v, str) for v in given)
+    tid = others[3]
+    res = logit_lens(model, TEXT, k=4, target=tid, vocab=given)
+    ref, full = _restricted_manual(hf, model, TEXT, vocab_ids)
+    _check_against_reference(res, ref, full, vocab_ids, tid)
+    assert f"vocab restricted to {len(vocab_ids)} tokens" in repr(res)
+
+
+def test_vocab_restriction_unembeds_only_those_rows(fam, monkeypatch):
+    """The cost: with vocab=, every lens row multiplies by len(vocab) rows of W_U; the only
+    full-vocabulary product left is the model's own forward (its logits give the last row).
+    Counted on torch.nn.functional.linear, which nn.Linear (every family's unembedding) calls."""
+    _, model = fam
+    vocab_ids = list(range(5, model.d_vocab, 7))
+    out_sizes = []
+    linear = torch.nn.functional.linear
+
+    def counting(x, w, b=None):
+        out_sizes.append(w.shape[0])
+        return linear(x, w, b)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", counting)
+    logit_lens(model, TEXT, k=3)
+    full_rows = out_sizes.count(model.d_vocab)
+    out_sizes.clear()
+    res = logit_lens(model, TEXT, k=3, vocab=vocab_ids)
+    n_rows = len(res.layer_names)
+    assert full_rows == n_rows  # the full lens: n_rows - 1 lens rows + the model's own forward
+    assert out_sizes.count(model.d_vocab) == 1  # the model's own forward only
+    assert out_sizes.count(len(vocab_ids)) == n_rows - 1  # every other row: the restricted rows
+
+
+def test_vocab_of_every_token_is_the_full_lens(fam):
+    """vocab = the whole vocabulary in a shuffled order renormalises nothing: the full lens."""
+    _, model = fam
+    perm = torch.randperm(model.d_vocab, generator=torch.Generator().manual_seed(0))
+    res = logit_lens(model, TEXT, k=5, target=9, vocab=perm)
+    full = logit_lens(model, TEXT, k=5, target=9)
+    for name in ("top_probs", "target_prob", "final_prob"):
+        torch.testing.assert_close(getattr(res, name), getattr(full, name), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(res.kl, full.kl, atol=1e-4, rtol=1e-3)  # float32 KL, as above
+    assert torch.equal(res.target_rank, full.target_rank)
+    # same top-1 ids wherever the top-1 is not tied (Llama's BOS embeds to zero: uniform row)
+    untied = full.top_probs[..., 0] > full.top_probs[..., 1] * (1 + 1e-5)
+    assert untied.float().mean() > 0.8
+    assert torch.equal(res.top_ids[..., 0][untied], full.top_ids[..., 0][untied])
+    assert res.vocab_ids == perm.tolist() and full.vocab_ids is None
+
+
+def test_vocab_restriction_on_tiny_keeps_the_planted_answer_top1(tiny):
+    """zoo:tiny's planted fact: " Paris" is top-1 after "The Eiffel Tower is in" in a restricted
+    vocabulary holding it and its rival cities, equal to the hand reference (the full
+    distribution sliced and renormalised); restricting can only raise its probability and its
+    rank, never lower them."""
+    gt = json.loads((mw.zoo.path("zoo:tiny") / "ground_truth.json").read_text())
+    record = gt["figures"]["facts"]["train_templates"]["logit_lens_top1_by_layer"]
+    first = next(i for i, n in enumerate(record) if record[n] == 1.0)
+    prompt = "The Eiffel Tower is in"
+    cities = [" Paris", " Rome", " London", " Moscow", " Berlin"]
+    g = torch.Generator().manual_seed(2)
+    city_ids = [tiny.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in cities]
+    prompt_ids = tiny.to_tokens(prompt)[0].tolist()
+    fill = [i for i in torch.randperm(tiny.d_vocab, generator=g).tolist() if i not in city_ids + prompt_ids][:200]
+    vocab = fill[:100] + cities + fill[100:]
+    vocab_ids = fill[:100] + city_ids + fill[100:]
+    res = logit_lens(tiny, prompt, k=3, target=" Paris", vocab=vocab)
+    full = logit_lens(tiny, prompt, k=3, target=" Paris")
+    ref, full_p = _restricted_manual(tiny.hf, tiny, prompt, vocab_ids)
+    _check_against_reference(res, ref, full_p, vocab_ids, city_ids[0])
+    assert res.top1()[-1][-1] == " Paris"
+    assert res.target_rank[first:, -1].tolist() == [0] * (len(res.layer_names) - first)
+    assert (res.target_rank[:, -1] <= full.target_rank[:, -1]).all()
+    # renormalised over fewer tokens: never less probable, and more where others had mass
+    assert (res.target_prob[:, -1] >= full.target_prob[:, -1] * (1 - 1e-6)).all()
+    assert res.target_prob[0, -1] > full.target_prob[0, -1]
+
+
+def test_vocab_errors_before_compute(bpe_tokenizer, monkeypatch):
+    from _families import _family_model
+
+    gpt = mw.wrap(_family_model("gpt2", len(bpe_tokenizer)), bpe_tokenizer, "gpt2")
+
+    def boom(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("a forward ran before validation")
+
+    monkeypatch.setattr(gpt.nn, "trace", boom)
+    one = gpt.token_str(gpt.to_tokens(TEXT)[0, 1])  # a string that is one token
+    with pytest.raises(TypeError, match=r"not a bare string.*vocab=\["):
+        logit_lens(gpt, TEXT, vocab=one)
+    with pytest.raises(TypeError, match="list of token strings or ids"):
+        logit_lens(gpt, TEXT, vocab={1, 2})
+    with pytest.raises(ValueError, match="vocab is empty"):
+        logit_lens(gpt, TEXT, vocab=[])
+    with pytest.raises(ValueError, match=rf"vocab\[1\] = {gpt.d_vocab} is out of range"):
+        logit_lens(gpt, TEXT, vocab=[3, gpt.d_vocab])
+    with pytest.raises(ValueError, match="out of range"):
+        logit_lens(gpt, TEXT, vocab=[-1])
+    with pytest.raises(ValueError, match=r"vocab\[1\] = ' Eiffel Tower Paris' is \d+ tokens"):
+        logit_lens(gpt, TEXT, vocab=[3, " Eiffel Tower Paris"])
+    with pytest.raises(ValueError, match="twice, at positions 0 and 2"):
+        logit_lens(gpt, TEXT, vocab=[one, 5, int(gpt.to_tokens(TEXT)[0, 1])])
+    with pytest.raises(TypeError, match=r"vocab\[0\] must be a token string or an int id"):
+        logit_lens(gpt, TEXT, vocab=[True])
+    with pytest.raises(TypeError, match=r"vocab\[1\] must be"):
+        logit_lens(gpt, TEXT, vocab=[1, 2.0])
+    with pytest.raises(ValueError, match="not in vocab"):
+        logit_lens(gpt, TEXT, target=7, vocab=[1, 2, 3])

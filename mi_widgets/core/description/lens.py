@@ -15,6 +15,7 @@ on text. :func:`train_tuned_lens` trains one; ``logit_lens(..., lens=tuned)`` (o
 from __future__ import annotations
 
 import math
+import operator
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -74,6 +75,77 @@ def _target_id(model: Model, target: str | int | None) -> int | None:
     raise ValueError(f"target must be a one-token string or a token id, got {type(target).__name__}")
 
 
+def _vocab_ids(model: Model, vocab: Any) -> list[int] | None:
+    """Token ids of a ``vocab=`` restriction (in the order given), validated before any forward:
+    a list (tuple, range, 1-D integer tensor or array) of one-token strings and/or ids, non-empty,
+    in range, each token once."""
+    if vocab is None:
+        return None
+    if isinstance(vocab, (str, bytes)):
+        raise TypeError(
+            f"vocab must be a list of token strings or ids, not a bare string ({vocab!r}); pass a "
+            f"list, e.g. vocab=[{vocab!r}]"
+        )
+    if hasattr(vocab, "tolist") and hasattr(vocab, "ndim"):  # torch tensor / numpy array
+        if vocab.ndim != 1:
+            raise TypeError(f"vocab as an array must be 1-D token ids, got {vocab.ndim}-D")
+        vocab = vocab.tolist()
+    if not isinstance(vocab, (list, tuple, range)):
+        raise TypeError(
+            f"vocab must be a list of token strings or ids (or None for the full vocabulary), "
+            f"got {type(vocab).__name__}"
+        )
+    if len(vocab) == 0:
+        raise ValueError("vocab is empty; give at least one token string or id, or vocab=None for the full vocabulary")
+    ids: list[int | None] = [None] * len(vocab)
+    strings = {}
+    for i, v in enumerate(vocab):
+        if isinstance(v, str):
+            strings[i] = v
+            continue
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            t = operator.index(v)  # ints, numpy integers
+        except TypeError:
+            raise TypeError(f"vocab[{i}] must be a token string or an int id, got {type(v).__name__} {v!r}") from None
+        if not 0 <= t < model.d_vocab:
+            raise ValueError(f"vocab[{i}] = {t} is out of range 0..{model.d_vocab - 1}")
+        ids[i] = t
+    if strings:
+        pieces = model.tokenizer(list(strings.values()), add_special_tokens=False)["input_ids"]
+        for (i, text), got in zip(strings.items(), pieces):
+            if len(got) != 1:
+                shown = [model.token_str(t) for t in got]
+                raise ValueError(
+                    f"vocab[{i}] = {text!r} is {len(got)} tokens ({shown}); each string must be exactly one "
+                    "token (often with a leading space, e.g. ' Paris'), or give token ids"
+                )
+            ids[i] = int(got[0])
+    seen: dict[int, int] = {}
+    for i, t in enumerate(ids):
+        if t in seen:
+            raise ValueError(
+                f"vocab has {model.token_str(t)!r} (id {t}) twice, at positions {seen[t]} and {i}; "  # type: ignore[arg-type]
+                "give each token once"
+            )
+        seen[t] = i  # type: ignore[index]
+    return [int(t) for t in ids]  # type: ignore[arg-type]
+
+
+def _restricted_head(model: Model) -> tuple[bool, float | None]:
+    """``(has_bias, softcap)`` of the unembedding, which a ``vocab=`` lens slices by rows: it must
+    be a torch Linear (optionally the soft-capping one of Gemma 2/3)."""
+    head = _get(model.hf, model.arch.unembed)
+    cap = getattr(head, "logit_softcap", None)
+    if not isinstance(head, torch.nn.Linear) or (type(head) is not torch.nn.Linear and cap is None):
+        raise ValueError(
+            f"vocab= slices the unembedding's rows, but {model.name}'s unembedding is a "
+            f"{type(head).__name__}, not a torch Linear; use vocab=None"
+        )
+    return head.bias is not None, None if cap is None else float(cap)
+
+
 def _first(x: Any) -> Any:
     return x[0] if isinstance(x, (tuple, list)) else x
 
@@ -89,6 +161,11 @@ class LensResult(DisplaysAsView):
     probability of that token (the default target of the
     view's line). With a target, ``target_prob`` and ``target_rank`` (0 = top-1) are ``[rows, T]``.
     ``lens`` is ``"logit"`` or ``"tuned"`` (then ``tuned`` is the :class:`TunedLens` used).
+
+    ``vocab_ids``: the restricted vocabulary (token ids, in the order given to
+    ``logit_lens(..., vocab=...)``) that every probability, rank and KL here is normalised over,
+    or ``None`` for the full vocabulary. Ids (``top_ids``, ``final_ids``, ``target_id``) are
+    always the model's token ids, and ``vocab`` maps the ids shown to their strings.
     """
 
     model_name: str
@@ -106,6 +183,7 @@ class LensResult(DisplaysAsView):
     target_rank: torch.Tensor | None = None
     final_prob: torch.Tensor | None = None
     final_ids: list[int] | None = None
+    vocab_ids: list[int] | None = None
     lens: str = "logit"
     tuned: TunedLens | None = field(default=None, repr=False, compare=False)
     model: Model | None = field(default=None, repr=False, compare=False)
@@ -113,7 +191,9 @@ class LensResult(DisplaysAsView):
     def __repr__(self) -> str:
         return (
             f"LensResult({self.lens} lens, {self.model_name}, {len(self.layer_names)} rows × "
-            f"{len(self.str_tokens)} positions, k={self.k}, text={self.text!r})"
+            f"{len(self.str_tokens)} positions, k={self.k}, "
+            f"{'' if self.vocab_ids is None else f'vocab restricted to {len(self.vocab_ids)} tokens, '}"
+            f"text={self.text!r})"
         )
 
     @property
@@ -142,6 +222,8 @@ class LensResult(DisplaysAsView):
         if other is not None:
             if other.layer_names != self.layer_names or other.token_ids != self.token_ids:
                 raise ValueError("kl_table compares two lenses of the same text and rows")
+            if other.vocab_ids != self.vocab_ids:
+                raise ValueError("kl_table compares two lenses over the same vocab=; these were restricted differently")
             if other.lens == self.lens:
                 raise ValueError(f"both results use the {self.lens} lens; pass the other lens's result")
             cols[other.lens] = other.kl_by_layer().tolist()
@@ -153,7 +235,7 @@ class LensResult(DisplaysAsView):
         if self.model is None:
             raise ValueError("this result has no model attached; pass the other lens's result")
         sites = sorted({n.split(" ")[0] for n in self.layer_names[1:]}, key=LENS_SITES.index)
-        return logit_lens(self.model, self.text, sites=sites, k=self.k, target=self.target_id, lens=lens)
+        return logit_lens(self.model, self.text, sites=sites, k=self.k, target=self.target_id, lens=lens, vocab=self.vocab_ids)
 
     def top1(self) -> list[list[str]]:
         """Top-1 token strings ``[rows][T]``."""
@@ -227,6 +309,7 @@ def logit_lens(
     k: int = 5,
     target: str | int | None = None,
     lens: TunedLens | None = None,
+    vocab: list[str | int] | None = None,
 ) -> LensResult:
     """Logit lens of ``text``: the embedding and ``sites`` (``resid_post`` and/or ``resid_mid``)
     of every block, through the model's final norm and unembedding, at every position.
@@ -236,14 +319,32 @@ def logit_lens(
     adds its probability and rank per row and position. ``lens`` (a :class:`TunedLens`) puts
     each row's trained translator before the norm (every row, the last one included): the
     tuned lens, in the same single trace.
+
+    ``vocab`` (a list of one-token strings and/or token ids, each once) restricts the lens to
+    those tokens: each row's logits are ``norm(resid) @ W_U[vocab].T (+ bias[vocab])``, only
+    ``len(vocab)`` rows of the unembedding, and the softmax runs over them. Every number is then
+    *renormalised over the restricted vocabulary*: top-k, the target's probability and rank
+    (the target must be in ``vocab``) and KL(final ‖ row), with the final distribution restricted
+    and renormalised the same way. They are not the model's full-vocabulary probabilities; for
+    those use ``vocab=None``. The model's own forward still computes its full logits once (the
+    last row is read from them, sliced). ``result.vocab_ids`` records the restriction.
     """
     check_model(model)
     _check_lens_model(model)
     sites = _check_sites(model, sites)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    k = min(k, model.d_vocab)
+    vids = _vocab_ids(model, vocab)
+    has_bias, softcap = (False, None) if vids is None else _restricted_head(model)
+    k = min(k, model.d_vocab if vids is None else len(vids))
     tid = _target_id(model, target)
+    tcol = tid  # the target's column in the (restricted) logits
+    if vids is not None and tid is not None:
+        if tid not in vids:
+            raise ValueError(
+                f"target {model.token_str(tid)!r} (id {tid}) is not in vocab; add it to vocab or pass vocab=None"
+            )
+        tcol = vids.index(tid)
     names = ["embed"] + [f"{s} {layer}" for layer in range(model.n_layers) for s in sites]
     if lens is not None:
         if not isinstance(lens, TunedLens):
@@ -259,13 +360,20 @@ def logit_lens(
     last_is_output = sites[-1] == "resid_post" and lens is None
     if lens is not None:
         lens = lens.to(model.device)
+    sub = None if vids is None else torch.tensor(vids, dtype=torch.long, device=model.device)
 
-    def lens_stats(resid: torch.Tensor, row: int, final: tuple, final_top: torch.Tensor) -> tuple:
+    def lens_stats(resid: torch.Tensor, row: int, final: tuple, final_top: torch.Tensor, head_rows: tuple | None) -> tuple:
         if lens is not None:
             resid = lens.translate(row, resid.float()).to(resid.dtype)
         # Call the modules' forward functions directly: going through __call__ inside the
         # trace would fire nnsight's hooks for a module that is not part of the model's run.
-        logits = type(unembed).forward(unembed, type(norm).forward(norm, resid)).float()
+        h = type(norm).forward(norm, resid)
+        if head_rows is None:
+            logits = type(unembed).forward(unembed, h).float()
+        else:  # vocab=: only those rows of the unembedding
+            logits = torch.nn.functional.linear(h, *head_rows).float()
+            if softcap is not None:  # Gemma 2/3's unembedding (see families._SoftcappedLinear)
+                logits = torch.tanh(logits / softcap) * softcap
         logp = torch.log_softmax(logits, -1)
         del logits
         top = torch.topk(logp, k, dim=-1)
@@ -275,7 +383,7 @@ def logit_lens(
         fp = logp.gather(-1, final_top[:, None])[:, 0].exp()
         tp = tr = None
         if tid is not None:
-            t = logp[..., tid]
+            t = logp[..., tcol]
             # rank = #tokens more probable; a float 0/1 mask sums ~8x faster than a bool one
             # (a - b > 0 iff a > b for IEEE floats), exact for vocabularies below 2**24.
             tp, tr = t.exp(), (logp - t[..., None]).gt_(0).sum(-1).long()
@@ -296,18 +404,22 @@ def logit_lens(
         resids = [first_block.input]
         for env, io in plan:
             resids.append(_first(env.input if io == "input" else env.output))
-        out_logits = out_env.output
-        final_logp = torch.log_softmax(_first(out_logits)[0].float(), -1)
+        out_logits = _first(out_env.output)[0]
+        head_rows = None
+        if sub is not None:
+            out_logits = out_logits[..., sub]
+            head_rows = (unembed.weight[sub], unembed.bias[sub] if has_bias else None)
+        final_logp = torch.log_softmax(out_logits.float(), -1)
         final_p = final_logp.exp()
         final = (final_p, final_logp, torch.einsum("tv,tv->t", final_p, final_logp))
         final_top = final_logp.argmax(-1)
         rows = [
-            lens_stats(x[0], i, final, final_top)
+            lens_stats(x[0], i, final, final_top, head_rows)
             for i, x in enumerate(resids[:-1] if last_is_output else resids)
         ]
         if last_is_output:
             top = torch.topk(final_logp, k, dim=-1)
-            t = final_logp[..., tid] if tid is not None else None
+            t = final_logp[..., tcol] if tid is not None else None
             rows.append(
                 (
                     top.indices,
@@ -327,6 +439,8 @@ def logit_lens(
             target_prob = torch.stack([r[3] for r in rows]).float().cpu().save()
             target_rank = torch.stack([r[4] for r in rows]).cpu().save()
 
+    if vids is not None:  # restricted columns back to the model's token ids
+        top_ids, final_ids = sub.cpu()[top_ids], sub.cpu()[final_ids]  # type: ignore[union-attr]
     used = torch.cat([torch.unique(top_ids), final_ids]).unique().tolist()
     vocab = {int(i): model.token_str(int(i)) for i in used}
     return LensResult(
@@ -345,6 +459,7 @@ def logit_lens(
         target_rank=target_rank,
         final_prob=final_prob,
         final_ids=final_ids.tolist(),
+        vocab_ids=vids,
         lens="logit" if lens is None else "tuned",
         tuned=lens,
         model=model,
@@ -357,13 +472,15 @@ def tuned_lens(
     lens: TunedLens,
     k: int = 5,
     target: str | int | None = None,
+    vocab: list[str | int] | None = None,
 ) -> LensResult:
     """The tuned lens of ``text``: :func:`logit_lens` with ``lens``'s translators, on the sites
-    the lens was trained for. Same :class:`LensResult` (``lens="tuned"``)."""
+    the lens was trained for. Same :class:`LensResult` (``lens="tuned"``); ``vocab`` restricts
+    it as in :func:`logit_lens`."""
     check_model(model)
     if not isinstance(lens, TunedLens):
         raise ValueError(f"lens must be a TunedLens (from train_tuned_lens or TunedLens.load), got {type(lens).__name__}")
-    return logit_lens(model, text, sites=lens.sites, k=k, target=target, lens=lens)
+    return logit_lens(model, text, sites=lens.sites, k=k, target=target, lens=lens, vocab=vocab)
 
 
 # -- tuned lens ---------------------------------------------------------------------------
