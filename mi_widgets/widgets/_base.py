@@ -46,7 +46,8 @@ class Field:
 
     ``kind``: ``int`` (not bool), ``float`` (int or float, finite), ``str``, ``bool``, ``list``,
     ``dict`` or ``object`` (anything). ``required``: the field must be present. ``nullable``:
-    ``None`` is allowed. ``min``/``max``: bounds of a number, the length of a str or list.
+    ``None`` is allowed. ``min``/``max``: bounds of a number, the length of a str or list (or a
+    callable ``(widget) -> bound``, for a range that depends on the view's data).
     ``choices``: the allowed values, or a callable ``(widget) -> values``. ``items``: a Field
     every list item must satisfy.
     """
@@ -94,16 +95,23 @@ class Field:
             value = int(value)
         elif kind is float:
             value = float(value)
+        lo = self.min(widget) if callable(self.min) else self.min
+        hi = self.max(widget) if callable(self.max) else self.max
         if kind in (str, list):
-            if self.min is not None and len(value) < self.min:
-                raise ValueError(f"{name} must have at least {self.min:g} items/characters, got {len(value)}")
-            if self.max is not None and len(value) > self.max:
-                raise ValueError(f"{name} must have at most {self.max:g} items/characters, got {len(value)}")
+            if lo is not None and len(value) < lo:
+                raise ValueError(f"{name} must have at least {lo:g} items/characters, got {len(value)}: {_short(value)}")
+            if hi is not None and len(value) > hi:
+                raise ValueError(f"{name} must have at most {hi:g} items/characters, got {len(value)}: {_short(value)}")
         elif kind in (int, float):
-            if self.min is not None and value < self.min:
-                raise ValueError(f"{name} must be >= {self.min:g}, got {_short(value)}")
-            if self.max is not None and value > self.max:
-                raise ValueError(f"{name} must be <= {self.max:g}, got {_short(value)}")
+            if lo is not None and hi is not None and not lo <= value <= hi:
+                what = f"an int in {lo:g}..{hi:g}" if kind is int else f"a number in [{lo:g}, {hi:g}]"
+                if kind is int and lo == -1 and hi >= 0:  # the views' "-1: none selected"
+                    what = f"-1 (none) or an int in 0..{hi:g}"
+                raise ValueError(f"{name} must be {what}, got {_short(value)}")
+            if lo is not None and value < lo:
+                raise ValueError(f"{name} must be >= {lo:g}, got {_short(value)}")
+            if hi is not None and value > hi:
+                raise ValueError(f"{name} must be <= {hi:g}, got {_short(value)}")
         if self.choices is not None:
             choices = self.choices(widget) if callable(self.choices) else self.choices
             if value not in list(choices):
@@ -132,6 +140,52 @@ def request_handler(name: str, *, strict: bool = False, **fields: Field | type) 
         return fn
 
     return mark
+
+
+def check_traits(**fields: Field) -> Any:
+    """A traitlets validator for the named traits, each checked against its :class:`Field` (the
+    same rules as a request's fields), in a view's class body::
+
+        _check = check_traits(k=Field(int, min=1), sort_by=Field(str, choices=SORT_KEYS))
+
+    An assignment that does not fit (from Python or the browser) raises ``traitlets.TraitError``
+    naming the trait, the value and what is allowed; the trait keeps its value. A trait has one
+    validator: a view validates each trait either here or in its own ``@traitlets.validate``."""
+
+    @traitlets.validate(*fields)
+    def _validate(self: Any, proposal: Any) -> Any:
+        name = proposal["trait"].name
+        try:
+            return fields[name].check(self, name, proposal["value"])
+        except ValueError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    return _validate
+
+
+def trait_error(name: str, allowed: str, value: Any) -> traitlets.TraitError:
+    """The error of a view's own trait validator: ``"<name> must be <allowed>, got <value>"``."""
+    return traitlets.TraitError(f"{name} must be {allowed}, got {_short(value)}")
+
+
+class Number(traitlets.Float):
+    """A float trait that refuses what ``traitlets.Float`` lets through: a bool (taken as 0.0 or
+    1.0) and NaN or an infinity."""
+
+    def validate(self, obj: Any, value: Any) -> float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value):
+            raise trait_error(self.name, "a finite number", value)
+        return super().validate(obj, float(value))
+
+
+class Items(traitlets.List):
+    """A list trait that refuses a string (``traitlets.List`` takes ``"a"`` as ``["a"]``)."""
+
+    def set(self, obj: Any, value: Any) -> None:
+        if isinstance(value, (str, bytes)):
+            raise trait_error(self.name, "a list", value)
+        super().set(obj, value)
 
 
 def _short(value: Any, n: int = 60) -> str:

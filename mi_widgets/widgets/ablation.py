@@ -14,7 +14,7 @@ import traitlets
 
 from .. import wire
 from ..core.interventions.ablation import AblationResult, ablate
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, check_traits, request_handler
 from .code import ShowsCode, ablation_code
 
 _HEAD = re.compile(r"^(\d+)\.(\d+)$")
@@ -142,6 +142,12 @@ class Ablation(ShowsCode, MIWidget):
         if component is not None:
             self.selected_component = component
 
+    _check = check_traits(
+        selected_component=Field(str, max=10_000, choices=lambda w: ["", *w.components]),
+        selected_prompt=Field(int, min=0, max=lambda w: max(len(w.prompts) - 1, 0)),
+        k=Field(int, min=1),
+    )
+
     @classmethod
     def from_result(cls, result: AblationResult, **kwargs: Any) -> Ablation:
         return cls(result, **kwargs)
@@ -150,10 +156,7 @@ class Ablation(ShowsCode, MIWidget):
     def result(self) -> AblationResult:
         return self._result
 
-    def code(self) -> str:
-        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
-        shows; its last lines print those numbers. The view's "code" button shows it."""
-        return ablation_code(self)
+    _write_code = staticmethod(ablation_code)  # code(): see ShowsCode
 
     def effects(self) -> torch.Tensor:
         """Mean effect (ablated − clean, mean over prompts) per row, as the view colours it."""

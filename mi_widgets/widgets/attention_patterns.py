@@ -20,7 +20,7 @@ from ..core.description.attention import (
     head_scores,
 )
 from ..core.model import Model
-from ._base import Field, MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, check_traits, request_handler, trait_error
 from .code import ShowsCode, attention_patterns_code
 
 SORT_KEYS = ("layer", *SCORE_KINDS)
@@ -179,10 +179,7 @@ class AttentionPatterns(ShowsCode, MIWidget):
     def result(self) -> AttentionResult:
         return self._result
 
-    def code(self) -> str:
-        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
-        shows; its last lines print those numbers. The view's "code" button shows it."""
-        return attention_patterns_code(self)
+    _write_code = staticmethod(attention_patterns_code)  # code(): see ShowsCode
 
     @property
     def selected(self) -> tuple[int, int] | None:
@@ -205,12 +202,10 @@ class AttentionPatterns(ShowsCode, MIWidget):
         key = [(-float(x) if x == x else float("inf"), i) for i, x in enumerate(v)]
         return [heads[i] for _, i in sorted(key)]
 
-    @traitlets.validate("sort_by")
-    def _check_sort(self, proposal: Any) -> str:
-        v = proposal["value"]
-        if v not in SORT_KEYS:
-            raise traitlets.TraitError(f"sort_by must be one of {', '.join(SORT_KEYS)}, got {v!r}")
-        return v
+    _check = check_traits(
+        sort_by=Field(str, choices=SORT_KEYS),
+        selected_position=Field(int, min=-1, max=lambda w: len(w.tokens) - 1),
+    )
 
     @traitlets.validate("selected_head")
     def _check_head(self, proposal: Any) -> str:
@@ -219,18 +214,10 @@ class AttentionPatterns(ShowsCode, MIWidget):
             return v
         m = _HEAD_RE.match(v)
         if not m or int(m.group(1)) >= self.n_layers or int(m.group(2)) >= self.n_heads:
-            raise traitlets.TraitError(
-                f"selected_head must be 'layer.head' with layer < {self.n_layers} and head < "
-                f"{self.n_heads} (or '' for none), got {v!r}"
+            raise trait_error(
+                "selected_head", f"'layer.head' with layer < {self.n_layers} and head < {self.n_heads} "
+                "(or '' for none)", v,
             )
-        return v
-
-    @traitlets.validate("selected_position")
-    def _check_position(self, proposal: Any) -> int:
-        v = proposal["value"]
-        n = len(self.tokens)
-        if v < -1 or (n and v >= n):
-            raise traitlets.TraitError(f"selected_position must be -1 (none) or in 0..{n - 1}, got {v}")
         return v
 
     # -- data --------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.decomposition.activations import TokenActivationsResult
+from ..core.description.attribution import AttributionResult
+from .code import ShowsCode, token_saliency_code
 from .token_activations import TokenActivations
 
 
@@ -12,15 +14,22 @@ class TokenSaliency(TokenActivations):
     """``TokenActivations`` coloured by per-token attributions (``AttributionResult.widget()``).
 
     The values are fixed by the attribution run, so the site/layer selectors hold only the
-    result's own entry and changing them recomputes nothing.
+    result's own entry and changing them recomputes nothing. ``attribution``: the
+    :class:`~mi_widgets.core.description.attribution.AttributionResult` the values come from
+    (``AttributionResult.widget()`` passes it), which ``code()`` writes out.
     """
 
-    def __init__(self, result: TokenActivationsResult, **kwargs: Any) -> None:
+    def __init__(
+        self, result: TokenActivationsResult, *, attribution: AttributionResult | None = None, **kwargs: Any
+    ) -> None:
         if not isinstance(result, TokenActivationsResult):
             raise TypeError(
                 "TokenSaliency shows an attribution result: pass mw.attribute(...).to_token_activations() "
                 f"(or call .widget() on the AttributionResult), got {type(result).__name__}"
             )
+        if attribution is not None and not isinstance(attribution, AttributionResult):
+            raise TypeError(f"attribution must be an AttributionResult, got {type(attribution).__name__}")
+        self._attribution = attribution
         super().__init__(result=result, unit=result.direction, unit_label=result.direction_label, **kwargs)
         self._updating = True
         try:
@@ -32,6 +41,13 @@ class TokenSaliency(TokenActivations):
     @classmethod
     def from_result(cls, result: TokenActivationsResult, **kwargs: Any) -> TokenSaliency:
         return cls(result, **kwargs)
+
+    @property
+    def attribution(self) -> AttributionResult | None:
+        return self._attribution
+
+    _write_code = staticmethod(token_saliency_code)
+    code = ShowsCode.code  # TokenActivations' own code() writes activations, not attributions
 
     # Not an observer: the values come from the attribution, not from a site of the model.
     def _on_layer_site(self, change: dict) -> None:

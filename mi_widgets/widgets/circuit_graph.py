@@ -14,7 +14,7 @@ import traitlets
 
 from .. import wire
 from ..core.circuits.circuit import Circuit, node_layer
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, check_traits, request_handler
 
 #: edge kinds on the wire (uint8 codes index this list)
 KINDS = ("", "q", "k", "v")
@@ -219,16 +219,11 @@ class CircuitGraph(MIWidget):
             return [i for i in order.tolist() if keep[i]]
         return order[: self.n_edges_shown].tolist()
 
-    @traitlets.validate("n_edges_shown")
-    def _valid_n(self, proposal: Any) -> int:
-        return max(0, min(int(proposal["value"]), self.n_edges))
-
-    @traitlets.observe("selected_node")
-    def _on_select(self, change: Any) -> None:
-        new = change["new"]
-        if new and new not in self._index and not any(g.get("name") == new for g in self.groups):
-            self.selected_node = change["old"]
-            self.error = f"unknown node {new!r}"
+    _check = check_traits(
+        n_edges_shown=Field(int, min=0, max=lambda w: w.n_edges),
+        # a node, a supernode (group) by name, or "" for none
+        selected_node=Field(str, max=10_000, choices=lambda w: ["", *w._index, *(g.get("name") for g in w.groups)]),
+    )
 
     def select(self, node: str) -> None:
         """Select ``node`` (``""`` clears); unknown names raise."""

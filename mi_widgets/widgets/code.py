@@ -15,10 +15,18 @@ from ._base import request_handler
 
 
 class ShowsCode:
-    """Mixin for a view with ``code()``: answers the browser's ``"code"`` request."""
+    """Mixin for a view with ``code()``: answers the browser's ``"code"`` request. A view sets
+    ``_write_code = staticmethod(<its function below>)`` (or overrides ``code``)."""
 
-    def code(self) -> str:  # pragma: no cover - each view defines it
-        raise NotImplementedError
+    _write_code: Any = None
+
+    def code(self) -> str:
+        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
+        shows; its last lines print those numbers. The view's "code" button shows it. Raises
+        ``ValueError`` saying why where this view's computation is not written out."""
+        if self._write_code is None:  # pragma: no cover - each view sets it
+            raise NotImplementedError(f"{type(self).__name__} does not write its code")
+        return self._write_code(self)
 
     @request_handler("code", strict=True)  # takes no fields
     def _code_request(self, msg: dict, progress: Any) -> dict:
@@ -52,6 +60,28 @@ def _read(model: Any, site: str, layer: int | str) -> tuple[str, int | None]:
     return f"{_module(model, layer, r.module)}.{r.io}", r.item
 
 
+def _site(model: Any, site: str, layer: int | str, var: str = "x", indent: str = "        ") -> list[str]:
+    """Lines (inside a trace) that bind ``var`` to the value of ``site`` at ``layer``."""
+    expr, item = _read(model, site, layer)
+    return [
+        f"{indent}{var} = {expr}  # {site}, layer {layer}",
+        f"{indent}{var} = {var}[{item or 0}] if isinstance({var}, tuple) else {var}",
+    ]
+
+
+def _each_text(model: Any, site: str, layer: int, save: str, after: list[str] | None = None) -> list[str]:
+    """``for text in texts:`` one trace per text that reads ``site`` at ``layer`` into ``x`` and
+    runs ``save`` inside the trace, then the lines ``after`` (indented one level)."""
+    return [
+        "for text in texts:",
+        '    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]',
+        "    with torch.no_grad(), nn.trace(ids):",
+        *_site(model, site, layer),
+        f"        {save}",
+        *[f"    {line}" for line in after or []],
+    ]
+
+
 def _ids(var: str, text: str) -> str:
     return f'{var} = model.tokenizer({text!r}, return_tensors="pt")["input_ids"]  # [1, T], with BOS'
 
@@ -72,18 +102,12 @@ def token_activations_code(view: Any) -> str:
             + ("dictionary's features" if r.dictionary is not None else
                "head_out site" if r.site == "head_out" else "direction")
         )
-    expr, item = _read(model, r.site, r.layer)
-    take = f"\n        x = x[{item}] if isinstance(x, tuple) else x" if item is not None else ""
     lines = [
         f"texts = {list(r.texts)!r}",
         f"unit = {view.selected_unit}  # the {r.unit_kind} the view colours by",
         "values = []",
-        "for text in texts:",
-        '    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]',
-        "    with torch.no_grad(), nn.trace(ids):",
-        f"        x = {expr}  # {r.site}, layer {r.layer}{take}",
-        "        acts = x[0].save()  # [T, units]",
-        "    values.append(acts[:, unit].float())",
+        *_each_text(model, r.site, r.layer, "acts = x[0].save()  # [T, units]",
+                    ["values.append(acts[:, unit].float())"]),
         "values = torch.cat(values)  # one value per token, texts one after another: the colours",
         "print(values)",
     ]
@@ -249,10 +273,8 @@ def probe_accuracy_code(view: Any) -> str:
         raise ValueError("code() writes out a binary probe read at the last token; this probe is "
                          f"{type(fit).__name__ if fit is not None else 'not kept'} read at {r.read!r}")
     site, layer = key
-    if layer < 0:
-        expr, item, what = f"{_block(model, 0)}.input", None, "the embedding (block 0's input)"
-    else:
-        (expr, item), what = _read(model, site, layer), f"{site}, layer {layer}"
+    # the embedding is block 0's input
+    site, layer, what = ("resid_pre", 0, "the embedding") if layer < 0 else (site, layer, f"{site}, layer {layer}")
     test = [r.texts[i] for i in r.test_index]
     labels = [int(r.labels[i]) for i in r.test_index]
     lines = [
@@ -264,15 +286,194 @@ def probe_accuracy_code(view: Any) -> str:
         f"coef = torch.tensor({fit.coef.double().tolist()!r}, dtype=torch.float64)",
         f"intercept = {float(fit.intercept)!r}",
         "acts = []",
-        "for text in texts:",
-        '    ids = model.tokenizer(text, return_tensors="pt")["input_ids"]',
-        "    with torch.no_grad(), nn.trace(ids):",
-        f"        x = {expr}",
-        f"        x = x[{item or 0}] if isinstance(x, tuple) else x",
-        "        acts.append(x[0, -1].save())  # the last token",
+        *_each_text(model, site, layer, "acts.append(x[0, -1].save())  # the last token"),
         "X = torch.stack(acts).double()",
         "scores = ((X - mean) / scale) @ coef + intercept  # > 0: class 1",
         "accuracy = ((scores > 0).long() == labels).double().mean()  # the test curve at this layer",
         "print(accuracy)",
+    ]
+    return _header(model, lines)
+
+
+def steering_code(view: Any) -> str:
+    """The sweep plot: the metric of the prompt's next-token logits with ``coef * vector``
+    added at every position of the site, one batch row per coefficient (the last sweep's
+    settings, or the view's current ones over the slider's range, as the sweep button runs)."""
+    import torch
+
+    model, res = view._model, view.sweep_result
+    _need(model, "steering sweep")
+    if res is not None:
+        if len(res.prompts) != 1 or res.positions != "all":
+            raise ValueError("code() writes out a sweep of one prompt steered at every position; this sweep has "
+                             f"{len(res.prompts)} prompts at positions {res.positions!r}")
+        prompt, name, site, layer, coefs, metric = (
+            res.prompts[0], res.vector_name, res.site, res.layer, list(res.coefs), res.metric_name)
+    else:
+        from ..core.metrics import logit_diff, prob
+
+        metric = (logit_diff(view.metric_a, view.metric_b) if view.metric_b else prob(view.metric_a)).name
+        prompt, name, site, layer = view.prompt, view.vector, view.site, view.layer
+        coefs = torch.linspace(view.coef_min, view.coef_max, 21).tolist()
+    vector = view.vectors[name].vector.detach().float().cpu()
+    lines = [
+        _ids("ids", prompt),
+        f"vector = torch.tensor({vector.tolist()!r})  # the steering vector {name!r} [d_model]",
+        f"coefs = torch.tensor({coefs!r})",
+        *_metric_code(metric),
+        "",
+        "batch = ids.repeat(len(coefs), 1)  # one row per coefficient",
+        "with torch.no_grad(), nn.trace(batch):",
+        *_site(model, site, layer, "h", "    "),
+        "    h[:] += coefs[:, None, None] * vector  # coef * vector at every position",
+        "    logits = nn.output.logits[:, -1].save()  # [coefs, vocab]",
+        "values = torch.stack([metric(row.float()) for row in logits])  # the sweep plot: metric per coef",
+        "print(values)",
+    ]
+    return _header(model, lines)
+
+
+def patchscope_code(view: Any) -> str:
+    """The selected cell: the source prompt's residual state at (layer, position) written over
+    the inspection prompt's at ``target_position`` in each target layer; each row's first
+    decoded token and its probability (the view's rows; the rest of each row is greedy
+    generation from there)."""
+    model = view._model
+    _need(model, "patchscope")
+    if view.selected_layer < 0:
+        raise ValueError("no cell is selected: click one (or call w.decode(layer, position)) first")
+    n = model.n_layers
+    src = ("resid_pre", view.selected_layer) if view.selected_layer < n else ("resid_post", n - 1)
+    pre, pre_item = _read(model, "resid_pre", "tl")
+    post, post_item = _read(model, "resid_post", n - 1)
+    lines = [
+        _ids("source", view.source_prompt),
+        _ids("target", view.target_prompt),
+        f"layer, position = {view.selected_layer}, {view.selected_position}"
+        f"  # the selected cell (layer {n}: after the last block)",
+        f"target_position = {view.target_position}  # the inspection prompt's position that gets the state",
+        f"target_layers = {list(view.target_layers)!r}",
+        "with torch.no_grad(), nn.trace(source):",
+        *_site(model, *src, "x", "    "),
+        "    state = x[0, position].save()  # [d_model]",
+        "first_tokens, first_probs = [], []",
+        "for tl in target_layers:",
+        "    with torch.no_grad(), nn.trace(target):",
+        f"        if tl < {n}:",
+        f"            h = {pre}  # resid_pre, layer tl",
+        f"            h = h[{pre_item or 0}] if isinstance(h, tuple) else h",
+        "        else:",
+        f"            h = {post}  # after the last block",
+        f"            h = h[{post_item or 0}] if isinstance(h, tuple) else h",
+        "        h[0, target_position] = state",
+        "        probs = torch.softmax(nn.output.logits[0, -1].float(), -1).save()",
+        "    p, i = probs.max(-1)",
+        "    first_tokens.append(model.tokenizer.decode([int(i)]))",
+        "    first_probs.append(p)",
+        "first_probs = torch.stack(first_probs)  # one per target layer: the view's probabilities",
+        "print(first_tokens)",
+        "print(first_probs)",
+    ]
+    return _header(model, lines)
+
+
+def feature_dashboard_code(view: Any) -> str:
+    """The selected feature over the dashboard's texts: its activation at every token (the
+    dictionary's encoder written out for that one feature), its largest activation and the share
+    of tokens it fires on (the list's ``max_act`` and ``frequency``; BOS left out, as the pass
+    does)."""
+    from ..core.decomposition.features import LinearDictionary
+
+    model, sae, f = view._model, view._sae, view.selected
+    _need(model, "features")
+    relu = isinstance(sae, LinearDictionary) or (
+        getattr(sae, "kind", None) == "relu" and getattr(sae, "W_enc", None) is not None and sae.W_enc.ndim == 2
+    )
+    if sae is None or not relu:
+        raise ValueError(f"code() writes out a ReLU dictionary's encoder; this one is {type(sae).__name__}"
+                         f" ({getattr(sae, 'kind', 'no kind')})")
+    if f < 0:
+        raise ValueError("no feature is selected: click one (or call w.select(feature)) first")
+    b_dec = isinstance(sae, LinearDictionary) or bool(getattr(sae, "apply_b_dec_to_input", False))
+    d = view.data
+    lines = [
+        f"texts = {list(d.texts)!r}  # the dashboard's dataset",
+        f"feature = {f}",
+        "# the dictionary's encoder for this feature: relu((x - b_dec) @ w_enc + b_enc)",
+        f"w_enc = torch.tensor({sae.W_enc[:, f].detach().float().cpu().tolist()!r})",
+        f"b_enc = {float(sae.b_enc[f])!r}",
+        f"b_dec = torch.tensor({sae.b_dec.detach().float().cpu().tolist()!r})" if b_dec else "b_dec = 0.0",
+        "bos = model.tokenizer.bos_token_id",
+        "acts = []",
+        *_each_text(model, d.site, d.layer, "h = x[0].save()  # [T, d_in]", [
+            "a = torch.relu((h.float() - b_dec) @ w_enc + b_enc)  # the feature at each token",
+            "acts.append(a[1:] if ids[0, 0] == bos else a)  # the pass leaves out BOS",
+        ]),
+        "acts = torch.cat(acts)",
+        "max_act = acts.max()  # the list's max activation",
+        "frequency = (acts > 0).double().mean()  # the list's frequency: the share of tokens it fires on",
+        "print(max_act, frequency)",
+    ]
+    return _header(model, lines)
+
+
+def _target_tokens(label: str) -> list[Any]:
+    """The token(s) of an attribution target's label ``"logit ' Paris'"`` / ``"logit ' Paris' -
+    ' Rome'"``; ``[]`` for any other target."""
+    import ast
+
+    if not label.startswith("logit "):
+        return []
+    rest = label[len("logit "):]
+    cuts = [i for i in range(len(rest)) if rest.startswith(" - ", i)]
+    for part in [[rest], *[[rest[:i], rest[i + 3:]] for i in cuts]]:
+        try:
+            toks = [ast.literal_eval(p) for p in part]
+        except (ValueError, SyntaxError):
+            continue
+        if all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in toks):
+            return toks
+    return []
+
+
+def token_saliency_code(view: Any) -> str:
+    """The attribution of the last position's logit (or logit difference) to each token: the
+    gradient at the input embeddings (of runs on the straight path from the zero baseline, for
+    integrated gradients) times the embeddings, summed over the embedding dimension."""
+    a = view.attribution
+    if a is None:
+        raise ValueError("this saliency view was built from bare values; code() needs the AttributionResult "
+                         "(show attribute(...) itself, or pass attribution= to TokenSaliency)")
+    model = a.model
+    _need(model, "attribution")
+    toks = _target_tokens(a.target_label)
+    if a.method not in ("grad_x_input", "integrated_gradients") or not a.baseline.startswith("zero embedding") \
+            or not toks:
+        raise ValueError("code() writes out gradient × input and integrated gradients of a logit (difference) "
+                         f"from the zero baseline; this is {a.method} of {a.target_label!r} from {a.baseline!r}")
+    ids = ", ".join(f'model.tokenizer({t!r}, add_special_tokens=False)["input_ids"][0]' if isinstance(t, str)
+                    else repr(t) for t in toks)
+    steps = a.n_steps if a.method == "integrated_gradients" else 1
+    f = "logits[:, a] - logits[:, b]" if len(toks) == 2 else "logits[:, a]"
+    lines = [
+        _ids("ids", a.text),
+        f"{'a, b' if len(toks) == 2 else 'a'} = {ids}",
+        f"steps = {steps}  # " + ("runs on the path from the baseline to x (integrated gradients)"
+                                  if a.method == "integrated_gradients" else "one run at x (gradient × input)"),
+        "with torch.no_grad():",
+        f"    x = model.hf.{model.arch.embed}(ids).float()  # the input embeddings [1, T, d_model]",
+        "baseline = torch.zeros_like(x)",
+        "if ids[0, 0] == model.tokenizer.bos_token_id:",
+        "    baseline[:, 0] = x[:, 0]  # BOS keeps its embedding: it gets no attribution",
+        "alphas = (torch.arange(steps) + 0.5) / steps" if a.method == "integrated_gradients" else "alphas = torch.ones(1)",
+        "xs = (baseline + alphas[:, None, None] * (x - baseline)).requires_grad_(True)",
+        "batch = ids.repeat(steps, 1)",
+        "with nn.trace(batch):",
+        f"    nn.{model.arch.embed}.output = xs  # the runs' embeddings, differentiable",
+        "    logits = nn.output.logits[:, -1].float().save()",
+        f"target = {f}  # per run: {a.target_label}",
+        "(grad,) = torch.autograd.grad(target.sum(), xs)",
+        "values = ((x - baseline) * grad.mean(0, keepdim=True)).sum(-1)[0]  # one per token: the colours",
+        "print(values)",
     ]
     return _header(model, lines)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,8 +22,11 @@ from ..core.decomposition.features import (
     feature_pass,
     steer_feature,
 )
+from ..core.decomposition.features import model_lock as pass_lock
 from ..core.model import Model
-from ._base import MIWidget, bundle, request_handler
+from ..core.model.lock import model_lock
+from ._base import Field, MIWidget, Number, bundle, check_traits, request_handler
+from .code import ShowsCode, feature_dashboard_code
 
 
 def example_payload(examples: list[FeatureExample]) -> tuple[list[dict], list[float]]:
@@ -56,7 +61,7 @@ def feature_payload(info: FeatureInfo) -> dict:
     }
 
 
-class FeatureDashboard(MIWidget):
+class FeatureDashboard(ShowsCode, MIWidget):
     """A dictionary's features over a dataset: a searchable, sortable list (frequency, max
     activation, explanation text); for the selected feature its activation histogram, top and
     band-sampled max-activating examples (tokens coloured by the feature), top positive and
@@ -73,7 +78,9 @@ class FeatureDashboard(MIWidget):
 
     ``FeatureDashboard(model, sae, texts=None, explanations=None, prompt=..., **pass_kwargs)``
     starts :func:`~mi_widgets.core.decomposition.features.feature_pass` in a background thread; the list fills
-    as batches finish (``status="running"``, ``progress``), and ``stop()`` ends it early.
+    as batches finish (``status="running"``, ``progress``), and ``stop()`` ends it early. While
+    another job holds the model (a sweep, a trace in the notebook) the pass and the steer / explain
+    requests wait for it, and ``status`` says ``"waiting"``.
     ``FeatureDashboard.from_result(data)`` shows a finished pass.
     """
 
@@ -92,7 +99,7 @@ class FeatureDashboard(MIWidget):
     selected = traitlets.Int(-1).tag(sync=True)
     feature = traitlets.Dict().tag(sync=True)
     prompt = traitlets.Unicode("").tag(sync=True)
-    coef = traitlets.Float(0.0).tag(sync=True)
+    coef = Number(0.0).tag(sync=True)
     steer_result = traitlets.Dict().tag(sync=True)
     can_steer = traitlets.Bool(True).tag(sync=True)
     status = traitlets.Unicode("ready").tag(sync=True)
@@ -104,6 +111,8 @@ class FeatureDashboard(MIWidget):
 
     #: seconds between list refreshes while the pass runs
     refresh_s = 0.5
+    #: seconds between looks at who holds the model while the pass runs
+    watch_s = 0.05
 
     def __init__(
         self,
@@ -141,6 +150,7 @@ class FeatureDashboard(MIWidget):
         self._sae = data.sae
         self._last_push = 0.0
         self._push_lock = threading.Lock()
+        self._waiting = False
         self._explainer, self._scorer = explainer, scorer
         self._ai_cache = Cache(autointerp_cache) if autointerp_cache is not None and not isinstance(autointerp_cache, Cache) else autointerp_cache
         self._ai_kwargs = dict(autointerp_kwargs or {})
@@ -157,10 +167,14 @@ class FeatureDashboard(MIWidget):
             data._listeners.append(lambda d: self._push())
             if not data.running:  # ended between the check and the listener
                 self._push(force=True)
+            elif self._model is not None:
+                threading.Thread(target=self._watch, daemon=True, name="mw-feature-pass-watch").start()
 
     @classmethod
     def from_result(cls, data: FeatureData, **kwargs: Any) -> FeatureDashboard:
         return cls(data=data, **kwargs)
+
+    _write_code = staticmethod(feature_dashboard_code)  # code(): see ShowsCode
 
     @property
     def data(self) -> FeatureData:
@@ -188,7 +202,7 @@ class FeatureDashboard(MIWidget):
                 if d.error:
                     self.status, self.error = "error", d.error
                 elif d.running:
-                    self.status = "running"
+                    self.status = "waiting" if self._waiting else "running"
                 else:
                     self.status = "ready" if d.complete else "stopped"
                 if self.selected < 0 and d.stats.n_tokens > 0:
@@ -198,12 +212,48 @@ class FeatureDashboard(MIWidget):
                 if self.selected >= 0 and self.coef == 0.0:
                     self.coef = _default_coef(float(s["max_act"][self.selected]))
 
-    @traitlets.validate("selected")
-    def _check_selected(self, proposal: Any) -> int:
-        v = proposal["value"]
-        if v < -1 or v >= self.d_sae:
-            raise traitlets.TraitError(f"selected must be -1 or a feature in 0..{self.d_sae - 1}, got {v}")
-        return v
+    _check = check_traits(
+        selected=Field(int, min=-1, max=lambda w: w.d_sae - 1),  # -1: none
+        k=Field(int, min=1),
+        prompt=Field(str, min=1, max=100_000),
+    )
+
+    def _watch(self) -> None:
+        """While the pass runs in its thread: ``status`` is ``"waiting"`` whenever another thread
+        holds the model's lock (the pass needs it for its next batch), ``"running"`` otherwise.
+        The pass's thread is core's, so the view cannot hand it an ``on_wait`` callback (what a
+        request gets from ``MIWidget._run_handler``); it looks at the lock's owner instead."""
+        lock, d = model_lock(self._model), self._data
+        runner = d._thread.ident if d._thread is not None else None
+        while d.running:
+            owner = lock._owner
+            waiting = owner is not None and owner != runner
+            if waiting != self._waiting:
+                with self._push_lock:
+                    self._waiting = waiting
+                    if d.running and self.status in ("running", "waiting"):
+                        self.status = "waiting" if waiting else "running"
+            time.sleep(self.watch_s)
+        self._waiting = False
+
+    @contextlib.contextmanager
+    def _model_turn(self) -> Iterator[None]:
+        """Wait for the pass's lock of the model (held by the dataset pass between its batches;
+        a plain lock, which says nothing while it waits), showing ``"waiting"`` meanwhile; the
+        wait for the model's own lock that follows says so through ``on_wait``."""
+        lock = pass_lock(self._model)
+        if not lock.acquire(blocking=False):
+            before = self.status
+            self.status = "waiting"
+            try:
+                lock.acquire()
+            finally:
+                if self.status == "waiting":
+                    self.status = before
+        try:
+            yield
+        finally:
+            lock.release()
 
     @traitlets.observe("selected")
     def _on_selected(self, change: dict) -> None:
@@ -252,7 +302,8 @@ class FeatureDashboard(MIWidget):
             coef = float(coef)
         except (TypeError, ValueError):
             raise ValueError(f"coef must be a number, got {coef!r}") from None
-        r = steer_feature(self._model, self._sae, f, prompt, mode=mode, coef=coef)
+        with self._model_turn():
+            r = steer_feature(self._model, self._sae, f, prompt, mode=mode, coef=coef)
         out = {"feature": f, "mode": mode, "coef": coef, "prompt": prompt, "kl": r.kl,
                "before": r.topk("before", self.k), "after": r.topk("after", self.k)}
         with self.hold_trait_notifications():

@@ -17,7 +17,7 @@ from typing import Any
 import traitlets
 
 from ..core.validation.verdict import Verdict
-from ._base import MIWidget, bundle
+from ._base import Field, MIWidget, bundle, check_traits
 
 
 def _num(x: float) -> float | None:
@@ -82,11 +82,4 @@ class HypothesisCard(MIWidget):
     def result(self) -> Verdict:
         return self._verdict
 
-    @traitlets.validate("selected_test")
-    def _check_selected(self, proposal: dict) -> int:
-        v = proposal["value"]
-        if not -1 <= v < len(self.tests):
-            raise traitlets.TraitError(
-                f"selected_test must be -1 or a row index 0..{len(self.tests) - 1}"
-            )
-        return v
+    _check = check_traits(selected_test=Field(int, min=-1, max=lambda w: len(w.tests) - 1))  # -1: none

@@ -14,7 +14,7 @@ import traitlets
 
 from .. import wire
 from ..core.description.lens import LENS_SITES, LensResult, TunedLens, _target_id, logit_lens
-from ._base import Field, MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, bundle, check_traits, request_handler
 from .code import ShowsCode, logit_lens_code
 
 LENSES = ("logit", "tuned")
@@ -96,18 +96,13 @@ class LogitLens(ShowsCode, MIWidget):
         """The result behind the current view (current lens and target)."""
         return self._result
 
-    def code(self) -> str:
-        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
-        shows; its last lines print those numbers. The view's "code" button shows it."""
-        return logit_lens_code(self)
+    _write_code = staticmethod(logit_lens_code)  # code(): see ShowsCode
 
-    @traitlets.validate("selected_position")
-    def _check_position(self, proposal: Any) -> int:
-        v = proposal["value"]
-        n = len(self.tokens)
-        if v < -1 or (n and v >= n):
-            raise traitlets.TraitError(f"selected_position must be -1 (none) or in 0..{n - 1}, got {v}")
-        return v
+    _check = check_traits(
+        selected_position=Field(int, min=-1, max=lambda w: len(w.tokens) - 1),
+        k=Field(int, min=1, max=lambda w: w._result.top_ids.shape[-1] if hasattr(w, "_result") else 1000),
+        lens=Field(str, choices=lambda w: w.lenses or LENSES),
+    )
 
     # -- state ----------------------------------------------------------------------------
 

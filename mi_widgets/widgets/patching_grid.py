@@ -19,7 +19,7 @@ from ..core.interventions.checks import PATCH_SITES
 from ..core.interventions.patching import PatchingResult, activation_patching
 from ..core.metrics import Metric, as_metric
 from ..core.model.lock import on_wait
-from ._base import Field, MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, _short, bundle, check_traits, request_handler
 from .code import ShowsCode, patching_grid_code
 from .predict import Predicts, patching_guess
 
@@ -144,8 +144,15 @@ class PatchingGrid(Predicts, ShowsCode, MIWidget):
         try:
             layer, head, position, _, _ = self._cell_index(dict(value))
         except (ValueError, TypeError) as exc:
-            raise traitlets.TraitError(f"selected_cell: {exc}") from None
+            raise traitlets.TraitError(f"selected_cell {_short(value)} is not a cell of this grid: {exc}") from None
         return _cell_dict(layer, head, position)
+
+    _check = check_traits(
+        k=Field(int, min=1),
+        mode=Field(str, choices=MODES),
+        # the sites a sweep can run, or the one of the result shown (causal tracing's own)
+        site=Field(str, choices=lambda w: [*PATCH_SITES, *([w._result.site] if hasattr(w, "_result") else [])]),
+    )
 
     def select(self, layer: int | None, position: int | None = None, head: int | None = None) -> None:
         """Select a cell (model indices), as a click in the view does; ``layer=None`` clears."""
@@ -171,10 +178,7 @@ class PatchingGrid(Predicts, ShowsCode, MIWidget):
     def _guess_record(self, where: dict) -> dict:
         return patching_guess(self, where)
 
-    def code(self) -> str:
-        """Plain nnsight code (mi_widgets only loads the model) that computes what this view
-        shows; its last lines print those numbers. The view's "code" button shows it."""
-        return patching_grid_code(self)
+    _write_code = staticmethod(patching_grid_code)  # code(): see ShowsCode
 
     # -- layout ---------------------------------------------------------------------------
 

@@ -31,10 +31,11 @@ import traitlets
 
 from ..core.description.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from ..core.model import Model
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, Items, MIWidget, bundle, check_traits, request_handler
+from .code import ShowsCode, patchscope_code
 
 
-class Patchscope(MIWidget):
+class Patchscope(ShowsCode, MIWidget):
     """A layers × positions grid over the source prompt's tokens; click a cell to decode that
     residual state through the inspection prompt at every target layer (one batched nnsight
     generation, run in Python on request and cached).
@@ -52,7 +53,7 @@ class Patchscope(MIWidget):
     target_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     target_position = traitlets.Int(0).tag(sync=True)
     n_layers = traitlets.Int(1).tag(sync=True)
-    target_layers = traitlets.List(traitlets.Int()).tag(sync=True)
+    target_layers = Items(traitlets.Int()).tag(sync=True)
     n_tokens = traitlets.Int(4).tag(sync=True)
     selected_layer = traitlets.Int(-1).tag(sync=True)
     selected_position = traitlets.Int(-1).tag(sync=True)
@@ -114,6 +115,15 @@ class Patchscope(MIWidget):
         if layer is not None or position is not None:
             self.decode(model.n_layers if layer is None else layer, -1 if position is None else position)
 
+    _check = check_traits(
+        # rows 0..n_layers (n_layers: after the last block); -1: none selected
+        selected_layer=Field(int, min=-1, max=lambda w: w.n_layers),
+        selected_position=Field(int, min=-1, max=lambda w: len(w.source_tokens) - 1),
+        target_position=Field(int, min=0, max=lambda w: max(len(w.target_tokens) - 1, 0)),
+        target_layers=Field(list, min=1, max=10_000, items=Field(int, min=0, max=lambda w: w.n_layers)),
+        n_tokens=Field(int, min=1, max=64),
+    )
+
     @classmethod
     def from_result(cls, result: PatchscopeResult, **kwargs: Any) -> Patchscope:
         """A view of ``result``'s source and inspection prompts. With a source × target table
@@ -134,6 +144,8 @@ class Patchscope(MIWidget):
             w.done_cells = [f"{lay},{pos}" for lay, pos in w._memo]
             w._select(result.source_layers[0], result.source_position)
         return w
+
+    _write_code = staticmethod(patchscope_code)  # code(): see ShowsCode
 
     # -- compute -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from .. import wire
 from ..core.concepts.probes import ProbeResult
 from ..core.decomposition.activations import token_activations
 from ..core.model import Model
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, Items, MIWidget, bundle, check_traits, request_handler
 from .code import ShowsCode, probe_accuracy_code
 from .predict import Predicts, probe_guess
 
@@ -60,7 +60,7 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
     stats = traitlets.Dict().tag(sync=True)
     n_seeds = traitlets.Int(1).tag(sync=True)
     band = traitlets.Unicode("minmax").tag(sync=True)
-    hidden_curves = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    hidden_curves = Items(traitlets.Unicode()).tag(sync=True)
     classes = traitlets.List(traitlets.Int()).tag(sync=True)
     rank_class = traitlets.Int(1).tag(sync=True)
     selected_layer = traitlets.Int(None, allow_none=True).tag(sync=True)
@@ -122,6 +122,16 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
             self.control_kind = result.control_kind
             self._updating = False
 
+    _check = check_traits(
+        selected_layer=Field(int, nullable=True, choices=lambda w: sorted({lay for _, lay in w._result.layers})),
+        selected_site=Field(str, choices=lambda w: ["", *dict.fromkeys(s for s, _ in w._result.layers)]),
+        site=Field(str, choices=lambda w: w.sites or ["resid_pre"]),
+        rank_class=Field(int, choices=lambda w: w.classes or [w.rank_class]),
+        max_examples=Field(int, min=2),
+        band=Field(str, choices=("minmax", "sd")),
+        hidden_curves=Field(list, max=10_000, items=Field(str, choices=lambda w: w.curve_names)),
+    )
+
     @classmethod
     def from_result(cls, result: ProbeResult, **kwargs: Any) -> ProbeAccuracy:
         return cls(result, **kwargs)
@@ -133,10 +143,7 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
     def _guess_record(self, where: dict) -> dict:
         return probe_guess(self, where)
 
-    def code(self) -> str:
-        """Plain nnsight code (mi_widgets only loads the model) that applies the selected layer's
-        probe (the best when none is) to the test split; its last lines print the accuracy."""
-        return probe_accuracy_code(self)
+    _write_code = staticmethod(probe_accuracy_code)  # code(): see ShowsCode
 
     # -- curves ---------------------------------------------------------------------------
 
@@ -332,12 +339,6 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
     def _on_select(self, change: dict) -> None:
         if self._updating:
             return
-        if change["name"] == "rank_class" and self.rank_class not in self.classes:
-            self.error = f"rank_class must be one of {self.classes}, got {self.rank_class}"
-            self._updating = True
-            self.rank_class = change["old"]
-            self._updating = False
-            return
         layer = self.selected_layer
         if layer is None:
             self.select(None)
@@ -357,12 +358,6 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
 
     @traitlets.observe("max_examples")
     def _on_max_examples(self, change: dict) -> None:
-        if change["new"] < 2:
-            self._updating = True
-            self.max_examples = change["old"]
-            self._updating = False
-            self.error = f"max_examples must be >= 2, got {change['new']}"
-            return
         self._panels.clear()
         if not self._updating and self.selected_layer is not None:
             self.select(self.selected_layer, self.selected_site or None)

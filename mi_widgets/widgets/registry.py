@@ -8,6 +8,7 @@ their own)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -51,46 +52,31 @@ from ..core.interventions.patching import PatchingResult  # noqa: E402
 from ..core.interventions.path_patching import PathPatchingResult  # noqa: E402
 
 
-@register(TokenActivationsResult)
-def _token_activations(r: TokenActivationsResult, **kw: Any) -> Any:
-    from .token_activations import TokenActivations
+def _shows(result_type: type, module: str, view: str) -> Callable[..., Any]:
+    """Register ``<module>.<view>.from_result`` (imported when first used) as the view of
+    ``result_type``; returns the factory."""
 
-    return TokenActivations.from_result(r, **kw)
+    def factory(r: Any, **kw: Any) -> Any:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), view).from_result(r, **kw)
+
+    return register(result_type)(factory)
+
+
+_shows(TokenActivationsResult, "token_activations", "TokenActivations")
+_shows(AttentionResult, "attention_patterns", "AttentionPatterns")
+_shows(LensResult, "logit_lens", "LogitLens")
+_shows(PatchscopeResult, "patchscope", "Patchscope")
+_shows(FeatureData, "feature_dashboard", "FeatureDashboard")
+_shows(ProbeResult, "probe_accuracy", "ProbeAccuracy")
+_patching = _shows(PatchingResult, "patching_grid", "PatchingGrid")
+_shows(AblationResult, "ablation", "Ablation")
 
 
 @register(AttributionResult)
 def _attribution(r: AttributionResult, **kw: Any) -> Any:
     from .attribution import TokenSaliency
 
-    return TokenSaliency.from_result(r.to_token_activations(), **kw)
-
-
-@register(AttentionResult)
-def _attention(r: AttentionResult, **kw: Any) -> Any:
-    from .attention_patterns import AttentionPatterns
-
-    return AttentionPatterns.from_result(r, **kw)
-
-
-@register(LensResult)
-def _lens(r: LensResult, **kw: Any) -> Any:
-    from .logit_lens import LogitLens
-
-    return LogitLens.from_result(r, **kw)
-
-
-@register(PatchscopeResult)
-def _patchscope(r: PatchscopeResult, **kw: Any) -> Any:
-    from .patchscope import Patchscope
-
-    return Patchscope.from_result(r, **kw)
-
-
-@register(FeatureData)
-def _features(r: FeatureData, **kw: Any) -> Any:
-    from .feature_dashboard import FeatureDashboard
-
-    return FeatureDashboard.from_result(r, **kw)
+    return TokenSaliency.from_result(r.to_token_activations(), attribution=r, **kw)
 
 
 @register(SAE)
@@ -98,20 +84,6 @@ def _dictionary(sae: SAE, model: Any = None, texts: Any = None, **kw: Any) -> An
     from .feature_dashboard import FeatureDashboard
 
     return FeatureDashboard(model, sae, texts, **kw)
-
-
-@register(ProbeResult)
-def _probe(r: ProbeResult, **kw: Any) -> Any:
-    from .probe_accuracy import ProbeAccuracy
-
-    return ProbeAccuracy.from_result(r, **kw)
-
-
-@register(PatchingResult)
-def _patching(r: PatchingResult, **kw: Any) -> Any:
-    from .patching_grid import PatchingGrid
-
-    return PatchingGrid.from_result(r, **kw)
 
 
 @register(TracingResult)
@@ -122,53 +94,34 @@ def _patching_display_only(r: PatchingResult, **kw: Any) -> Any:
     return _patching(dataclasses.replace(r, model=None, metric=None), **kw)
 
 
-@register(AblationResult)
-def _ablation(r: AblationResult, **kw: Any) -> Any:
-    from .ablation import Ablation
+def _steering(r: Any, prompt: str, model: Any, vector: Any, **kw: Any) -> Any:
+    """The Steering panel on ``model`` with ``r``'s vector, layer and site."""
+    from .steering import Steering
 
-    return Ablation.from_result(r, **kw)
+    return Steering(model, prompt, {r.vector_name: vector}, layer=r.layer, site=r.site, **kw)
 
 
 @register(SteerResult)
 def _steer(r: SteerResult, model: Any, vector: Any, **kw: Any) -> Any:
-    from .steering import Steering
-
-    return Steering(model, r.prompt, {r.vector_name: vector}, layer=r.layer, site=r.site, coef=r.coef, **kw)
+    return _steering(r, r.prompt, model, vector, coef=r.coef, **kw)
 
 
 @register(SteeringSweepResult)
 def _sweep(r: SteeringSweepResult, model: Any, vector: Any, **kw: Any) -> Any:
-    from .steering import Steering
-
-    w = Steering(model, r.prompts[0], {r.vector_name: vector}, layer=r.layer, site=r.site, **kw)
+    w = _steering(r, r.prompts[0], model, vector, **kw)
     w.show_sweep(r)
     return w
 
 
 @register(SteeredGeneration)
 def _generation(r: SteeredGeneration, model: Any, vector: Any, **kw: Any) -> Any:
-    from .steering import Steering
-
-    w = Steering(model, r.prompt, {r.vector_name: vector}, layer=r.layer, site=r.site, coef=r.coef, **kw)
+    w = _steering(r, r.prompt, model, vector, coef=r.coef, **kw)
     w.show_generation(r)
     return w
 
 
 from ..core.circuits.circuit import Circuit  # noqa: E402
-
-
-@register(Circuit)
-def _circuit(r: Circuit, **kw: Any) -> Any:
-    from .circuit_graph import CircuitGraph
-
-    return CircuitGraph.from_result(r, **kw)
-
-
 from ..core.validation.verdict import Verdict  # noqa: E402
 
-
-@register(Verdict)
-def _verdict(r: Verdict, **kw: Any) -> Any:
-    from .hypothesis_card import HypothesisCard
-
-    return HypothesisCard.from_result(r, **kw)
+_shows(Circuit, "circuit_graph", "CircuitGraph")
+_shows(Verdict, "hypothesis_card", "HypothesisCard")

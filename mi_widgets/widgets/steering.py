@@ -26,10 +26,11 @@ from ..core.description.steering import (
 )
 from ..core.metrics import logit_diff, prob
 from ..core.model import Model
-from ._base import MIWidget, bundle, request_handler
+from ._base import Field, MIWidget, Number, bundle, check_traits, request_handler
+from .code import ShowsCode, steering_code
 
 
-class Steering(MIWidget):
+class Steering(ShowsCode, MIWidget):
     """A steering panel over ``model``: pick a prompt, a named vector, a layer (and site) and a
     coefficient; **generate** runs baseline and steered continuations as one batch in a
     background thread, pushing each decoded token into ``baseline_tokens`` /
@@ -70,9 +71,9 @@ class Steering(MIWidget):
     sites = traitlets.List(traitlets.Unicode()).tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
     n_layers = traitlets.Int(1).tag(sync=True)
-    coef = traitlets.Float(1.0).tag(sync=True)
-    coef_min = traitlets.Float(-10.0).tag(sync=True)
-    coef_max = traitlets.Float(10.0).tag(sync=True)
+    coef = Number(1.0).tag(sync=True)
+    coef_min = Number(-10.0).tag(sync=True)
+    coef_max = Number(10.0).tag(sync=True)
     max_new_tokens = traitlets.Int(20).tag(sync=True)
     do_sample = traitlets.Bool(False).tag(sync=True)
     seed = traitlets.Int(0).tag(sync=True)
@@ -150,6 +151,15 @@ class Steering(MIWidget):
             else:
                 self.metric_a, self.metric_b = self._default_metric()
 
+    _check = check_traits(
+        prompt=Field(str, max=100_000),
+        vector=Field(str, max=10_000, choices=lambda w: w.vector_names),
+        site=Field(str, choices=lambda w: w.sites),
+        layer=Field(int, min=0, max=lambda w: w.n_layers - 1),
+        max_new_tokens=Field(int, min=1, max=lambda w: w._model.n_ctx),
+        seed=Field(int, min=0),
+    )
+
     def _default_metric(self) -> tuple[str, str]:
         """``(" positive", " negative")`` where both are single tokens (the zoo's verdicts),
         else the baseline's top next token alone (a probability metric)."""
@@ -163,6 +173,8 @@ class Steering(MIWidget):
         return top, ""
 
     # -- python API ---------------------------------------------------------------------
+
+    _write_code = staticmethod(steering_code)  # code(): see ShowsCode
 
     @property
     def vectors(self) -> dict[str, SteeringVector]:

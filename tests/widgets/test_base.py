@@ -225,8 +225,8 @@ def test_declared_fields_are_checked_before_the_handler_runs():
     assert _ask(w, {**req, "name": "set", "msg": {"value": 3}})["response"] == {"value": 3, "keys": ["value"]}
     for msg, words in [
         ({}, "needs the field 'value'"),
-        ({"value": 10}, "<= 9"),
-        ({"value": -1}, ">= 0"),
+        ({"value": 10}, "must be an int in 0..9, got 10"),
+        ({"value": -1}, "must be an int in 0..9, got -1"),
         ({"value": True}, "must be an int"),
         ({"value": 1.5}, "must be an int"),
         ({"value": [1]}, "must be an int"),
@@ -267,7 +267,7 @@ def test_unhashable_names_and_bad_envelopes_get_a_reply():
 
 def test_request_from_python_applies_the_same_checks():
     w = _Probe()
-    with pytest.raises(ValueError, match="<= 9"):
+    with pytest.raises(ValueError, match=r"must be an int in 0\.\.9, got 12"):
         w.request("set", {"value": 12})
     assert w.request("set", {"value": 2})["value"] == 2
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import traitlets
 
 import mi_widgets as mw
 from mi_widgets import wire
@@ -217,19 +218,21 @@ def test_first_clean_prompt_forms():
 def test_selection_traits_round_trip(w):
     w.selected_node = "a1.h2"
     assert w.selected_node == "a1.h2" and w.error == ""
-    w.selected_node = "a7.h7"  # unknown: reverted, error says why
+    with pytest.raises(traitlets.TraitError, match="selected_node .*'a7.h7'"):  # unknown: refused
+        w.selected_node = "a7.h7"
     assert w.selected_node == "a1.h2"
-    assert "a7.h7" in w.error
     with pytest.raises(ValueError):
         w.select("nope")
     w.select("")
     assert w.selected_node == ""
     w.n_edges_shown = 5
     assert w.n_edges_shown == 5 and len(w.shown_edges()) == 5
-    w.n_edges_shown = 10**6
-    assert w.n_edges_shown == w.n_edges
-    w.n_edges_shown = -3
-    assert w.n_edges_shown == 0
+    for bad in (10**6, -3, w.n_edges + 1):  # out of 0..n_edges: refused, the view keeps its 5
+        with pytest.raises(traitlets.TraitError, match=rf"n_edges_shown must be an int in 0\.\.{w.n_edges}"):
+            w.n_edges_shown = bad
+        assert w.n_edges_shown == 5
+    w.n_edges_shown = w.n_edges
+    assert len(w.shown_edges()) == w.n_edges
     w.pinned = {"a0.h1": [0.25, 0.5]}
     w.groups = [{"name": "G1", "nodes": ["a1.h0", "a1.h1"]}]
     w.selected_node = "G1"  # a supernode is selectable by name

@@ -255,3 +255,59 @@ def test_explain_request_writes_the_explanation_and_score_badges(dash, tmp_path)
     finally:
         dash.data.explanations.clear()
         dash.data.explanations.update(saved)
+
+
+def _holding(model):
+    """A thread that holds ``model.lock`` (another job on the model) until ``release`` is set."""
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with model.lock:
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert held.wait(10)
+    return t, release
+
+
+def test_the_pass_and_a_steer_say_waiting_while_another_job_holds_the_model(tiny, sae, texts):
+    """While another thread holds the model's lock, the background pass and a steer request
+    wait for it with ``status == "waiting"``; once it is released both finish with the numbers
+    they have without the wait."""
+    seen: list[str] = []
+    t, release = _holding(tiny)
+
+    def on_status(change: dict) -> None:
+        seen.append(change["new"])
+        if change["new"] == "waiting":
+            release.set()  # the view said so: let the other job end
+
+    try:
+        w = FeatureDashboard(tiny, sae, texts, batch_size=8, explanations=EXPL)
+        w.observe(on_status, names="status")
+        on_status({"new": w.status})  # the watcher may have said it before the observer was in
+        assert release.wait(30), f"the pass never said waiting (statuses: {seen})"
+        w.wait(120)
+    finally:
+        release.set()
+        t.join(10)
+    assert "waiting" in seen and w.status == "ready" and w.n_texts_done == len(texts)
+    s = feature_pass(tiny, sae, texts, batch_size=8, progress=lambda d, t: None).summary()
+    assert torch.equal(torch.from_numpy(wire.decode(w.max_act)), s["max_act"])
+    assert torch.allclose(torch.from_numpy(wire.decode(w.frequency)), s["frequency"].float())
+
+    # a steer request (a lazy fetch) waits too, then answers as without the wait
+    ref = w.request("steer", {"feature": 0, "mode": "steer", "prompt": PROMPT, "coef": 6.0})
+    seen.clear()
+    t, release = _holding(tiny)
+    try:
+        out = w.request("steer", {"feature": 0, "mode": "steer", "prompt": PROMPT, "coef": 6.0})
+    finally:
+        release.set()
+        t.join(10)
+    assert "waiting" in seen and w.status == "ready"
+    assert out == ref

@@ -10,6 +10,7 @@ import re
 
 import pytest
 import torch
+import traitlets
 
 from mi_widgets import wire
 from mi_widgets.core.concepts.probes import ProbeDataset, ProbeResult, probe
@@ -124,9 +125,9 @@ def test_selected_layer_is_settable_and_observable(view):
     assert view.panel["name"] == "embed" and view.selected_site == "resid_pre"
     view.selected_layer = 1  # from the embedding back to a block: the plotted site
     assert view.panel["name"] == "resid_post 1"
-    view.selected_layer = 9
+    with pytest.raises(traitlets.TraitError, match="selected_layer must be one of .*got 9"):
+        view.selected_layer = 9
     assert view.selected_layer == 1 and view.panel["name"] == "resid_post 1"
-    assert "no probe at layer 9" in view.error
     view.selected_layer = None
     assert view.panel == {}
     assert seen[:3] == [3, -1, 1]

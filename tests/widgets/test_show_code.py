@@ -1,6 +1,13 @@
 """Show the code (mi_widgets/widgets/code.py): each view's ``code()`` is plain nnsight code; run
 as printed, in a fresh Python process, it gives the view's numbers (to 1e-4). On zoo:tiny and
-zoo:ioi."""
+zoo:ioi.
+
+Why 1e-4: the printed program repeats the view's float32 computation, but not always with the
+same batch shape or summation order (one trace per target layer where the view batches them, one
+encoder column where the pass multiplies the whole matrix); each such difference moves a float32
+result by a few units of 1.2e-7 relative per operation, about 1e-6 on these values (logits and
+activations of magnitude below 100), so 1e-4 passes float32 noise with margin and fails any
+wrong site, layer, position, scale or formula (those move the numbers by 1e-2 and more)."""
 
 from __future__ import annotations
 
@@ -15,11 +22,16 @@ import torch
 import mi_widgets as mw
 from mi_widgets import wire
 from mi_widgets.core.concepts.probes import ProbeDataset, probe
+from mi_widgets.core.decomposition.features import LinearDictionary, default_texts
 from mi_widgets.core.interventions.ablation import ablate
 from mi_widgets.widgets.ablation import Ablation
 from mi_widgets.widgets.attention_patterns import AttentionPatterns
+from mi_widgets.widgets.feature_dashboard import FeatureDashboard
+from mi_widgets.widgets.patchscope import Patchscope
 from mi_widgets.widgets.probe_accuracy import ProbeAccuracy
+from mi_widgets.widgets.steering import Steering
 from mi_widgets.widgets.token_activations import TokenActivations
+from mi_widgets.zoo.corpus import CITIES
 
 CLEAN = "The Eiffel Tower is in"
 CORRUPT = "The Senso Temple is in"
@@ -27,7 +39,9 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 
 # what each program's last lines name: the numbers its view draws
 NAMES = {"tokens": ["values"], "lens": ["top_probs", "top_ids"], "attn": ["pattern"],
-         "grid": ["grid"], "ablation": ["effect"], "probe": ["scores", "accuracy"]}
+         "grid": ["grid"], "ablation": ["effect"], "probe": ["scores", "accuracy"],
+         "steer": ["values"], "scope": ["first_probs"], "features": ["max_act", "frequency"],
+         "ig": ["values"], "gxi": ["values"]}
 
 RUNNER = textwrap.dedent(
     """
@@ -55,6 +69,16 @@ def views(tiny):
     probe_view = ProbeAccuracy(probe(tiny, ProbeDataset.from_zoo("sentiment", n=60, n_ood=0), seeds=(0,),
                                      progress=False), model=tiny)
     probe_view.select(1)
+    steer = Steering(tiny, "The food was great. Overall the review is",
+                     {"v": torch.randn(tiny.d_model, generator=torch.Generator().manual_seed(0))}, layer=1)
+    steer.sweep(coefs=[-4.0, -1.0, 0.0, 2.0, 6.0])
+    scope = Patchscope(tiny, CLEAN)
+    scope.decode(1, 3)
+    texts = default_texts(16)
+    city = LinearDictionary.from_token_classes(tiny, texts, {"city": {" " + c for c in CITIES}},
+                                               site="resid_pre", layer=1)
+    dash = FeatureDashboard(tiny, city, texts, background=False)
+    dash.select(0)
     return {
         "tokens": TokenActivations(tiny, [CLEAN, "The Colosseum is in"], "mlp_post", 1, unit=7),
         "lens": mw.logit_lens(tiny, CLEAN, k=3).widget(),
@@ -63,6 +87,11 @@ def views(tiny):
                                        positions="each", progress=False).widget(),
         "ablation": Ablation.from_result(abl),
         "probe": probe_view,
+        "steer": steer,
+        "scope": scope,
+        "features": dash,
+        "ig": mw.attribute(tiny, CLEAN, (" Paris", " Tokyo"), n_steps=16).widget(),
+        "gxi": mw.attribute(tiny, CLEAN, " Paris", method="grad_x_input").widget(),
     }
 
 
@@ -126,6 +155,33 @@ def test_probe_code_gives_the_test_scores_and_accuracy(views, ran):
     close(ran[1]["probe"]["scores"], w.result.test_scores[key])
     acc = [r["accuracy"] for r in w.result.rows if (r["site"], r["layer"]) == key and r["split"] == "test"][0]
     assert ran[1]["probe"]["accuracy"] == pytest.approx(acc, abs=1e-9)
+
+
+def test_steering_code_gives_the_sweep(views, ran):
+    w = views["steer"]
+    close(ran[1]["steer"]["values"], w.sweep_result.mean)
+    close(ran[1]["steer"]["values"], wire.decode(w.sweep_values))  # what the plot draws
+
+
+def test_patchscope_code_gives_the_selected_cells_first_tokens(views, ran):
+    w = views["scope"]
+    close(ran[1]["scope"]["first_probs"], w.decoded_probs)
+    assert "layer, position = 1, 3" in ran[0]["scope"]
+
+
+def test_feature_dashboard_code_gives_the_features_max_and_frequency(views, ran):
+    w = views["features"]
+    close(ran[1]["features"]["max_act"], wire.decode(w.max_act)[0])
+    close(ran[1]["features"]["frequency"], w.data.summary()["frequency"][0])
+    assert w.data.summary()["n_fire"][0] > 0  # the planted city feature fires: a real comparison
+
+
+def test_saliency_code_gives_the_attributions(views, ran):
+    for key in ("ig", "gxi"):
+        w = views[key]
+        close(ran[1][key]["values"], w.attribution.values)
+        close(ran[1][key]["values"], wire.decode(w.values))
+    assert f"steps = {views['ig'].attribution.n_steps}" in ran[0]["ig"]
 
 
 def test_the_browser_asks_for_the_code(views):
