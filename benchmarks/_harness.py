@@ -22,7 +22,8 @@ what is compared) returns ``Measured(seconds, output)``; its ``seconds`` count i
 wall time of the call.
 
 The API (``setup``, ``compare``, ``ratio``, ``Timing``, ``Measured``, ``Run``, ``machine``,
-``loadavg``, ``md_table``, ``fmt_s``) is stable: other benchmark scripts import it.
+``loadavg``, ``md_table``, ``fmt_s``, ``peak_rss``, ``publish``) is stable: other benchmark
+scripts import it.
 """
 
 from __future__ import annotations
@@ -193,3 +194,57 @@ def md_table(headers: list[str], rows: list[list[Any]], align: str | None = None
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(sep) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+_PEAK_CHILD = r"""
+import json, resource, sys, time, torch
+sys.path.insert(0, sys.argv[3])
+from _models import build_model
+import mi_widgets as mw
+@IMPORTS@
+mode, P, args = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[4])
+torch.set_num_threads(2)
+hf, tokenizer = build_model()
+model = mw.wrap(hf, tokenizer, "gpt2-small-shape")
+g = torch.Generator().manual_seed(1)
+clean = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
+corrupt = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
+t0 = time.perf_counter()
+if mode == "forward":
+    with torch.no_grad():
+        hf(model.to_tokens(clean))
+else:
+@BODY@
+seconds = time.perf_counter() - t0
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
+"""
+
+
+def peak_rss(mode: str, p: int, body: str, *, imports: str = "", args: Any = None) -> dict[str, float]:
+    """``{"peak_mb", "seconds"}``: the peak RSS (``ru_maxrss``) of one fresh process (2 torch
+    threads) that builds the gpt2-small-shaped model of ``_models.py`` (``model``; ``hf`` is its
+    transformers model) and a random ``P``-token ``clean`` / ``corrupt`` pair, and the seconds of
+    what it then runs: one plain forward for ``mode="forward"``, else ``body`` (statements that
+    may use ``mode``, ``P``, ``args`` (``args`` through JSON), ``mw`` and what ``imports`` imports)."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    child = _PEAK_CHILD.replace("@IMPORTS@", imports).replace(
+        "@BODY@", textwrap.indent(textwrap.dedent(body).strip(), "    ")
+    )
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run([sys.executable, "-c", child, mode, str(p), here, json.dumps(args)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def publish(section: str, body: str, write: bool = True) -> None:
+    """Print ``body`` and, with ``write``, make it the section ``section`` of RESULTS.md."""
+    print(body)
+    if write:
+        from _results import write_section
+
+        write_section(section, body)

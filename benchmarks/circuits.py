@@ -17,9 +17,7 @@ Run: ``python benchmarks/circuits.py`` (writes the "circuits" section of RESULTS
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,32 +28,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests" / "circuits"))  # planted edge set, hook reference
-
-MEM_CHILD = r"""
-import json, resource, sys, time, torch
-sys.path.insert(0, sys.argv[3])
-from _models import build_model
-import mi_widgets as mw
-from mi_widgets.core.circuits import edge_attribution_patching
-
-mode, P = sys.argv[1], int(sys.argv[2])
-torch.set_num_threads(2)
-hf, tokenizer = build_model()
-model = mw.wrap(hf, tokenizer, "gpt2-small-shape")
-g = torch.Generator().manual_seed(1)
-clean = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
-corrupt = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
-t0 = time.perf_counter()
-if mode == "forward":
-    with torch.no_grad():
-        hf(model.to_tokens(clean))
-else:
-    c = edge_attribution_patching(model, clean, corrupt, mw.logit_diff(1, 2), curve=False, progress=False)
-    assert c.n_edges == 32491
-seconds = time.perf_counter() - t0
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
-"""
-
 
 def _words(g: torch.Generator, n: int) -> str:
     return " ".join(f"t{i}" for i in torch.randint(1, 50000, (n,), generator=g).tolist())
@@ -229,12 +201,15 @@ def ground_truth() -> list[str]:
 
 
 def mem(p: int) -> tuple[dict, dict]:
-    def run(mode):
-        out = subprocess.run([sys.executable, "-c", MEM_CHILD, mode, str(p), str(HERE)],
-                             check=True, capture_output=True, text=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+    """Peak RSS of a plain forward and of EAP on gpt2-small's 32,491 edges (fresh processes)."""
+    from _harness import peak_rss
 
-    return run("forward"), run("eap")
+    imports = "from mi_widgets.core.circuits import edge_attribution_patching"
+    eap = """
+        c = edge_attribution_patching(model, clean, corrupt, mw.logit_diff(1, 2), curve=False, progress=False)
+        assert c.n_edges == 32491
+    """
+    return peak_rss("forward", p, eap, imports=imports), peak_rss("eap", p, eap, imports=imports)
 
 
 def main() -> None:
@@ -303,11 +278,9 @@ def main() -> None:
         "",
         f"_total benchmark time {time.perf_counter() - t0:.0f} s_",
     ])
-    print(body)
-    if not args.no_write:
-        from _results import write_section
+    from _harness import publish
 
-        write_section("circuits", body)
+    publish("circuits", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Measured, Run, compare, md_table, ratio, setup  # noqa: E402
+from _harness import Measured, Run, compare, md_table, publish, ratio, setup  # noqa: E402
 from _models import build_model  # noqa: E402
 
 TL_VENV = Path(os.environ.get("TL_VENV", "/tmp/tl-venv"))
@@ -305,12 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(w, TLWorker):
             w.close()
     body = report(rows, tl_workers, run, a)
-    print(body)
+    publish("patching", body, write=not a.no_write)
     ok = all(d <= 1e-4 for r in rows for d in r["diff"].values())
-    if not a.no_write:
-        from _results import write_section
-
-        write_section("patching", body)
     if not ok:
         print("GRIDS DISAGREE (max |diff| > 1e-4)", file=sys.stderr)
         sys.exit(1)

@@ -16,8 +16,6 @@ Run: ``python benchmarks/patching_memory.py`` (writes the "patching memory" sect
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,38 +23,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-CHILD = r"""
-import json, resource, sys, time, torch
-sys.path.insert(0, sys.argv[4])
-from _models import build_model
-import mi_widgets as mw
-
-mode, P, layers = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-torch.set_num_threads(2)
-hf, tokenizer = build_model()
-model = mw.wrap(hf, tokenizer, "gpt2-small-shape")
-g = torch.Generator().manual_seed(1)
-clean = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
-corrupt = " ".join(f"t{i}" for i in torch.randint(1, 50000, (P,), generator=g).tolist())
-t0 = time.perf_counter()
-if mode == "forward":
-    with torch.no_grad():
-        hf(model.to_tokens(clean))
-else:
-    r = mw.activation_patching(model, clean, corrupt, mw.logit_diff(1, 2), site="resid_pre",
-                               positions="each", layers=layers, progress=False)
-    assert r.values.shape == (len(layers), P)
-seconds = time.perf_counter() - t0
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
-"""
-
-
 def measure(mode: str, p: int, layers: list[int]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(p), json.dumps(layers), str(HERE)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from _harness import peak_rss
+
+    sweep = """
+        r = mw.activation_patching(model, clean, corrupt, mw.logit_diff(1, 2), site="resid_pre",
+                                   positions="each", layers=args, progress=False)
+        assert r.values.shape == (len(args), P)
+    """
+    return peak_rss(mode, p, sweep, args=layers)
 
 
 def main() -> None:
@@ -86,10 +61,9 @@ def main() -> None:
         f"Sweep / baseline peak: {sweep['peak_mb'] / base['peak_mb']:.2f}×; target: under 4,096 MB "
         f"({'met' if sweep['peak_mb'] < 4096 else 'NOT met'}). Total benchmark time {time.perf_counter() - t0:.0f} s.",
     ])
-    from _results import write_section
+    from _harness import publish
 
-    write_section("patching memory", body)
-    print(body)
+    publish("patching memory", body)
 
 
 if __name__ == "__main__":

@@ -130,12 +130,9 @@ def main(argv=None):
         f"{cold_sk:.2f} s; torch's first L-BFGS step pays a one-time import (torch._dynamo, sympy) of a few seconds",
         "- run: `PYTHONPATH=. python benchmarks/probes.py`",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if not a.no_write:
-        from _results import write_section
+    from _harness import publish
 
-        write_section("probes", body)
+    publish("probes", "\n".join(lines), write=not a.no_write)
 
 
 if __name__ == "__main__":

@@ -232,12 +232,9 @@ def main() -> None:
         f"(pass / plain time: {dp['pass_s'] / dp['plain_s']:.2f}x). On this 4-layer d 128 model the per-token "
         f"reductions over {D_SAE} features cost more than the forward itself.",
     ]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        from _results import write_section
+    from _harness import publish
 
-        write_section("sae", body)
+    publish("sae", "\n".join(lines), write=not args.no_write)
 
 
 if __name__ == "__main__":
