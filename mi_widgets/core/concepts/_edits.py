@@ -4,7 +4,7 @@ gradients reach a learned rotation), length grouping and single-token answers.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -120,6 +120,31 @@ def by_length(model: Model, texts: list[str]) -> tuple[list[torch.Tensor], dict[
     for i, x in enumerate(ids):
         groups.setdefault(x.shape[1], []).append(i)
     return ids, groups
+
+
+def pair_edits(
+    pairs: Sequence[tuple[int, int]], ids: list[torch.Tensor], src: torch.Tensor, pos: list[int],
+    edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Iterator[tuple[list[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]:
+    """Interchange runs of ``(base, source)`` text pairs, batched by the base's token length:
+    per batch the pairs' indices ``js``, the base token ids ``[n, T]`` and the write ``fn`` that
+    sets each base's vector at ``pos[base]`` to ``edit(base vector, source vector)``, the source
+    vector being ``src[source]`` (``[N, d]``, one read vector per text)."""
+    groups: dict[int, list[int]] = {}
+    for j, (b, _) in enumerate(pairs):
+        groups.setdefault(ids[b].shape[1], []).append(j)
+    for js in groups.values():
+        base = torch.cat([ids[pairs[j][0]] for j in js])
+        s = src[[pairs[j][1] for j in js]]
+        p = torch.tensor([pos[pairs[j][0]] for j in js])
+        bi = torch.arange(len(js))
+
+        def fn(h: torch.Tensor, s: torch.Tensor = s, p: torch.Tensor = p, bi: torch.Tensor = bi) -> torch.Tensor:
+            h = h.clone()
+            h[bi, p] = edit(h[bi, p], s.to(h.dtype))
+            return h
+
+        yield js, base, fn
 
 
 def single_token(model: Model, word: str, what: str) -> int:

@@ -30,6 +30,7 @@ from ._edits import (
     edited_run,
     hooked_logits,
     overlay_widget,
+    pair_edits,
 )
 from .probes import (
     ProbeDataset,
@@ -256,22 +257,9 @@ def interchange(
 
     def run_pairs(pairs: list[tuple[int, int]], layer: int, key: tuple[str, int], edit: Any, grad: bool = False) -> torch.Tensor:
         """Answer logit difference (high minus low class) for each pair's edited base run."""
-        groups: dict[int, list[int]] = {}
-        for j, (b, _) in enumerate(pairs):
-            groups.setdefault(lengths[b], []).append(j)
         out = torch.zeros(len(pairs))
         outs = []
-        for _, js in groups.items():
-            base = torch.cat([ids[pairs[j][0]] for j in js])
-            src = acts[key][[pairs[j][1] for j in js]]
-            p = torch.tensor([pos[pairs[j][0]] for j in js])
-            bi = torch.arange(len(js))
-
-            def fn(h: torch.Tensor, src: torch.Tensor = src, p: torch.Tensor = p, bi: torch.Tensor = bi) -> torch.Tensor:
-                h = h.clone()
-                h[bi, p] = edit(h[bi, p], src.to(h.dtype))
-                return h
-
+        for js, base, fn in pair_edits(pairs, ids, acts[key], pos, edit):
             if grad:
                 lg = hooked_logits(model, base, site, layer, fn)
                 outs.append((js, lg[:, ans_ids[1]] - lg[:, ans_ids[0]]))

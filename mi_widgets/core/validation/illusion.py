@@ -161,7 +161,7 @@ def illusion_check(
     if dataset.read == "mean":
         raise ValueError("the dataset reads the mean over tokens; the illusion check patches one position (read='last')")
 
-    from ..concepts._edits import _resolve_answers, by_length, edited_run
+    from ..concepts._edits import _resolve_answers, by_length, edited_run, pair_edits
     from ..concepts.interchange import counterfactual_pairs
     from ..concepts.probes import _acc, _positions
 
@@ -195,20 +195,7 @@ def illusion_check(
 
     def iia(edit: Any) -> float:
         ld = torch.zeros(len(pairs))
-        groups: dict[int, list[int]] = {}
-        for j, (b_, _) in enumerate(pairs):
-            groups.setdefault(ids[b_].shape[1], []).append(j)
-        for js in groups.values():
-            base = torch.cat([ids[pairs[j][0]] for j in js])
-            src = H[[pairs[j][1] for j in js]]
-            p = torch.tensor([pos[pairs[j][0]] for j in js])
-            bi = torch.arange(len(js))
-
-            def fn(h: torch.Tensor, src: torch.Tensor = src, p: torch.Tensor = p, bi: torch.Tensor = bi) -> torch.Tensor:
-                h = h.clone()
-                h[bi, p] = edit(h[bi, p], src.to(h.dtype))
-                return h
-
+        for js, base, fn in pair_edits(pairs, ids, H, pos, edit):
             lg, _ = edited_run(model, base, site, layer, fn)
             ld[js] = (lg[:, ans_ids[1]] - lg[:, ans_ids[0]]).float()
         return _acc((ld > 0).long(), ys)
