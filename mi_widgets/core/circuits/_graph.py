@@ -1,4 +1,5 @@
-"""The edge graph of a GPT-2 model and the forward pass that runs on it.
+"""The edge graph of a model and the functional GPT-2 forward pass that runs on it (other
+families run on the Hugging Face modules with hooks: :mod:`._hooknet`).
 
 Senders (index ``s``): ``input`` (0), then per layer ``L`` its heads ``a{L}.h{H}`` and its MLP
 ``m{L}``. Receiver inputs (index ``r``): per layer each head's ``q``, ``k``, ``v`` input, then the
@@ -32,10 +33,12 @@ import torch.nn.functional as F
 KINDS = ("q", "k", "v")
 
 
-def count_edges(n_layers: int, n_heads: int) -> int:
-    """Edges of the graph: ``(3H+1)(H+1)L(L-1)/2 + 3HL + 2L(H+1) + 1`` (32,491 for L = H = 12)."""
+def count_edges(n_layers: int, n_heads: int, parallel: bool = False) -> int:
+    """Edges of the graph: ``(3H+1)(H+1)L(L-1)/2 + 3HL + 2L(H+1) + 1`` (32,491 for L = H = 12);
+    ``LH`` fewer with ``parallel`` attention and MLP (no edge from a layer's heads to its MLP)."""
     L, H = n_layers, n_heads
-    return (3 * H + 1) * (H + 1) * L * (L - 1) // 2 + 3 * H * L + 2 * L * (H + 1) + 1
+    n = (3 * H + 1) * (H + 1) * L * (L - 1) // 2 + 3 * H * L + 2 * L * (H + 1) + 1
+    return n - L * H if parallel else n
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Graph:
     n_senders_for: torch.Tensor  # [R] long
     edge_s: torch.Tensor  # [E] sender index of each edge
     edge_r: torch.Tensor  # [E] receiver index
+    parallel: bool = False  # a layer's MLP reads the block input, as its attention does
 
     @property
     def n_senders(self) -> int:
@@ -70,7 +74,10 @@ class Graph:
         s, r = self.sender_index(sender), self.receiver_index(receiver, kind)
         hit = ((self.edge_s == s) & (self.edge_r == r)).nonzero()
         if hit.numel() == 0:
-            raise ValueError(f"no edge {sender} -> {receiver}<{kind}>: a sender must come before its receiver")
+            why = "a sender must come before its receiver"
+            if self.parallel:
+                why += " (attention and MLP of a layer read the same block input here: no edge a{L}.h -> m{L})"
+            raise ValueError(f"no edge {sender} -> {receiver}<{kind}>: {why}")
         return int(hit[0, 0])
 
     def dense(self, values: torch.Tensor) -> torch.Tensor:
@@ -80,7 +87,9 @@ class Graph:
         return out
 
 
-def build_graph(n_layers: int, n_heads: int) -> Graph:
+def build_graph(n_layers: int, n_heads: int, parallel: bool = False) -> Graph:
+    """The edge graph; with ``parallel`` (GPT-J, NeoX, Phi-1/2, Falcon: attention and MLP read
+    the same block input) a layer's MLP hears only earlier layers, not its own heads."""
     L, H = n_layers, n_heads
     senders = ["input"]
     receivers: list[tuple[str, str]] = []
@@ -93,15 +102,15 @@ def build_graph(n_layers: int, n_heads: int) -> Graph:
                 nsend.append(s0)
         senders += [f"a{layer}.h{h}" for h in range(H)]
         receivers.append((f"m{layer}", ""))
-        nsend.append(len(senders))
+        nsend.append(s0 if parallel else len(senders))
         senders.append(f"m{layer}")
     receivers.append(("logits", ""))
     nsend.append(len(senders))
     ns = torch.tensor(nsend)
     mask = torch.arange(len(senders))[:, None] < ns[None, :]
     es, er = mask.nonzero(as_tuple=True)
-    g = Graph(L, H, senders, receivers, ns, es, er)
-    assert g.n_edges == count_edges(L, H)
+    g = Graph(L, H, senders, receivers, ns, es, er, parallel)
+    assert g.n_edges == count_edges(L, H, parallel)
     return g
 
 

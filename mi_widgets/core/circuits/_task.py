@@ -14,6 +14,7 @@ from ..interventions.checks import _validate_pairs
 from ..metrics import Metric
 from ..model import Model
 from ._graph import Net
+from ._hooknet import HookNet, check_supported
 
 #: memory for one chunk of masked rows (corrupt outputs, this run's outputs, differences)
 _CHUNK_BYTES = 256 * 2**20
@@ -23,11 +24,13 @@ def _check_model(model: Any, what: str) -> None:
     check_model(model)
     if isinstance(model, Model) and model.remote:
         raise ValueError(f"{what} runs local models only (it recomputes the blocks from their weights)")
-    if isinstance(model, Model) and model.family != "gpt2":
-        raise ValueError(
-            f"{what} supports GPT-2-family models (the zoo models, gpt2, distilgpt2); {model.name} is "
-            f"{model.family}. Llama/NeoX edge graphs are not implemented yet."
-        )
+    if isinstance(model, Model) and not _functional(model):
+        check_supported(model, what)  # the family's graph runs on its modules: refuse what it cannot
+
+
+def _functional(model: Model) -> bool:
+    """GPT-2 models run on the functional forward of :mod:`._graph` (faster); the others on hooks."""
+    return model.family == "gpt2" and getattr(model.hf.config, "model_type", "") == "gpt2"
 
 
 class Task:
@@ -50,7 +53,7 @@ class Task:
         self.model = model
         self.spec = spec
         self.metric: Metric = spec.metric
-        self.net = Net(model)
+        self.net: Net | HookNet = Net(model) if _functional(model) else HookNet(model, what)
         self.graph = self.net.graph
         self.groups = _groups(spec.lengths)
         self.batch_size = batch_size

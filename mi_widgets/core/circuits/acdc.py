@@ -49,7 +49,8 @@ def acdc(
     ``"eap"`` or ``"eap-ig"`` (``steps``) scores decide the order candidates are tried in
     (``"graph"``: graph order). ``curve=True`` adds the faithfulness curve over the
     tested-effect ranking and the circuit's faithfulness/completeness/random baseline in ``info``.
-    GPT-2-family local models."""
+    Local causal models of the families in docs/models.md (circuits column); others are refused by
+    name."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
         raise ValueError(f"threshold must be a number >= 0 (metric units), got {threshold!r}")
     if order not in ("eap", "eap-ig", "graph"):

@@ -115,7 +115,8 @@ def edge_attribution_patching(
     (``in_circuit``) is the top ``top_n`` edges by ``|score|`` or, by default, the smallest top-n
     on the faithfulness curve reaching ``target`` (``curve=True`` computes the curve, its area,
     completeness and a random-circuit baseline with batched exact forwards; ``curve=False`` skips
-    them, leaving ``in_circuit`` empty unless ``top_n`` is given). GPT-2-family local models.
+    them, leaving ``in_circuit`` empty unless ``top_n`` is given). Local causal
+    models of the families in docs/models.md (circuits column); others are refused by name.
     """
     steps = _check_steps(method, steps)
     task = Task(model, clean, corrupt, metric, "edge_attribution_patching", batch_size)

@@ -7,7 +7,8 @@ For edge ``s -> r`` the clean prompt is run with receiver input ``r`` replaced b
 and every other receiver input left clean (downstream of ``r`` everything is recomputed). The
 score is ``m(patched) - m(clean)`` in metric units, averaged over pairs: what EAP estimates to
 first order. Many edges run per forward (one edge per batch row, all pairs of a length group),
-in the functional GPT-2 forward of :mod:`._graph` (no hooks on the model).
+in the functional GPT-2 forward of :mod:`._graph` (no hooks on the model) or, for the other
+families, on the model's own modules with hooks (:mod:`._hooknet`).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def edge_patching(
     """Exact effect of each edge (``edges``: ids like ``"a0.h1->a1.h2<k>"`` or indices; None =
     all): ``m(clean run with only that edge corrupted) - m(clean)``, averaged over pairs, in
     metric units. Edges not listed get NaN. ``top_n``/``target``/``curve`` choose the circuit as
-    in :func:`~mi_widgets.core.circuits.eap.edge_attribution_patching`. GPT-2-family local models.
+    in :func:`~mi_widgets.core.circuits.eap.edge_attribution_patching`. Local causal
+    models of the families in docs/models.md (circuits column); others are refused by name.
     """
     task = Task(model, clean, corrupt, metric, "edge_patching", batch_size)
     idx = _edge_indices(task, edges)
