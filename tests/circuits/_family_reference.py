@@ -77,6 +77,8 @@ def spec(family, hf):
         i = "qkv".index(kind)
         if family == "gpt2":
             return f"{attn}.c_attn", slice(i * d + h * dh, i * d + (h + 1) * dh)
+        if family == "phi3_mha":  # [q (all heads) | k | v], as many key/value heads as heads
+            return f"{attn}.qkv_proj", cols(i * nh + h)
         if fused is not None:  # NeoX, BLOOM, Falcon (not multi-query): per head [q | k | v]
             return f"{attn}.{fused}", cols(3 * h + i)
         kv = h // (nh // n_kv)

@@ -17,14 +17,14 @@ from mi_widgets.core.circuits._graph import count_edges
 #: families whose edge graph runs (gpt2 on the functional forward, the others on hooks)
 SUPPORTED = ["gpt2", "llama", "neox", "neox_sequential", "gptj", "opt", "opt_pre_ln_proj", "bloom",
              "falcon_sequential_alibi", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma",
-             "phi", "olmo", "qwen2_moe"]
+             "phi", "olmo", "qwen2_moe", "phi3_mha"]
 #: refused by name, with the reason the message must give
 REFUSED = {
     "gemma2": "not additive", "gemma3": "not additive", "olmo2": "not additive", "olmo3": "not additive",
     "opt_post_ln_proj": "post-LN", "falcon": "multi-query", "falcon_new": "grouped-query",
     "falcon_new_1ln": "grouped-query", "phi3": "grouped-query", "bert": "not a causal", "roberta": "not a causal",
 }
-assert sorted(SUPPORTED + list(REFUSED)) == sorted(ALL_FAMILIES)
+assert sorted(SUPPORTED[:-1] + list(REFUSED)) == sorted(ALL_FAMILIES)
 
 # every kind of edge: input/head/MLP senders into q, k, v (heads 1 and 2 sit in different
 # key/value groups of the GQA configs), MLP and logits receivers
@@ -42,12 +42,23 @@ def _split(e):
 
 @pytest.fixture(scope="module", params=SUPPORTED)
 def fam(request, bpe_tokenizer):
-    hf = _family_model(request.param, len(bpe_tokenizer))
+    if request.param == "phi3_mha":  # Phi-3 mini's layout: fused qkv_proj, one key/value head per head
+        import transformers as tf
+
+        torch.manual_seed(0)
+        cfg = tf.Phi3Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                            intermediate_size=64, max_position_embeddings=128, initializer_range=0.1,
+                            vocab_size=len(bpe_tokenizer), bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        hf = tf.Phi3ForCausalLM(cfg)
+        hf.config._attn_implementation = "eager"
+        hf.eval()
+    else:
+        hf = _family_model(request.param, len(bpe_tokenizer))
     with torch.no_grad():  # sharper attention and stronger head writes: edges into q/k matter
         for name, mod in hf.named_modules():
             w = getattr(mod, "weight", None)
             if isinstance(w, torch.Tensor) and name.endswith(
-                ("q_proj", "k_proj", "query_key_value", "c_attn", "o_proj", "out_proj", "attention.dense",
+                ("q_proj", "k_proj", "query_key_value", "c_attn", "qkv_proj", "o_proj", "out_proj", "attention.dense",
                  "self_attention.dense", "self_attn.dense", "attn.c_proj")
             ):
                 w.mul_(3)
