@@ -64,6 +64,7 @@ EXPECTED = {
     "hypothesis_wrong_induction_fails": True,
     "interchange_illusory_direction": False,
     "interchange_parts_expose_illusion": True,
+    "illusion_check_flags_u": True,
     "das_aligns_with_mechanism": False,
     "probe_sentiment_layer": True,
     "sae_toy_features": True,
@@ -80,6 +81,7 @@ FAST = (
     "hypothesis_wrong_induction_fails",
     "interchange_illusory_direction",
     "interchange_parts_expose_illusion",
+    "illusion_check_flags_u",
 )
 
 _cache: dict[str, object] = {}
@@ -290,6 +292,22 @@ def interchange_illusory_direction() -> Row:
                f"IIA {iia['u']:.2f}: looks causal", iia["u"] < 0.5)  # fmt: skip
 
 
+def illusion_check_flags_u() -> Row:
+    from mi_widgets.core.validation.illusion import illusion_check
+
+    d = {k: torch.tensor(v, dtype=torch.float32) for k, v in C.illusion_directions().items()}
+    model, ds = _model("zoo:illusion"), _illusion_dataset()
+    u = illusion_check(model, ds, 0, d["u"], answers=(" river", " apple"), n_pairs=60)
+    true = illusion_check(model, ds, 0, d["true"], answers=(" river", " apple"), n_pairs=60)
+    return Row("illusion_check_flags_u", "zoo:illusion",
+               "without knowing the parts, does the illusion check call u illusory and cls_first not?",
+               "yes: u's unread half (shadow) and read half (dormant) each do nothing alone",
+               "mw.illusion_check (split by what later layers read; IIA of v, each part, the whole)",
+               f"u: IIA {u.iia_direction:.2f}, parts {u.iia_read:.2f}/{u.iia_unread:.2f} → "
+               f"{'illusory' if u.illusory else 'not flagged'}; cls_first → {'illusory' if true.illusory else 'not flagged'}",
+               u.illusory and not true.illusory)  # fmt: skip
+
+
 def interchange_parts_expose_illusion() -> Row:
     iia = _illusion_iia()
     ok = iia["u"] > 0.9 and iia["shadow"] < 0.1 and iia["dormant"] < 0.1 and iia["true"] > 0.9
@@ -363,6 +381,7 @@ ROWS: dict[str, Callable[[], Row]] = {
         "attention_name_mover_vs_decoys", "nm", "2.3"),
     "interchange_illusory_direction": interchange_illusory_direction,
     "interchange_parts_expose_illusion": interchange_parts_expose_illusion,
+    "illusion_check_flags_u": illusion_check_flags_u,
     "das_aligns_with_mechanism": das_aligns_with_mechanism,
     "probe_sentiment_layer": probe_sentiment_layer,
     "sae_toy_features": sae_toy_features,
