@@ -260,6 +260,17 @@ class MIWidget(HasPalette, anywidget.AnyWidget):
                     self._handlers[name] = attr
         self.on_msg(self._on_custom_msg)
 
+    @classmethod
+    def from_result(cls, result: Any, **kwargs: Any) -> Any:
+        """The view of ``result`` (how ``result.widget(**kwargs)`` and a result shown in a
+        notebook build it)."""
+        return cls(result, **kwargs)
+
+    @property
+    def result(self) -> Any:
+        """The result this view shows."""
+        return self._result
+
     # -- requests ----------------------------------------------------------------------
 
     #: traits that report on work rather than hold the view's state: a failed request may set them

@@ -148,14 +148,6 @@ class Ablation(ShowsCode, MIWidget):
         k=Field(int, min=1),
     )
 
-    @classmethod
-    def from_result(cls, result: AblationResult, **kwargs: Any) -> Ablation:
-        return cls(result, **kwargs)
-
-    @property
-    def result(self) -> AblationResult:
-        return self._result
-
     _write_code = staticmethod(ablation_code)  # code(): see ShowsCode
 
     def effects(self) -> torch.Tensor:

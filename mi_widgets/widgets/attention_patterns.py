@@ -175,10 +175,6 @@ class AttentionPatterns(ShowsCode, MIWidget):
     def from_result(cls, result: AttentionResult, **kwargs: Any) -> AttentionPatterns:
         return cls(result=result, **kwargs)
 
-    @property
-    def result(self) -> AttentionResult:
-        return self._result
-
     _write_code = staticmethod(attention_patterns_code)  # code(): see ShowsCode
 
     @property

@@ -131,7 +131,7 @@ class CircuitGraph(MIWidget):
         if not isinstance(circuit, Circuit):
             raise TypeError(f"CircuitGraph shows a Circuit, got {type(circuit).__name__}")
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
-        self._circuit = circuit
+        self._result = circuit
         self._faith_memo: dict[int | None, float] = {}
         self._attention: Any = None
         super().__init__(**kwargs)
@@ -143,14 +143,6 @@ class CircuitGraph(MIWidget):
             self.circuit_only = (circuit.method == "acdc" and self.n_in_circuit > 0) if circuit_only is None else circuit_only
         if selected_node:
             self.selected_node = selected_node
-
-    @classmethod
-    def from_result(cls, circuit: Circuit, **kwargs: Any) -> CircuitGraph:
-        return cls(circuit, **kwargs)
-
-    @property
-    def result(self) -> Circuit:
-        return self._circuit
 
     # -- state ----------------------------------------------------------------------------
 
@@ -197,16 +189,16 @@ class CircuitGraph(MIWidget):
     def _can_compute(self) -> bool:
         """``circuit.faithfulness(n)`` can run: the method exists and a task or model is attached
         (core's Circuit needs its task; it raises a clear error when something is missing)."""
-        c = self._circuit
+        c = self._result
         return callable(getattr(c, "faithfulness", None)) and (c.task is not None or c.model is not None)
 
     def edge_order(self) -> torch.Tensor:
         """Edge indices by ``|score|`` descending (NaN last, ties in edge order): the view's top-n
         are the first n of this order (``Circuit.order()``, so ``faithfulness(n)`` keeps the same
         edges the view draws)."""
-        if callable(getattr(self._circuit, "order", None)):
-            return self._circuit.order().cpu()
-        s = torch.as_tensor(self._circuit.scores).detach().float().cpu().reshape(-1).abs()
+        if callable(getattr(self._result, "order", None)):
+            return self._result.order().cpu()
+        s = torch.as_tensor(self._result.scores).detach().float().cpu().reshape(-1).abs()
         s = torch.nan_to_num(s, nan=-1.0)
         return torch.argsort(-s, stable=True)
 
@@ -215,7 +207,7 @@ class CircuitGraph(MIWidget):
         circuit's own edges (``in_circuit``) when ``circuit_only``."""
         order = self.edge_order()
         if self.circuit_only:
-            keep = torch.as_tensor(self._circuit.in_circuit).reshape(-1).bool().cpu()
+            keep = torch.as_tensor(self._result.in_circuit).reshape(-1).bool().cpu()
             return [i for i in order.tolist() if keep[i]]
         return order[: self.n_edges_shown].tolist()
 
@@ -247,7 +239,7 @@ class CircuitGraph(MIWidget):
         """The faithfulness of the top-``n`` edges and where it came from: ``"computed"``
         (``circuit.faithfulness(n)``) or ``"curve"`` (the circuit's recorded curve at exactly n)."""
         n = self._check_n(n)
-        c = self._circuit
+        c = self._result
         if n in self._faith_memo:
             return self._faith_memo[n], "computed"
         if self._can_compute():
@@ -264,7 +256,7 @@ class CircuitGraph(MIWidget):
     def circuit_faithfulness(self) -> float:
         """The faithfulness of the circuit's own edges (``circuit.faithfulness(None)``, which keeps
         ``in_circuit``)."""
-        c = self._circuit
+        c = self._result
         if not self._can_compute():
             raise ValueError("no model attached to this circuit, so the faithfulness of its edges cannot be computed")
         if None not in self._faith_memo:
@@ -296,7 +288,7 @@ class CircuitGraph(MIWidget):
     def node_edges(self, node: str, k: int = TOP_EDGES) -> dict:
         """A node's top-``k`` incoming and outgoing edges by ``|score|``: ``{"in": [[edge, score],
         ...], "out": [...]}``."""
-        c = self._circuit
+        c = self._result
         scores = torch.as_tensor(c.scores).detach().float().cpu().reshape(-1)
         out: dict[str, list] = {}
         for key, ends in (("in", c.receivers), ("out", c.senders)):
@@ -314,7 +306,7 @@ class CircuitGraph(MIWidget):
         if self._attention is None:
             from ..core.description.attention import attention
 
-            self._attention = attention(self._circuit.model, self.prompt)
+            self._attention = attention(self._result.model, self.prompt)
         att = self._attention
         if not (layer < att.patterns.shape[0] and head < att.patterns.shape[1]):
             raise ValueError(f"{node} is outside the model ({att.patterns.shape[0]} layers × {att.patterns.shape[1]} heads)")
@@ -343,9 +335,9 @@ class CircuitGraph(MIWidget):
             return {"node_cache": {}}
         n = 8 if budget >= 64 else 2
         weight: dict[str, float] = {}
-        scores = torch.as_tensor(self._circuit.scores).detach().float().cpu().reshape(-1)
+        scores = torch.as_tensor(self._result.scores).detach().float().cpu().reshape(-1)
         for i in self.shown_edges():
-            for end in (self._circuit.senders[i], self._circuit.receivers[i]):
+            for end in (self._result.senders[i], self._result.receivers[i]):
                 if end.startswith("a"):
                     weight[end] = weight.get(end, 0.0) + abs(float(scores[i]))
         heads = sorted(weight, key=lambda h: -weight[h])[:n]

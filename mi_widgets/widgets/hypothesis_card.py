@@ -54,7 +54,7 @@ class HypothesisCard(MIWidget):
                 f"max_counterexamples must be an int >= 0, got {max_counterexamples!r}"
             )
         self._esm = bundle(self._stem).read_text(encoding="utf-8")
-        self._verdict = verdict
+        self._result = verdict
         super().__init__(**kwargs)
         ces = [
             {"test": t.name, "kind": c.kind, "context": c.context, "activation": _num(c.activation)}
@@ -73,13 +73,5 @@ class HypothesisCard(MIWidget):
             ]  # fmt: skip
             self.counterexamples = ces
             self.disagreements = list(verdict.disagreements)
-
-    @classmethod
-    def from_result(cls, verdict: Verdict, **kwargs: Any) -> HypothesisCard:
-        return cls(verdict, **kwargs)
-
-    @property
-    def result(self) -> Verdict:
-        return self._verdict
 
     _check = check_traits(selected_test=Field(int, min=-1, max=lambda w: len(w.tests) - 1))  # -1: none

@@ -87,10 +87,6 @@ class LogitLens(ShowsCode, MIWidget):
             self.final_tokens = [result.vocab.get(i, str(i)) for i in ids]
             self._show(result)
 
-    @classmethod
-    def from_result(cls, result: LensResult, **kwargs: Any) -> LogitLens:
-        return cls(result, **kwargs)
-
     @property
     def result(self) -> LensResult:
         """The result behind the current view (current lens and target)."""

@@ -166,10 +166,6 @@ class PatchingGrid(Predicts, ShowsCode, MIWidget):
             msg["head"] = head
         self.selected_cell = msg
 
-    @classmethod
-    def from_result(cls, result: PatchingResult, **kwargs: Any) -> PatchingGrid:
-        return cls(result, **kwargs)
-
     @property
     def result(self) -> PatchingResult:
         """The result behind the current grid (unchanged by a sweep in progress or cancelled)."""

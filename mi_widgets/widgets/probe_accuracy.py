@@ -132,14 +132,6 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
         hidden_curves=Field(list, max=10_000, items=Field(str, choices=lambda w: w.curve_names)),
     )
 
-    @classmethod
-    def from_result(cls, result: ProbeResult, **kwargs: Any) -> ProbeAccuracy:
-        return cls(result, **kwargs)
-
-    @property
-    def result(self) -> ProbeResult:
-        return self._result
-
     def _guess_record(self, where: dict) -> dict:
         return probe_guess(self, where)
 

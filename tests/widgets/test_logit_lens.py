@@ -93,21 +93,14 @@ def test_target_request_and_line(view, tiny, lens):
     assert view.target_id == -1 and view.target_prob == {} and view.lens == "tuned"
 
 
-def _reply(w, name, msg):
-    sent = []
-    w.send = lambda content, buffers=None: sent.append(content)
-    w._on_custom_msg(w, {"kind": "mw-request", "id": "x", "name": name, "msg": msg}, [])
-    return sent[-1]
-
-
-def test_errors_are_reported(view, result):
+def test_errors_are_reported(view, result, reply):
     before = view.top_ids
     with pytest.raises(ValueError, match="one token"):
         view.request("target", {"token": " Eiffel Tower Paris"})
     assert view.error and view.status == "ready" and view.top_ids == before
-    r = _reply(view, "lens", {"lens": "nope"})
+    r = reply(view, "lens", {"lens": "nope"})
     assert r["ok"] is False and "lens must be one of" in r["error"]
-    r = _reply(view, "target", {"token": [1]})
+    r = reply(view, "target", {"token": [1]})
     assert r["ok"] is False and "token must be" in r["error"]
     bare = LogitLens.from_result(result)
     with pytest.raises(ValueError, match="no tuned lens"):

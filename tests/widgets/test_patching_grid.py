@@ -203,14 +203,7 @@ def test_cancel_a_background_sweep(grid, result):
     assert grid.values == before and grid.site == "resid_pre"
 
 
-def _reply(w, name, msg):
-    sent = []
-    w.send = lambda content, buffers=None: sent.append(content)
-    w._on_custom_msg(w, {"kind": "mw-request", "id": "x", "name": name, "msg": msg}, [])
-    return sent[-1]
-
-
-def test_errors_are_reported(grid, tiny):
+def test_errors_are_reported(grid, tiny, reply):
     with pytest.raises(ValueError, match="site must be one of"):
         grid.request("sweep", {"site": "nope"})
     with pytest.raises(ValueError, match="mode must be one of"):
@@ -221,9 +214,9 @@ def test_errors_are_reported(grid, tiny):
         grid.request("cell", {"layer": 0})
     with pytest.raises(ValueError, match="outside the"):
         grid.request("cell", {"row": 0, "col": 99})
-    r = _reply(grid, "sweep", {"site": "nope"})
+    r = reply(grid, "sweep", {"site": "nope"})
     assert r["ok"] is False and "site must be one of" in r["error"]
-    r = _reply(grid, "cell", {"layer": "x", "position": 0})
+    r = reply(grid, "cell", {"layer": "x", "position": 0})
     assert r["ok"] is False and "layer must be an int" in r["error"]
     assert grid.status == "ready"
     # a failure inside the sweep: status "error", message, previous grid kept
