@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import widget from "../src/token_activations";
+import widget, {
+  BLOCK,
+  EAGER_TOKENS,
+  INITIAL_TOKENS,
+  blockOf,
+  chunkTexts,
+  estimateHeight,
+  initialBlocks,
+  visibleRange,
+} from "../src/token_activations";
 const { render } = widget;
 import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
@@ -157,20 +166,120 @@ describe("TokenActivations: rendering", () => {
     expect(err.textContent).toContain("values");
   });
 
-  it("renders a 2,000-token text", () => {
+  it("renders a 2,000-token text: the first blocks at once, a far token once it is selected", () => {
     const n = 2000;
     const texts = [Array.from({ length: n }, (_, i) => ` tok${i}`)];
     const model = staticModel(baseState({ texts, values: f32(Array.from({ length: n }, (_, i) => Math.sin(i))), ...topk(n) }));
     const t0 = performance.now();
-    const { tokens } = mount(model);
-    const spans = tokens();
-    expect(spans).toHaveLength(n);
-    expect(spans[1999].textContent).toBe(" tok1999");
-    expect(spans[1999].dataset.index).toBe("1999");
-    expect(spans[1999].style.backgroundColor).toMatch(/^rgb\(/);
-    click(spans[1500]);
-    expect(model.get("selected_token")).toBe(1500);
+    const { root, tokens } = mount(model);
+    const first = tokens();
+    expect(first.length).toBeGreaterThan(0);
+    expect(first.length).toBeLessThanOrEqual(INITIAL_TOKENS);
+    expect(first.map((s) => s.dataset.index)).toEqual(first.map((_, i) => String(i)));
+    expect(root.querySelector('.mw-token[data-index="1999"]')).toBeNull();
+    expect(root.querySelectorAll(".mw-block.mw-pending")).toHaveLength(Math.ceil(n / BLOCK) - Math.ceil(first.length / BLOCK));
+    model.set("selected_token", 1999); // as Python (or a linked view) would
+    const last = root.querySelector<HTMLElement>('.mw-token[data-index="1999"]')!;
+    expect(last.textContent).toBe(" tok1999");
+    expect(last.style.backgroundColor).toMatch(/^rgb\(/);
+    expect(last.classList.contains("mw-selected")).toBe(true);
+    expect(last.getAttribute("aria-selected")).toBe("true");
+    expect(last.getAttribute("aria-setsize")).toBe("2000");
+    expect(last.getAttribute("aria-posinset")).toBe("2000");
+    expect(root.querySelector(".mw-topk-title")!.textContent).toContain("token 1999");
+    click(root.querySelector<HTMLElement>('.mw-token[data-index="1950"]')!);
+    expect(model.get("selected_token")).toBe(1950);
+    expect(last.classList.contains("mw-selected")).toBe(false);
     expect(performance.now() - t0).toBeLessThan(5000);
+  });
+
+  it("a 10,000-token text starts with far fewer spans; End and Home reach both ends by keyboard", () => {
+    const n = 10_000;
+    const texts = [Array.from({ length: n }, (_, i) => (i % 50 === 49 ? "\n" : ` w${i}`))];
+    const model = staticModel(baseState({ texts, values: f32(Array.from({ length: n }, (_, i) => (i % 7) - 3)), ...topk(n) }));
+    const { root, tokens } = mount(model);
+    expect(tokens().length).toBeLessThanOrEqual(INITIAL_TOKENS);
+    const box = root.querySelector<HTMLElement>(".mw-texts")!;
+    const key = (k: string) => box.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    key("End");
+    expect(model.get("selected_token")).toBe(n - 1);
+    const last = root.querySelector<HTMLElement>(`.mw-token[data-index="${n - 1}"]`)!;
+    expect(last.textContent).toBe("↵");
+    expect(last.classList.contains("mw-selected")).toBe(true);
+    expect(root.querySelector<HTMLElement>(".mw-tooltip")!.textContent).toContain(`token ${n - 1}`);
+    key("ArrowLeft");
+    expect(root.querySelector<HTMLElement>(`.mw-token[data-index="${n - 2}"]`)!.classList.contains("mw-selected")).toBe(true);
+    key("Home");
+    expect(tokens()[0].classList.contains("mw-selected")).toBe(true);
+    expect(tokens().length).toBeLessThan(n / 5);
+    // a recolour reaches the rendered far block too
+    model.set("values", f32(Array.from({ length: n }, (_, i) => (i === n - 2 ? 5 : 0))));
+    expect(root.querySelector<HTMLElement>(`.mw-token[data-index="${n - 2}"]`)!.style.backgroundColor).toBe("rgb(178, 24, 43)");
+  });
+
+  it("shows the static copy's note when it has one", () => {
+    const { root } = mount(staticModel(baseState({ static_note: "This saved copy shows the first 11 of 20 tokens" })));
+    const note = root.querySelector<HTMLElement>(".mw-static-note")!;
+    expect(note.hidden).toBe(false);
+    expect(note.textContent).toContain("first 11 of 20");
+    const plain = mount(staticModel(baseState()));
+    expect(plain.root.querySelector<HTMLElement>(".mw-static-note")!.hidden).toBe(true);
+  });
+});
+
+describe("TokenActivations: blocks (the virtualised layout)", () => {
+  it("chunkTexts cuts each text into blocks of at most `size` tokens, never across texts", () => {
+    expect(chunkTexts([5, 0, 3], 2)).toEqual([
+      { text: 0, start: 0, end: 2 },
+      { text: 0, start: 2, end: 4 },
+      { text: 0, start: 4, end: 5 },
+      { text: 2, start: 5, end: 7 },
+      { text: 2, start: 7, end: 8 },
+    ]);
+    const blocks = chunkTexts([10_000, 7], BLOCK);
+    expect(blocks).toHaveLength(Math.ceil(10_000 / BLOCK) + 1);
+    expect(blocks.every((b, k) => k === 0 || b.start === blocks[k - 1].end)).toBe(true);
+    expect(blocks.every((b) => b.end - b.start <= BLOCK && b.end > b.start)).toBe(true);
+    expect(blocks[blocks.length - 1]).toEqual({ text: 1, start: 10_000, end: 10_007 });
+  });
+
+  it("blockOf finds the block of every token, and -1 outside", () => {
+    const blocks = chunkTexts([7, 3, 11], 4);
+    for (let i = 0; i < 21; i++) {
+      const b = blockOf(blocks, i);
+      expect(blocks[b].start <= i && i < blocks[b].end).toBe(true);
+    }
+    expect(blockOf(blocks, -1)).toBe(-1);
+    expect(blockOf(blocks, 21)).toBe(-1);
+  });
+
+  it("initialBlocks: everything for a small view; the leading blocks and the selection's for a large one", () => {
+    const small = chunkTexts([EAGER_TOKENS], BLOCK);
+    expect(initialBlocks(small, -1)).toEqual(small.map((_, k) => k));
+    const big = chunkTexts([10_000], BLOCK);
+    const first = initialBlocks(big, -1);
+    expect(first).toEqual(Array.from({ length: Math.floor(INITIAL_TOKENS / BLOCK) }, (_, k) => k));
+    expect(initialBlocks(big, 9_999)).toEqual([...first, big.length - 1]);
+    expect(initialBlocks(big, 10)).toEqual(first);
+  });
+
+  it("visibleRange picks the blocks that meet the window, reading few boxes", () => {
+    const tops = Array.from({ length: 100 }, (_, k) => k * 50); // 100 blocks of 50 px
+    let reads = 0;
+    const box = (k: number) => (reads++, { top: tops[k], bottom: tops[k] + 50 });
+    expect(visibleRange(100, box, 1000, 1400)).toEqual([19, 28]);
+    expect(reads).toBeLessThan(25);
+    expect(visibleRange(100, box, -500, 10)).toEqual([0, 0]);
+    expect(visibleRange(100, box, 4990, 9000)).toEqual([99, 99]);
+    expect(visibleRange(100, box, 6000, 7000)).toBeNull();
+    expect(visibleRange(0, box, 0, 100)).toBeNull();
+  });
+
+  it("estimateHeight grows with the text and the line breaks, shrinks with the width", () => {
+    expect(estimateHeight(800, 0, 760)).toBeGreaterThan(estimateHeight(400, 0, 760));
+    expect(estimateHeight(400, 3, 760)).toBe(estimateHeight(400, 0, 760) + 3 * 24);
+    expect(estimateHeight(800, 0, 380)).toBeGreaterThan(estimateHeight(800, 0, 760));
+    expect(estimateHeight(800, 0, 0)).toBeGreaterThan(0); // no layout yet: a default width
   });
 });
 

@@ -20,6 +20,8 @@ ${errorCss(".mw-token-activations")}
 .mw-token-activations.mw-busy .mw-texts{opacity:.55;transition:opacity .2s}
 .mw-token-activations .mw-text{margin:0 0 8px;line-height:1.9}
 .mw-token-activations .mw-text:last-child{margin-bottom:0}
+.mw-token-activations .mw-block.mw-pending{display:block}
+.mw-token-activations .mw-static-note{margin:0 0 6px;font-size:11px;color:var(--mw-fg2)}
 .mw-token-activations .mw-text-label{font-family:var(--jp-ui-font-family,sans-serif);font-size:10px;color:var(--mw-fg2);
   margin-right:6px;user-select:none;-webkit-user-select:none}
 .mw-token-activations .mw-token{display:inline-block;max-width:100%;box-sizing:border-box;
