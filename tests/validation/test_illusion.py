@@ -78,3 +78,21 @@ def test_bad_inputs_are_refused_before_any_forward(setup):
     finally:
         h.remove()
     assert not calls
+
+
+def test_a_subspace_hypothesis_fails_on_the_illusion_and_passes_on_the_mechanism(setup):
+    model, ds, dirs = setup
+    pred = mw.SubspacePrediction(ds, answers=ANSWERS, n_pairs=40)
+    bad = mw.validate(mw.Hypothesis(("resid_post", 0, dirs["u"]), "carries the first word's class", subspace=pred),
+                      model, progress=False)
+    good = mw.validate(mw.Hypothesis(("resid_post", 0, dirs["true"]), "carries the first word's class", subspace=pred),
+                       model, progress=False)
+    # interchange alone cannot tell them apart; the illusion check can
+    assert bad.test("interchange (along the direction)").passed and good.test("interchange (along the direction)").passed
+    ill = bad.test("illusion check (best part alone)")
+    assert not ill.passed and ill.figure < 0.1 and ill.detail["reasons"]
+    assert good.test("illusion check (best part alone)").passed and good.passed and not bad.passed
+    with pytest.raises(ValueError, match="subspace prediction is about a direction"):
+        mw.validate(mw.Hypothesis("0.1", "x", subspace=pred), model, progress=False)
+    with pytest.raises(TypeError, match="dataset must be a ProbeDataset"):
+        mw.SubspacePrediction(["a", "b"])

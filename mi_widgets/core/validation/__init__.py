@@ -10,6 +10,7 @@ from .hypothesis import (
     Hypothesis,
     PromptTask,
     ReplacementPrediction,
+    SubspacePrediction,
     validate,
 )
 from .illusion import IllusionCheck, illusion_check
@@ -24,6 +25,7 @@ __all__ = [
     "IllusionCheck",
     "ReplacementPrediction",
     "PromptTask",
+    "SubspacePrediction",
     "TestResult",
     "Verdict",
     "direct_effect",

@@ -14,7 +14,9 @@ A hypothesis is a description plus any of four testable parts:
 - :class:`ReplacementPrediction` (heads): the head is replaced during the forward by a user function
   of its output, or by the hand-set attention pattern of the :class:`AttentionPrediction` over its
   own values; scored by the fraction of the task metric kept (0 = zero-ablated, 1 = clean) and the
-  loss change on neutral text.
+  loss change on neutral text;
+- :class:`SubspacePrediction` (directions): an interchange along the direction flips the answer and
+  the subspace illusion check (``illusion.py``) does not flag it.
 """
 
 from __future__ import annotations
@@ -135,6 +137,31 @@ class ReplacementPrediction:
 
 
 @dataclass
+class SubspacePrediction:
+    """Directions only: "the direction carries ``dataset``'s concept the way the model uses it".
+    Tested by an interchange along it (IIA >= ``min_iia``: patching the direction from a source of
+    the other class flips the answer to the source's) and by the illusion check
+    (:func:`~.illusion.illusion_check`: some part of the direction must carry the effect on its
+    own, not only the combination of an unread part and a dormant one)."""
+
+    dataset: Any
+    answers: tuple[str, str] | None = None
+    min_iia: float = 0.8
+    n_pairs: int = 100
+    drop: float = 0.3
+
+    def __post_init__(self) -> None:
+        from ..concepts.probes import ProbeDataset
+
+        if not isinstance(self.dataset, ProbeDataset):
+            raise TypeError(f"dataset must be a ProbeDataset (two classes), got {type(self.dataset).__name__}")
+        for name in ("min_iia", "drop"):
+            x = getattr(self, name)
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < float(x) <= 1:
+                raise ValueError(f"{name} must be a number in (0, 1], got {x!r}")
+
+
+@dataclass
 class Hypothesis:
     """A description of one unit with optional testable parts (see the module docstring).
 
@@ -147,15 +174,16 @@ class Hypothesis:
     attention: AttentionPrediction | None = None
     ablation: AblationPrediction | None = None
     replacement: ReplacementPrediction | None = None
+    subspace: SubspacePrediction | None = None
     model: Model | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.description, str) or not self.description.strip():
             raise ValueError("description must be a non-empty string")
-        if not any((self.activation, self.attention, self.ablation, self.replacement)):
+        if not any((self.activation, self.attention, self.ablation, self.replacement, self.subspace)):
             raise ValueError(
                 "a hypothesis needs at least one testable part: activation=, attention=, "
-                "ablation= or replacement="
+                "ablation=, replacement= or subspace="
             )
         if self.replacement is not None and self.replacement.replace == "pattern":
             if self.attention is None:
@@ -459,6 +487,22 @@ def _test_replacement(model: Model, u: _Unit, h: Hypothesis) -> list[TestResult]
     return rows
 
 
+def _test_subspace(model: Model, u: _Unit, p: SubspacePrediction) -> list[TestResult]:
+    from .illusion import illusion_check
+
+    r = illusion_check(model, p.dataset, u.layer, u.vector, u.site, answers=p.answers,
+                       n_pairs=p.n_pairs, drop=p.drop)  # fmt: skip
+    detail = {"iia_read_part": r.iia_read, "iia_unread_part": r.iia_unread, "iia_whole_component": r.iia_full,
+              "unread_fraction": r.unread_fraction, "n_pairs": r.n_pairs, "reasons": list(r.reasons)}  # fmt: skip
+    best_part = max(r.iia_read, r.iia_unread)
+    return [
+        TestResult("interchange (along the direction)", r.iia_direction, p.min_iia, ">=",
+                   r.iia_direction >= p.min_iia, "IIA", detail),  # fmt: skip
+        TestResult("illusion check (best part alone)", best_part, r.iia_direction - p.drop, ">=",
+                   not r.illusory, "IIA", detail),  # fmt: skip
+    ]
+
+
 def validate(
     hypothesis: Hypothesis, model: Model | None = None, *, progress: bool = True
 ) -> Verdict:
@@ -484,6 +528,11 @@ def validate(
         )
     if head_only:
         _check_local(model, "attention and replacement tests")
+    if hypothesis.subspace is not None:
+        if u.kind != "direction":
+            raise ValueError(f"a subspace prediction is about a direction (site, L, vector); {u.label} is a {u.kind}")
+        if u.site not in ("resid_pre", "resid_post"):
+            raise ValueError(f"the subspace test patches residual-stream directions; {u.label} is at {u.site}")
     if hypothesis.ablation is not None and u.kind in ("direction", "feature"):
         raise ValueError(
             f"ablation predictions take heads and neurons; {u.label} is a {u.kind} "
@@ -510,6 +559,8 @@ def validate(
         steps.append(("ablation", lambda: _test_ablation(model, u, hypothesis.ablation)))
     if hypothesis.replacement is not None:
         steps.append(("replacement", lambda: _test_replacement(model, u, hypothesis)))
+    if hypothesis.subspace is not None:
+        steps.append(("subspace", lambda: _test_subspace(model, u, hypothesis.subspace)))
     tests: list[TestResult] = []
     notes: list[str] = []
     bar = _progress(len(steps), progress, f"validating {u.label}")
@@ -537,5 +588,6 @@ __all__ = [
     "Hypothesis",
     "ReplacementPrediction",
     "PromptTask",
+    "SubspacePrediction",
     "validate",
 ]
