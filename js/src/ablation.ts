@@ -9,14 +9,14 @@
  */
 
 import { CSS } from "./lib/ablation.css";
-import { diverging, fmt, legend, maxAbs } from "./lib/colour";
-import { CODE_CSS, codePanel } from "./lib/code_panel";
-import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { css, fmt, legend, maxAbs, paletteOf } from "./lib/colour";
+import { clear, control, displayToken, escapeToken, h, setOptions, setText } from "./lib/dom";
+import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { topkList } from "./lib/topk";
 import { asTopk, ints, str, strs, type TopkRow } from "./lib/values";
 import { decodeTrait } from "./lib/wire";
@@ -60,9 +60,9 @@ const short = (s: string, n = 60): string => (s.length > n ? `${s.slice(0, n - 1
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const promptSelect = h("select", "mw-prompt");
-  promptSelect.setAttribute("aria-label", "prompt");
-  const colourLegend = legend("diverging");
+  const promptSelect = control("select", "mw-prompt", "prompt");
+  const pal = () => paletteOf(model.get("palette"));
+  const colourLegend = legend("diverging", pal);
   const pill = statusPill({ role: false, live: false });
   const header = h("div", "mw-header", [title, h("label", "mw-control", ["prompt ", promptSelect]), colourLegend.el, pill.el]);
   const errBox = errorBox();
@@ -72,16 +72,8 @@ function render({ model, el }: RenderProps): Cleanup {
   const metrics = h("div", "mw-metrics");
   const lists = h("div", "mw-lists");
   const panelEl = h("div", "mw-panel", [panelTitle, panelPrompt, metrics, lists]);
-  const ttLabel = h("div", "mw-tt-label");
-  const ttValue = h("div", "mw-tt-value");
-  const tip = tooltip([ttLabel, ttValue]);
-  const root = h("div", "mw-ablation", [style(CSS), header, errBox.el, h("div", "mw-body", [chart, panelEl]), tip.el]);
-  el.appendChild(root);
-  // show the code: a toggle in the header, the code under it (w.code() in Python)
-  const code = codePanel(model);
-  header.appendChild(code.button);
-  header.after(code.el);
-  root.appendChild(style(CODE_CSS(".mw-ablation")));
+  const [tip, ttLabel, ttValue] = textTooltip();
+  const { root, code } = frame(model, el, "mw-ablation", CSS, header, [header, errBox.el, h("div", "mw-body", [chart, panelEl]), tip.el]);
 
   // ---------------------------------------------------------------- state
   let stats: Stats[] = [];
@@ -150,7 +142,7 @@ function render({ model, el }: RenderProps): Cleanup {
         cell.setAttribute("role", "gridcell");
         if (ci >= 0 && stats[ci]) {
           cell.dataset.component = String(ci);
-          cell.style.background = diverging(stats[ci].effect, m);
+          cell.style.background = css(pal().divergingRGB(stats[ci].effect, m));
           cell.tabIndex = -1;
           targets[ci] = cell;
         } else {
@@ -177,7 +169,7 @@ function render({ model, el }: RenderProps): Cleanup {
       const b = pos(s.effect);
       bar.style.left = `${Math.min(a, b)}%`;
       bar.style.width = `${Math.abs(b - a)}%`;
-      bar.style.background = diverging(s.effect, m);
+      bar.style.background = css(pal().divergingRGB(s.effect, m));
       const track = h("div", "mw-bar-track", [h("span", "mw-bar-zero"), bar]);
       s.perPrompt.forEach((v, j) => {
         const dot = h("span", "mw-dot");
@@ -401,12 +393,10 @@ function render({ model, el }: RenderProps): Cleanup {
       if (!isStatic()) model.save_changes();
     }
   };
-  const { dom, listen, dispose } = listeners(model);
-  dom(chart, "click", onClick);
-  dom(chart, "mouseover", onOver);
-  dom(chart, "mouseout", onOut);
-  dom(chart, "keydown", onKey);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  on(chart, { click: onClick, mouseover: onOver, mouseout: onOut, keydown: onKey });
   dom(promptSelect, "change", onPrompt);
+  recolour(root, build);
 
   listen(["clean", "ablated", "components", "view", "grid_layers", "n_heads", "grid_index"], () => {
     build();

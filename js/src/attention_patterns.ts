@@ -10,19 +10,16 @@
  */
 
 import { CSS } from "./lib/attention_patterns.css";
-import { css, fmt, type RGB } from "./lib/colour";
-import { CODE_CSS, codePanel } from "./lib/code_panel";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
+import { css, fmt, paletteOf, textColour, WHITE, type Palette } from "./lib/colour";
+import { clear, control, displayToken, escapeToken, fillToken, h, setOptions, setText } from "./lib/dom";
+import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { decode, isWire, type WireArray } from "./lib/wire";
 
-/** Attention colour (0 → white, 1 → this blue) and the "attends to the hovered token" colour. */
-const FROM: RGB = [8, 81, 156];
-const TO: RGB = [230, 85, 13];
 const SORTS: [string, string][] = [
   ["layer", "layer order"],
   ["previous_token", "previous-token score"],
@@ -61,21 +58,28 @@ export function headOrder(n: number, scores: ArrayLike<number> | null): number[]
   return idx.sort((a, b) => key(a) - key(b) || a - b);
 }
 
-/** RGBA pixels of a [rows, cols] block of attention values (0 → white, ≥ 1 → FROM). */
-function paint(data: ArrayLike<number>, offset: number, rows: number, cols: number, img: ImageData): void {
+/** The palette's sequential scale from white (attention 0) to its end (1), as 256 RGB triples. */
+function scaleTable(pal: Palette): Uint8ClampedArray {
+  const lut = new Uint8ClampedArray(256 * 3);
+  for (let i = 0; i < 256; i++) lut.set(pal.sequentialRGB(i / 255, 1, WHITE), i * 3);
+  return lut;
+}
+
+/** RGBA pixels of a [rows, cols] block of attention values, coloured through `lut`. */
+function paint(data: ArrayLike<number>, offset: number, rows: number, cols: number, img: ImageData, lut: Uint8ClampedArray): void {
   const px = img.data;
   for (let i = 0; i < rows * cols; i++) {
-    let t = data[offset + i];
-    t = t > 0 ? (t < 1 ? t : 1) : 0;
+    const t = data[offset + i];
     const o = i * 4;
-    px[o] = 255 + (FROM[0] - 255) * t;
-    px[o + 1] = 255 + (FROM[1] - 255) * t;
-    px[o + 2] = 255 + (FROM[2] - 255) * t;
+    const j = 3 * Math.round(255 * (t > 0 ? (t < 1 ? t : 1) : 0));
+    px[o] = lut[j];
+    px[o + 1] = lut[j + 1];
+    px[o + 2] = lut[j + 2];
     px[o + 3] = 255;
   }
 }
 
-function draw(canvas: HTMLCanvasElement, data: ArrayLike<number>, offset: number, rows: number, cols: number): void {
+function draw(canvas: HTMLCanvasElement, data: ArrayLike<number>, offset: number, rows: number, cols: number, lut: Uint8ClampedArray): void {
   canvas.width = cols;
   canvas.height = rows;
   let ctx: CanvasRenderingContext2D | null = null;
@@ -86,20 +90,8 @@ function draw(canvas: HTMLCanvasElement, data: ArrayLike<number>, offset: number
   }
   if (!ctx || typeof ctx.createImageData !== "function") return;
   const img = ctx.createImageData(cols, rows);
-  paint(data, offset, rows, cols, img);
+  paint(data, offset, rows, cols, img, lut);
   ctx.putImageData(img, 0, 0);
-}
-
-function fillToken(span: HTMLElement, tok: string): void {
-  if (tok === "") {
-    span.classList.add("mw-empty");
-    return;
-  }
-  const parts = tok.split("\n");
-  for (let p = 0; p < parts.length; p++) {
-    if (p > 0) span.appendChild(h("span", "mw-nl", "↵"));
-    if (parts[p]) span.appendChild(document.createTextNode(displayToken(parts[p])));
-  }
 }
 
 interface HeadView {
@@ -117,13 +109,8 @@ interface Pattern {
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const sortSelect = h("select", "mw-sort");
-  sortSelect.setAttribute("aria-label", "sort heads by");
-  for (const [value, label] of SORTS) {
-    const opt = h("option", null, label);
-    opt.value = value;
-    sortSelect.appendChild(opt);
-  }
+  const sortSelect = control("select", "mw-sort", "sort heads by");
+  setOptions(sortSelect, SORTS.map((s) => s[0]), SORTS.map((s) => s[1]));
   const scoreNote = h("span", "mw-score-note");
   const pill = statusPill();
   const header = h("div", "mw-header", [title, h("label", "mw-control", ["sort", sortSelect]), scoreNote, pill.el]);
@@ -143,27 +130,23 @@ function render({ model, el }: RenderProps): Cleanup {
   patternEl.setAttribute("aria-label", "full attention pattern: rows are queries, columns are keys");
   const stripEl = h("div", "mw-strip");
   stripEl.setAttribute("aria-label", "tokens; hover one to see its attention to and from the others");
-  const swatch = (c: RGB, border = false) => {
-    const s = h("span", "mw-swatch");
-    if (border) s.style.boxShadow = `inset 0 -3px 0 ${css(c)}`;
-    else s.style.background = css(c);
-    return s;
-  };
+  const fromSwatch = h("span", "mw-swatch");
+  const toSwatch = h("span", "mw-swatch");
   const legendEl = h("div", "mw-legend", [
-    h("span", null, [swatch(FROM), "attention from the hovered token"]),
-    h("span", null, [swatch(TO, true), "attention to the hovered token"]),
+    h("span", null, [fromSwatch, "attention from the hovered token"]),
+    h("span", null, [toSwatch, "attention to the hovered token"]),
   ]);
   const detailEl = h("div", "mw-detail", [detailTitle, detailNote, patternEl, legendEl, stripEl]);
-  const ttLabel = h("div", "mw-tt-label");
-  const ttValue = h("div", "mw-tt-value");
-  const tip = tooltip([ttLabel, ttValue]);
-  const root = h("div", "mw-attention-patterns", [style(CSS), header, errBox.el, headsEl, detailEl, tip.el]);
-  el.appendChild(root);
-  // show the code: a toggle in the header, the code under it (w.code() in Python)
-  const code = codePanel(model);
-  header.appendChild(code.button);
-  header.after(code.el);
-  root.appendChild(style(CODE_CSS(".mw-attention-patterns")));
+  const [tip, ttLabel, ttValue] = textTooltip();
+  const { root, code } = frame(model, el, "mw-attention-patterns", CSS, header, [header, errBox.el, headsEl, detailEl, tip.el]);
+  // the view's palette: its sequential scale shades attention, its positive edge colour underlines
+  const pal = () => paletteOf(model.get("palette"));
+  function paintLegend(): void {
+    const p = pal();
+    fromSwatch.style.background = css(p.sequentialRGB(1, 1));
+    toSwatch.style.boxShadow = `inset 0 -3px 0 ${css(p.edges[1])}`;
+    legendEl.dataset.palette = p.name;
+  }
 
   // ---------------------------------------------------------------- state
   let tokens: string[] = [];
@@ -203,14 +186,9 @@ function render({ model, el }: RenderProps): Cleanup {
     clear(headsEl);
     const L = nLayers();
     const H = nHeads();
-    const thumbs = model.get("thumbs") as WireArray | null;
-    const data = decodeWire(thumbs);
-    const shape = thumbs && Array.isArray(thumbs.shape) ? thumbs.shape.map(Number) : [];
-    const s = shape.length === 3 ? shape[1] : 0;
     heads = [];
     for (let layer = 0; layer < L; layer++) {
       for (let head = 0; head < H; head++) {
-        const i = layer * H + head;
         const c = h("canvas", "mw-thumb");
         const score = h("span", "mw-head-score");
         const btn = h("button", "mw-head", [c, h("span", "mw-head-label", `${layer}.${head}`), score]);
@@ -218,12 +196,24 @@ function render({ model, el }: RenderProps): Cleanup {
         btn.dataset.layer = String(layer);
         btn.dataset.head = String(head);
         btn.title = `head ${layer}.${head}: click for its full pattern`;
-        if (data && s > 0 && (i + 1) * s * s <= data.length) draw(c, data, i * s * s, s, s);
         heads.push({ el: btn, canvas: c, score });
       }
     }
+    paintThumbs();
     applySort();
     renderSelection();
+  }
+
+  /** Draw every head's thumbnail (layer-major, as `heads`) in the view's palette. */
+  function paintThumbs(): void {
+    const thumbs = model.get("thumbs") as WireArray | null;
+    const data = decodeWire(thumbs);
+    const shape = thumbs && Array.isArray(thumbs.shape) ? thumbs.shape.map(Number) : [];
+    const s = shape.length === 3 ? shape[1] : 0;
+    const lut = scaleTable(pal());
+    heads.forEach((hv, i) => {
+      if (data && s > 0 && (i + 1) * s * s <= data.length) draw(hv.canvas, data, i * s * s, s, s, lut);
+    });
   }
 
   function applySort(): void {
@@ -340,7 +330,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const T = p.t;
     setText(detailTitle, `head ${p.key}: rows are queries (attending), columns are keys (attended to)`);
     cell = Math.max(1, Math.min(20, Math.floor(560 / Math.max(1, T))));
-    draw(canvas, p.data, 0, T, T);
+    draw(canvas, p.data, 0, T, T, scaleTable(pal()));
     canvas.style.width = canvas.style.height = `${T * cell}px`;
     // label every `stride`-th token so that labels never get smaller than ~9px
     const stride = Math.max(1, Math.ceil(9 / cell));
@@ -421,6 +411,7 @@ function render({ model, el }: RenderProps): Cleanup {
       kLabels[hovered]?.classList.remove("mw-hot");
     }
     hovered = i;
+    const pl = pal();
     for (let j = 0; j < spans.length; j++) {
       const s = spans[j];
       if (i < 0 || !p || j >= p.t) {
@@ -439,10 +430,11 @@ function render({ model, el }: RenderProps): Cleanup {
       s.dataset.from = from.toFixed(3);
       s.dataset.to = to.toFixed(3);
       const a = Math.max(0, Math.min(1, from));
-      s.style.background = a > 0.004 ? `rgba(${FROM.join(",")},${a.toFixed(3)})` : "";
-      s.style.color = a > 0.55 ? "#fff" : "";
+      const bg = pl.sequentialRGB(a, 1);
+      s.style.background = a > 0.004 ? css(bg) : "";
+      s.style.color = a > 0.004 ? textColour(bg) : "";
       const b = Math.max(0, Math.min(1, to));
-      s.style.boxShadow = b > 0.004 ? `inset 0 -3px 0 rgba(${TO.join(",")},${b.toFixed(3)})` : "";
+      s.style.boxShadow = b > 0.004 ? `inset 0 -3px 0 rgba(${pl.edges[1].join(",")},${b.toFixed(3)})` : "";
       s.classList.toggle("mw-hovered", j === i);
     }
     if (i >= 0 && p) {
@@ -534,17 +526,19 @@ function render({ model, el }: RenderProps): Cleanup {
   };
   const onPatternLeave = () => setHover(-1);
 
-  const { dom, listen, dispose } = listeners(model);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
   dom(headsEl, "click", onHeadsClick);
   dom(sortSelect, "change", onSort);
-  dom(stripEl, "mouseover", onStripOver);
-  dom(stripEl, "mouseout", onStripOut);
-  dom(keyLabels, "mouseover", onLabelOver);
-  dom(queryLabels, "mouseover", onLabelOver);
-  dom(keyLabels, "mouseleave", onPatternLeave);
-  dom(queryLabels, "mouseleave", onPatternLeave);
-  dom(canvas, "mousemove", onCanvasMove);
-  dom(canvas, "mouseleave", onCanvasLeave);
+  on(stripEl, { mouseover: onStripOver, mouseout: onStripOut });
+  for (const labels of [keyLabels, queryLabels]) on(labels, { mouseover: onLabelOver, mouseleave: onPatternLeave });
+  on(canvas, { mousemove: onCanvasMove, mouseleave: onCanvasLeave });
+  recolour(root, () => {
+    paintLegend();
+    paintThumbs();
+    const p = current;
+    if (p) draw(canvas, p.data, 0, p.t, p.t, scaleTable(pal()));
+    setHover(hovered);
+  });
 
   // ---------------------------------------------------------------- model events
   listen(["tokens"], () => {
@@ -571,6 +565,7 @@ function render({ model, el }: RenderProps): Cleanup {
   listen(["error", "static"], renderStatus);
 
   // ---------------------------------------------------------------- first paint
+  paintLegend();
   buildStrip();
   renderHeader();
   buildHeads();

@@ -10,9 +10,9 @@
  * it; shift/ctrl-click several and "group" them into a supernode, or take a suggested grouping.
  */
 
-import { fmt, type RGB } from "./lib/colour";
+import { css, fmt, paletteOf, WHITE, type RGB } from "./lib/colour";
 import { CSS } from "./lib/circuit_graph.css";
-import { clear, escapeToken, h, setText, style } from "./lib/dom";
+import { button, clear, control, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
@@ -23,9 +23,8 @@ import { decode, decodeTrait, isWire, type WireArray } from "./lib/wire";
 const STATIC_NOTE =
   "Static HTML export: there is no Python kernel, so faithfulness cannot be computed and only the precomputed heads show attention.";
 
-/** PuOr ends (colour-blind safe): negative purple, positive orange; mid grey reads on dark and light. */
-export const EDGE_NEG: RGB = [94, 60, 153];
-export const EDGE_POS: RGB = [230, 97, 1];
+/** Edges fade to mid grey, which reads on dark and light pages; their ends come from the view's
+ * palette (`Palette.edges`; the classic palette's PuOr ends by default). */
 export const EDGE_MID: RGB = [150, 150, 150];
 /** Intensity buckets per sign: edges of one bucket are stroked as one path. */
 const BUCKETS = 6;
@@ -60,10 +59,11 @@ interface Group {
   members: number[];
 }
 
-/** Edge colour and width for a score `s` scaled by `m` (the largest |score| kept). */
-export function edgeStyle(s: number, m: number): { rgb: RGB; alpha: number; width: number; t: number } {
+/** Edge colour and width for a score `s` scaled by `m` (the largest |score| kept), fading from
+ * grey to `ends` (negative, positive). */
+export function edgeStyle(s: number, m: number, ends: readonly [RGB, RGB] = paletteOf("classic").edges): { rgb: RGB; alpha: number; width: number; t: number } {
   const t = m > 0 && Number.isFinite(s) ? Math.min(1, Math.abs(s) / m) : 0;
-  const end = s < 0 ? EDGE_NEG : EDGE_POS;
+  const end = s < 0 ? ends[0] : ends[1];
   const rgb: RGB = [0, 1, 2].map((i) => Math.round(EDGE_MID[i] + (end[i] - EDGE_MID[i]) * t)) as RGB;
   return { rgb, alpha: 0.25 + 0.75 * t, width: 0.6 + 3.4 * t, t };
 }
@@ -91,47 +91,27 @@ export function components(N: number, edges: [number, number][], skip: Set<numbe
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const slider = h("input", "mw-topn");
-  slider.type = "range";
-  slider.setAttribute("aria-label", "edges shown (top n by |score|)");
-  const num = h("input", "mw-topn-num");
-  num.type = "number";
-  num.setAttribute("aria-label", "edges shown");
+  const slider = control("input", "mw-topn", "edges shown (top n by |score|)", { type: "range" });
+  const num = control("input", "mw-topn-num", "edges shown", { type: "number" });
   const nTotal = h("span", "mw-topn-total");
   const threshold = h("span", "mw-threshold");
   const faith = h("span", "mw-faith");
   faith.setAttribute("aria-live", "polite");
-  const suggest = h("select", "mw-suggest");
-  suggest.setAttribute("aria-label", "suggested groupings");
-  for (const [v, label] of [
-    ["", "suggest groups…"],
-    ["layer", "group heads by layer"],
-    ["component", "group by connected component"],
-  ]) {
-    const o = h("option", null, label);
-    o.value = v;
-    suggest.appendChild(o);
-  }
-  const groupBtn = h("button", "mw-group-btn", "group");
-  groupBtn.type = "button";
-  groupBtn.title = "shift- or ctrl-click nodes to select several, then group them into a supernode";
-  const clearGroups = h("button", "mw-clear-groups", "ungroup all");
-  clearGroups.type = "button";
+  const suggest = control("select", "mw-suggest", "suggested groupings");
+  setOptions(suggest, ["", "layer", "component"], ["suggest groups…", "group heads by layer", "group by connected component"]);
+  const groupBtn = button("mw-group-btn", "group", "shift- or ctrl-click nodes to select several, then group them into a supernode");
+  const clearGroups = button("mw-clear-groups", "ungroup all");
   const circuitOnly = h("input", "mw-circuit-only");
   circuitOnly.type = "checkbox";
   const circuitLabel = h("span", "mw-circuit-count");
   const showAll = h("input", "mw-show-all");
   showAll.type = "checkbox";
-  const fullBtn = h("button", "mw-fullscreen", "full screen");
-  fullBtn.type = "button";
+  const fullBtn = button("mw-fullscreen", "full screen");
   fullBtn.setAttribute("aria-pressed", "false");
   const legendBar = h("span", "mw-legend-bar");
-  const cssRGB = (c: RGB) => `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
-  legendBar.style.background = `linear-gradient(to right, ${cssRGB(EDGE_NEG)}, ${cssRGB(EDGE_MID)}, ${cssRGB(EDGE_POS)})`;
   const legendLo = h("span", "mw-legend-lo");
   const legendHi = h("span", "mw-legend-hi");
   const legendEl = h("span", "mw-legend", [legendLo, legendBar, legendHi]);
-  legendEl.title = "edge score: purple = negative, grey = near 0, orange = positive; width and opacity grow with |score|";
   const pill = statusPill();
   const header = h("div", "mw-header", [
     title,
@@ -397,6 +377,11 @@ function render({ model, el }: RenderProps): Cleanup {
     for (const e of dedges) m = Math.max(m, Math.abs(e.score) || 0);
     setText(legendLo, m ? fmt(-m, 3) : "0");
     setText(legendHi, m ? fmt(m, 3) : "0");
+    const pal = paletteOf(model.get("palette"));
+    const ends = pal.edges;
+    legendBar.style.background = `linear-gradient(to right, ${css(ends[0])}, ${css(EDGE_MID)}, ${css(ends[1])})`;
+    legendEl.dataset.palette = pal.name;
+    legendEl.title = `edge score: ${pal.words[5]} = negative, grey = near 0, ${pal.words[6]} = positive; width and opacity grow with |score|`;
     // 2 signs × BUCKETS intensities (+ the selected node's edges on top): a few strokes in all
     const buckets: DisplayEdge[][] = Array.from({ length: 2 * BUCKETS }, () => []);
     const hot: DisplayEdge[] = [];
@@ -432,14 +417,14 @@ function render({ model, el }: RenderProps): Cleanup {
       if (!list.length) return;
       const neg = bi >= BUCKETS;
       const t = ((bi % BUCKETS) + 0.5) / BUCKETS;
-      const st = edgeStyle(neg ? -t * m : t * m, m);
+      const st = edgeStyle(neg ? -t * m : t * m, m, ends);
       ctx.strokeStyle = `rgba(${st.rgb[0]}, ${st.rgb[1]}, ${st.rgb[2]}, ${st.alpha.toFixed(3)})`;
       ctx.lineWidth = st.width;
       path(list);
       ctx.stroke();
     });
     for (const e of hot) {
-      const st = edgeStyle(e.score, m);
+      const st = edgeStyle(e.score, m, ends);
       ctx.strokeStyle = `rgba(${st.rgb[0]}, ${st.rgb[1]}, ${st.rgb[2]}, 1)`;
       ctx.lineWidth = st.width + 1;
       path([e]);
@@ -593,14 +578,12 @@ function render({ model, el }: RenderProps): Cleanup {
     const G = g;
     const gi = groups.findIndex((x) => x.name === sel);
     const d = gi >= 0 ? G.N + gi : G.nodes.indexOf(sel);
-    const pinBtn = h("button", "mw-pin", pinKey(d) in pinned() ? "unpin" : "pin");
-    pinBtn.type = "button";
+    const pinBtn = button("mw-pin", pinKey(d) in pinned() ? "unpin" : "pin");
     const buttons = h("div", "mw-panel-buttons", [pinBtn]);
     panel.appendChild(h("div", "mw-panel-title", showTok(sel)));
     if (gi >= 0) {
       const members = groups[gi].members;
-      const ungroup = h("button", "mw-ungroup", "ungroup");
-      ungroup.type = "button";
+      const ungroup = button("mw-ungroup", "ungroup");
       buttons.appendChild(ungroup);
       panel.appendChild(h("div", "mw-panel-kind", `supernode of ${members.length}: ${members.map((m) => G.nodes[m]).join(", ")}`));
       panel.appendChild(buttons);
@@ -648,12 +631,12 @@ function render({ model, el }: RenderProps): Cleanup {
     const cv = h("canvas", "mw-attn-canvas");
     cv.width = cv.height = T * cell;
     const ctx = cv.getContext ? cv.getContext("2d") : null;
+    const pal = paletteOf(model.get("palette"));
     if (ctx) {
       for (let q = 0; q < T; q++)
         for (let k = 0; k < T; k++) {
           const v = Math.max(0, Math.min(1, dm.data[q * T + k]));
-          const c = Math.round(255 - 200 * v);
-          ctx.fillStyle = `rgb(${c}, ${Math.round(255 - 150 * v)}, 255)`;
+          ctx.fillStyle = css(pal.sequentialRGB(v, 1, WHITE));
           ctx.fillRect(k * cell, q * cell, cell, cell);
         }
     }
@@ -900,14 +883,11 @@ function render({ model, el }: RenderProps): Cleanup {
     if (e.key === "Escape" && root.classList.contains("mw-full")) onFull();
   };
 
-  const { dom, listen, dispose } = listeners(model);
-  dom(nodesLayer, "click", onClick);
-  dom(nodesLayer, "pointerdown", onDown);
-  dom(window, "pointermove", onMove);
-  dom(window, "pointerup", onUp);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  on(nodesLayer, { click: onClick, pointerdown: onDown });
+  on(window, { pointermove: onMove, pointerup: onUp });
   dom(panel, "click", onPanelClick);
-  dom(slider, "input", onSlide(slider));
-  dom(slider, "change", onCommit(slider));
+  on(slider, { input: onSlide(slider), change: onCommit(slider) });
   dom(num, "change", onCommit(num));
   dom(suggest, "change", () => {
     suggestGroups(suggest.value);
@@ -963,6 +943,10 @@ function render({ model, el }: RenderProps): Cleanup {
     renderControls();
   });
   listen(["model_name", "method", "metric_name"], renderControls);
+  recolour(root, () => {
+    draw();
+    renderPanel();
+  });
 
   let ro: ResizeObserver | null = null;
   if (typeof ResizeObserver !== "undefined") {

@@ -12,14 +12,14 @@
  * Tokens are only ever written with textContent.
  */
 
-import { css, divergingRGB, fmt, textColour } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setText, style } from "./lib/dom";
+import { css, fmt, paletteOf, textColour } from "./lib/colour";
+import { button, clear, control, displayToken, escapeToken, fillToken, h, setOptions, setText, style } from "./lib/dom";
 import { CSS } from "./lib/feature_dashboard.css";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { str } from "./lib/values";
 import { decode, isWire } from "./lib/wire";
 
@@ -74,56 +74,25 @@ function wireData(x: unknown): ArrayLike<number> | null {
   }
 }
 
-/** Token span: visible escapes for controls, "↵" for newlines (same look as TokenActivations). */
-function tokenSpan(tok: string): HTMLElement {
-  const span = h("span", "mw-token");
-  if (tok === "") span.classList.add("mw-empty");
-  const parts = tok.split("\n");
-  parts.forEach((p, i) => {
-    if (i > 0) span.appendChild(h("span", "mw-nl", "↵"));
-    if (p) span.appendChild(document.createTextNode(displayToken(p)));
-  });
-  return span;
-}
-
 function render({ model, el }: RenderProps): Cleanup {
   const title = h("span", "mw-title");
   const pill = statusPill({ live: false });
   const bar = progressBar();
-  const stopBtn = h("button", "mw-stop", "stop");
-  stopBtn.type = "button";
-  stopBtn.title = "stop the dataset pass (results so far stay)";
+  const stopBtn = button("mw-stop", "stop", "stop the dataset pass (results so far stay)");
   const errBox = errorBox();
-  const search = h("input", "mw-search");
-  search.type = "search";
-  search.placeholder = "feature # or explanation";
-  search.setAttribute("aria-label", "search features");
-  const sortSel = h("select", "mw-sort");
-  sortSel.setAttribute("aria-label", "sort features by");
-  for (const [v, label] of [["max_act", "max act"], ["frequency", "frequency"], ["index", "index"]]) {
-    const o = h("option", null, label);
-    o.value = v;
-    sortSel.appendChild(o);
-  }
+  const search = control("input", "mw-search", "search features", { type: "search", placeholder: "feature # or explanation" });
+  const sortSel = control("select", "mw-sort", "sort features by");
+  setOptions(sortSel, ["max_act", "frequency", "index"], ["max act", "frequency", "index"]);
   const listEl = h("div", "mw-feature-list");
   listEl.setAttribute("role", "listbox");
   const listNote = h("div", "mw-note");
   const pane = h("div", "mw-feature-main");
-  const ttToken = h("div", "mw-tt-token");
-  const ttValue = h("div", "mw-tt-value");
-  const tip = tooltip([ttToken, ttValue], { role: false });
+  const [tip, ttToken, ttValue] = textTooltip(["mw-tt-token", "mw-tt-value"], { role: false });
   // steer controls live outside `pane`'s redraws so that typing is never interrupted
-  const promptIn = h("input", "mw-prompt");
-  promptIn.setAttribute("aria-label", "prompt");
-  const coefIn = h("input", "mw-coef");
-  coefIn.type = "number";
-  coefIn.step = "any";
-  coefIn.setAttribute("aria-label", "steering coefficient");
-  const steerBtn = h("button", "mw-steer-btn", "steer");
-  const ablateBtn = h("button", "mw-ablate-btn", "ablate");
-  steerBtn.type = ablateBtn.type = "button";
-  steerBtn.title = "add coef × the feature's decoder direction at its site (every position)";
-  ablateBtn.title = "subtract the feature's contribution to the reconstruction (every position)";
+  const promptIn = control("input", "mw-prompt", "prompt");
+  const coefIn = control("input", "mw-coef", "steering coefficient", { type: "number", step: "any" });
+  const steerBtn = button("mw-steer-btn", "steer", "add coef × the feature's decoder direction at its site (every position)");
+  const ablateBtn = button("mw-ablate-btn", "ablate", "subtract the feature's contribution to the reconstruction (every position)");
   const steerNote = h("div", "mw-note mw-steer-note");
   const steerPanel = h("div", "mw-steer-panel");
   const steerBox = h("div", "mw-steer", [
@@ -133,9 +102,11 @@ function render({ model, el }: RenderProps): Cleanup {
     steerPanel,
   ]);
   // autointerp controls, also outside `pane`'s redraws
-  const explainBtn = h("button", "mw-explain-btn", "explain");
-  explainBtn.type = "button";
-  explainBtn.title = "write an explanation of the selected feature and score it (simulation, detection, fuzzing, intervention) against random explanations";
+  const explainBtn = button(
+    "mw-explain-btn",
+    "explain",
+    "write an explanation of the selected feature and score it (simulation, detection, fuzzing, intervention) against random explanations",
+  );
   const aiText = h("div", "mw-ai-text");
   const aiBadges = h("div", "mw-ai-badges");
   const aiNote = h("div", "mw-ai-note");
@@ -242,8 +213,8 @@ function render({ model, el }: RenderProps): Cleanup {
     row.appendChild(h("span", "mw-ex-meta", `${fmt(num(ex.activation), 4)} · #${ex.text}:${ex.position}`));
     arr<string>(ex.tokens).forEach((tok, j) => {
       const v = exActs && ex.start + j < exActs.length ? exActs[ex.start + j] : NaN;
-      const span = tokenSpan(str(tok));
-      const rgb = divergingRGB(v, maxAct);
+      const span = fillToken(h("span", "mw-token"), str(tok));
+      const rgb = paletteOf(model.get("palette")).divergingRGB(v, maxAct);
       span.style.backgroundColor = css(rgb);
       span.style.color = textColour(rgb);
       span.dataset.act = String(v);
@@ -356,15 +327,30 @@ function render({ model, el }: RenderProps): Cleanup {
     if (!aiBusy) setText(aiNote, "");
   }
 
+  /** Run `work` between `set(true)` and `set(false)`; its failure goes to the error box. */
+  async function busyWhile(set: (on: boolean) => void, work: () => Promise<void>): Promise<void> {
+    localError = "";
+    set(true);
+    try {
+      await work();
+    } catch (e) {
+      localError = errorText(e);
+    } finally {
+      set(false);
+    }
+  }
+
+  const setAiBusy = (on: boolean) => {
+    aiBusy = on;
+    if (on) setText(aiNote, "explaining…");
+    renderAI();
+    renderHeader();
+  };
+
   async function runExplain(): Promise<void> {
     const feature = num(model.get("selected"), -1);
     if (feature < 0) return;
-    aiBusy = true;
-    localError = "";
-    setText(aiNote, "explaining…");
-    renderAI();
-    renderHeader();
-    try {
+    await busyWhile(setAiBusy, async () => {
       const { response } = await request<Record<string, unknown>>(model, "explain", { feature }, {
         timeoutMs: 30 * 60_000,
         onProgress: (done, total) => setText(aiNote, `explaining… ${done}/${total}`),
@@ -378,13 +364,7 @@ function render({ model, el }: RenderProps): Cleanup {
         sc[String(feature)] = response.scores;
         model.set("scores", sc);
       }
-    } catch (e) {
-      localError = errorText(e);
-    } finally {
-      aiBusy = false;
-      renderAI();
-      renderHeader();
-    }
+    });
   }
 
   // ------------------------------------------------------------------ steering
@@ -418,19 +398,15 @@ function render({ model, el }: RenderProps): Cleanup {
   async function runSteer(mode: string): Promise<void> {
     const feature = num(model.get("selected"), -1);
     const coef = Number(coefIn.value);
-    busy = true;
-    localError = "";
-    renderSteer();
-    try {
+    const setBusy = (on: boolean) => {
+      busy = on;
+      renderSteer();
+      if (!on) renderHeader();
+    };
+    await busyWhile(setBusy, async () => {
       const { response } = await request<Record<string, unknown>>(model, "steer", { feature, mode, prompt: promptIn.value, coef: Number.isFinite(coef) ? coef : 0 });
       if (model.get("steer_result") !== response) model.set("steer_result", response);
-    } catch (e) {
-      localError = errorText(e);
-    } finally {
-      busy = false;
-      renderSteer();
-      renderHeader();
-    }
+    });
   }
 
   // ------------------------------------------------------------------ events
@@ -466,18 +442,14 @@ function render({ model, el }: RenderProps): Cleanup {
       model.save_changes();
     }
   };
-  const { dom, listen, dispose } = listeners(model);
-  dom(listEl, "click", onList);
-  dom(pane, "mouseover", onOver);
-  dom(pane, "mouseleave", onOut);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  for (const [target, onClick] of [[listEl, onList], [steerBtn, onSteer], [ablateBtn, onAblate], [stopBtn, onStop], [explainBtn, onExplain]] as const) dom(target, "click", onClick);
+  on(pane, { mouseover: onOver, mouseleave: onOut });
   dom(search, "input", renderList);
   dom(sortSel, "change", renderList);
-  dom(steerBtn, "click", onSteer);
-  dom(ablateBtn, "click", onAblate);
-  dom(stopBtn, "click", onStop);
-  dom(explainBtn, "click", onExplain);
   dom(promptIn, "change", onPrompt);
   dom(coefIn, "change", onCoef);
+  recolour(root, renderFeature);
 
   listen(["status", "progress", "n_texts_done", "error", "n_tokens"], renderHeader);
   listen(["frequency", "max_act", "explanations", "scores", "selected", "d_sae"], renderList);

@@ -9,43 +9,29 @@
  * the target box asks Python for a new target (request "target").
  */
 
-import { fmt, legend, sequential, sequentialRGB, SEQ, textColour } from "./lib/colour";
-import { CODE_CSS, codePanel } from "./lib/code_panel";
-import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { css, fmt, legend, paletteOf, textColour } from "./lib/colour";
+import { button, clear, control, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
+import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import { CSS } from "./lib/logit_lens.css";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { showTok, str, strs } from "./lib/values";
 import { decodeTrait } from "./lib/wire";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel, so new lenses and targets cannot be computed here.";
-const SVG = "http://www.w3.org/2000/svg";
 const PAYLOAD = ["top_ids", "top_probs", "kl", "final_prob", "vocab", "target_prob"];
-
-/** A token in a cell or label: visible escapes, newline as "↵", empty as "∅" (textContent only). */
-
-function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(SVG, tag);
-  for (const [a, v] of Object.entries(attrs)) el.setAttribute(a, String(v));
-  return el;
-}
 
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const lensSelect = h("select", "mw-lens");
-  lensSelect.setAttribute("aria-label", "lens");
-  const targetInput = h("input", "mw-target");
-  targetInput.type = "text";
-  targetInput.placeholder = "final top-1";
-  targetInput.setAttribute("aria-label", "target token");
-  targetInput.spellcheck = false;
-  const targetBtn = h("button", "mw-target-set", "track");
-  targetBtn.type = "button";
-  const colourLegend = legend("sequential", SEQ);
+  const lensSelect = control("select", "mw-lens", "lens");
+  const targetInput = control("input", "mw-target", "target token", { type: "text", placeholder: "final top-1", spellcheck: false });
+  const targetBtn = button("mw-target-set", "track");
+  const pal = () => paletteOf(model.get("palette"));
+  const colourLegend = legend("sequential", pal);
   const pill = statusPill({ role: false, live: false });
   const header = h("div", "mw-header", [
     title,
@@ -61,22 +47,9 @@ function render({ model, el }: RenderProps): Cleanup {
   const lineWrap = h("div", "mw-line-wrap");
   const table = h("div", "mw-line-table");
   const panel = h("div", "mw-target-panel", [panelTitle, lineWrap, table]);
-  const ttLabel = h("div", "mw-tt-label");
-  const ttRows = h("div", "mw-tt-rows");
-  const tip = tooltip([ttLabel, ttRows]);
-  const root = h("div", "mw-logit-lens", [
-    style(CSS),
-    header,
-    errBox.el,
-    h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
-    tip.el,
-  ]);
-  el.appendChild(root);
-  // show the code: a toggle in the header, the code under it (w.code() in Python)
-  const code = codePanel(model);
-  header.appendChild(code.button);
-  header.after(code.el);
-  root.appendChild(style(CODE_CSS(".mw-logit-lens")));
+  const [tip, ttLabel, ttRows] = textTooltip(["mw-tt-label", "mw-tt-rows"]);
+  const body = h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]);
+  const { root, code } = frame(model, el, "mw-logit-lens", CSS, header, [header, errBox.el, body, tip.el]);
 
   // ---------------------------------------------------------------- state
   let R = 0;
@@ -168,6 +141,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   function paint(): void {
     colourLegend.update(1);
+    const pl = pal();
     for (let r = 0; r < R; r++) {
       for (let p = 0; p < T; p++) {
         const i = r * T + p;
@@ -175,8 +149,9 @@ function render({ model, el }: RenderProps): Cleanup {
         if (!cell) continue;
         const prob = K ? probs[i * K] : NaN;
         setText(cell, K ? showTok(tokOf(ids[i * K])) : "");
-        cell.style.background = sequential(prob, 1, SEQ);
-        cell.style.color = textColour(sequentialRGB(prob, 1, SEQ));
+        const rgb = pl.sequentialRGB(prob, 1);
+        cell.style.background = css(rgb);
+        cell.style.color = textColour(rgb);
       }
       const klEl = gridEl.querySelector<HTMLElement>(`.mw-kl[data-row="${r}"]`);
       if (klEl) {
@@ -249,8 +224,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const B = 18;
     const x = (r: number) => L + (R > 1 ? (r / (R - 1)) * (W - L - 8) : (W - L) / 2);
     const y = (v: number) => 6 + (1 - Math.min(1, Math.max(0, v))) * (H - B - 6);
-    const s = svg("svg", { class: "mw-line", viewBox: `0 0 ${W} ${H}`, role: "img" });
-    s.setAttribute("aria-label", "target probability by layer");
+    const s = svg("svg", { class: "mw-line", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "target probability by layer" });
     s.appendChild(svg("path", { class: "mw-axis", d: `M${L},6V${H - B}H${W - 4}` }));
     for (const v of [0, 0.5, 1]) {
       const t = svg("text", { x: L - 4, y: y(v) + 3, "text-anchor": "end" });
@@ -389,14 +363,12 @@ function render({ model, el }: RenderProps): Cleanup {
     }
   };
 
-  const { dom, listen, dispose } = listeners(model);
-  dom(gridEl, "click", onClick);
-  dom(gridEl, "mouseover", onOver);
-  dom(gridEl, "mouseout", onOut);
-  dom(gridEl, "keydown", onKey);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  on(gridEl, { click: onClick, mouseover: onOver, mouseout: onOut, keydown: onKey });
   dom(lensSelect, "change", onLens);
   dom(targetBtn, "click", onTarget);
   dom(targetInput, "keydown", onTargetKey);
+  recolour(root, paint);
 
   listen(["top_ids", "top_probs", "kl", "final_prob", "target_prob", "vocab", "tokens", "layer_names"], () => {
     build();

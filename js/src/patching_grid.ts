@@ -8,17 +8,17 @@
  * arrive; "cancel" stops it.
  */
 
-import { diverging, fmt, legend, maxAbs, neutral } from "./lib/colour";
-import { CODE_CSS, codePanel } from "./lib/code_panel";
-import { clear, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { css, fmt, legend, maxAbs, paletteOf } from "./lib/colour";
+import { button, clear, control, escapeToken, h, setOptions, setText } from "./lib/dom";
+import { frame } from "./lib/frame";
 import { ariaSelect, gridKey } from "./lib/keyboard";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patching_grid.css";
-import { PREDICT_CSS, currentGuess, isHidden, predictBanner } from "./lib/predict";
+import { addPredictBanner, currentGuess, isHidden } from "./lib/predict";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { topkList } from "./lib/topk";
 import { asTopk, ints, showTok, str, strs, type TopkRow } from "./lib/values";
 import { decodeTrait } from "./lib/wire";
@@ -36,18 +36,12 @@ interface Cell {
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const siteSelect = h("select", "mw-site");
-  siteSelect.setAttribute("aria-label", "site");
-  const modeSelect = h("select", "mw-mode");
-  modeSelect.setAttribute("aria-label", "mode");
-  for (const m of ["exact", "attribution"]) {
-    const o = h("option", null, m);
-    o.value = m;
-    modeSelect.appendChild(o);
-  }
-  const cancelBtn = h("button", "mw-cancel", "cancel");
-  cancelBtn.type = "button";
-  const colourLegend = legend("diverging");
+  const siteSelect = control("select", "mw-site", "site");
+  const modeSelect = control("select", "mw-mode", "mode");
+  setOptions(modeSelect, ["exact", "attribution"]);
+  const cancelBtn = button("mw-cancel", "cancel");
+  const pal = () => paletteOf(model.get("palette"));
+  const colourLegend = legend("diverging", pal);
   const pill = statusPill();
   const bar = progressBar();
   const header = h("div", "mw-header", [
@@ -64,26 +58,11 @@ function render({ model, el }: RenderProps): Cleanup {
   const panelTitle = h("div", "mw-cell-title", "click a cell for its top-k next tokens");
   const lists = h("div", "mw-lists");
   const panel = h("div", "mw-cell-panel", [panelTitle, lists]);
-  const ttLabel = h("div", "mw-tt-label");
-  const ttValue = h("div", "mw-tt-value");
-  const tip = tooltip([ttLabel, ttValue]);
-  const root = h("div", "mw-patching-grid", [
-    style(CSS),
-    header,
-    errBox.el,
-    h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
-    tip.el,
-  ]);
-  el.appendChild(root);
-  // show the code: a toggle in the header, the code under it (w.code() in Python)
-  const code = codePanel(model);
-  header.appendChild(code.button);
-  header.after(code.el);
-  root.appendChild(style(CODE_CSS(".mw-patching-grid")));
-  // predict, then reveal: the question above the grid; the values stay hidden until a guess
-  const banner = predictBanner(model, "the cell you expect to matter most");
-  errBox.el.after(banner.el);
-  root.appendChild(style(PREDICT_CSS(".mw-patching-grid")));
+  const [tip, ttLabel, ttValue] = textTooltip();
+  const body = h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]);
+  const { root, code } = frame(model, el, "mw-patching-grid", CSS, header, [header, errBox.el, body, tip.el]);
+  // predict, then reveal: the values stay hidden until a guess
+  const banner = addPredictBanner(model, root, errBox.el, "the cell you expect to matter most");
 
   // ---------------------------------------------------------------- state
   let rows = 0;
@@ -206,11 +185,12 @@ function render({ model, el }: RenderProps): Cleanup {
     }
     colourLegend.update(m);
     const hide = isHidden(model);
+    const p = pal();
     root.classList.toggle("mw-predicting", hide);
     for (let i = 0; i < cells.length; i++) {
       const ok = values != null && i < values.length && isFilled(i);
       cells[i].classList.toggle("mw-empty", !ok);
-      cells[i].style.background = ok && !hide ? diverging((values as Float32Array)[i], m) : "";
+      cells[i].style.background = ok && !hide ? css(p.divergingRGB((values as Float32Array)[i], m)) : "";
       const what = hide ? "hidden until you guess" : ok ? fmt((values as Float32Array)[i], 4) : "not computed yet";
       cells[i].setAttribute("aria-label", `${cellLabel(cellAt(Math.floor(i / cols), i % cols))}: ${what}`);
     }
@@ -419,20 +399,12 @@ function render({ model, el }: RenderProps): Cleanup {
   const onChange = () => void sweep();
   const onCancel = () => void request(model, "cancel", {}).catch(() => undefined);
 
-  const { dom, listen, dispose } = listeners(model);
-  dom(gridEl, "click", onClick);
-  dom(gridEl, "mouseover", onOver);
-  dom(gridEl, "mouseout", onOut);
-  dom(gridEl, "keydown", onKey);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  on(gridEl, { click: onClick, mouseover: onOver, mouseout: onOut, keydown: onKey });
   dom(siteSelect, "change", onChange);
   dom(modeSelect, "change", onChange);
   dom(cancelBtn, "click", onCancel);
-  // the page's theme changed (lib/colour.ts followHostTheme): new neutral end of the scale
-  const onTheme = () => {
-    colourLegend.setNeutral(neutral());
-    colour();
-  };
-  root.addEventListener("mw-theme", onTheme);
+  recolour(root, colour);
 
   listen(["values", "filled", "dims", "layers", "heads", "positions", "clean_tokens", "corrupt_tokens"], () => {
     const before = layoutKey;
@@ -479,7 +451,6 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     cellSeq++;
-    root.removeEventListener("mw-theme", onTheme);
     code.dispose();
     dispose();
     root.remove();

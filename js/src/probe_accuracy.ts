@@ -6,19 +6,18 @@
  * the test examples ranked by probe score, coloured token by token by the probe direction.
  */
 
-import { css, divergingRGB, fmt, legend, maxAbs, textColour } from "./lib/colour";
-import { CODE_CSS, codePanel } from "./lib/code_panel";
-import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { css, fmt, legend, maxAbs, paletteOf, textColour } from "./lib/colour";
+import { clear, control, displayToken, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
+import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/probe_accuracy.css";
-import { PREDICT_CSS, currentGuess, isHidden, predictBanner } from "./lib/predict";
+import { addPredictBanner, currentGuess, isHidden } from "./lib/predict";
 import { request } from "./lib/rpc";
 import { errorBox, errorText, progressBar, statusPill } from "./lib/status";
-import { tooltip } from "./lib/tooltip";
+import { textTooltip } from "./lib/tooltip";
 import { decode, isWire } from "./lib/wire";
 
-const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 600;
 const H = 300;
 const M = { left: 40, right: 12, top: 10, bottom: 62 };
@@ -66,13 +65,6 @@ interface Panel {
   centre?: string;
 }
 
-function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number> = {}, cls?: string): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  if (cls) el.setAttribute("class", cls);
-  return el;
-}
-
 const asStr = (x: unknown, fallback = ""): string => (x == null ? fallback : String(x));
 const asNum = (x: unknown, fallback: number): number => {
   const n = typeof x === "number" ? x : Number(x);
@@ -105,19 +97,10 @@ function fillToken(span: HTMLElement, tok: string): void {
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
   const title = h("span", "mw-title");
-  const siteSelect = h("select", "mw-site");
-  siteSelect.setAttribute("aria-label", "site");
+  const siteSelect = control("select", "mw-site", "site");
   const siteControl = h("label", "mw-control", ["site", siteSelect]);
-  const bandSelect = h("select", "mw-band");
-  bandSelect.setAttribute("aria-label", "error band");
-  for (const [v, label] of [
-    ["minmax", "min–max"],
-    ["sd", "±1 sd"],
-  ]) {
-    const o = h("option", null, label);
-    o.value = v;
-    bandSelect.appendChild(o);
-  }
+  const bandSelect = control("select", "mw-band", "error band");
+  setOptions(bandSelect, ["minmax", "sd"], ["min–max", "±1 sd"]);
   const pill = statusPill({ live: false });
   const bar = progressBar();
   const header = h("div", "mw-header", [
@@ -127,31 +110,20 @@ function render({ model, el }: RenderProps): Cleanup {
     h("span", "mw-status-wrap", [bar.el, pill.el]),
   ]);
   const errBox = errorBox();
-  const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, "mw-plot");
-  plot.setAttribute("aria-label", "probe accuracy per layer; click a layer for its confusion matrix and examples");
+  const plot = svg("svg", {
+    class: "mw-plot",
+    viewBox: `0 0 ${W} ${H}`,
+    role: "img",
+    "aria-label": "probe accuracy per layer; click a layer for its confusion matrix and examples",
+  });
   const legendEl = h("div", "mw-legend");
   const panelEl = h("div", "mw-layer-panel");
   panelEl.setAttribute("aria-live", "polite");
-  const ttLabel = h("div", "mw-tt-label");
-  const ttValue = h("div", "mw-tt-value");
-  const tip = tooltip([ttLabel, ttValue], { role: false });
-  const root = h("div", "mw-probe-accuracy", [
-    style(CSS),
-    header,
-    errBox.el,
-    h("div", "mw-body", [h("div", "mw-plot-wrap", [plot, legendEl]), panelEl]),
-    tip.el,
-  ]);
-  el.appendChild(root);
-  // show the code: a toggle in the header, the code under it (w.code() in Python)
-  const code = codePanel(model);
-  header.appendChild(code.button);
-  header.after(code.el);
-  root.appendChild(style(CODE_CSS(".mw-probe-accuracy")));
-  // predict, then reveal: the question above the plot; the curves stay hidden until a guess
-  const banner = predictBanner(model, "the layer you expect to be best");
-  errBox.el.after(banner.el);
-  root.appendChild(style(PREDICT_CSS(".mw-probe-accuracy")));
+  const [tip, ttLabel, ttValue] = textTooltip(undefined, { role: false });
+  const body = h("div", "mw-body", [h("div", "mw-plot-wrap", [plot, legendEl]), panelEl]);
+  const { root, code } = frame(model, el, "mw-probe-accuracy", CSS, header, [header, errBox.el, body, tip.el]);
+  // predict, then reveal: the curves stay hidden until a guess
+  const banner = addPredictBanner(model, root, errBox.el, "the layer you expect to be best");
 
   // ---------------------------------------------------------------- state
   let pending: AbortController | null = null;
@@ -203,7 +175,7 @@ function render({ model, el }: RenderProps): Cleanup {
     const band = asStr(model.get("band"), "minmax");
     // grid + axes
     for (const v of [0, 0.25, 0.5, 0.75, 1]) {
-      plot.appendChild(svg("line", { x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }, "mw-grid-line"));
+      plot.appendChild(svg("line", { class: "mw-grid-line", x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }));
       const t = svg("text", { x: M.left - 6, y: y(v) + 4, "text-anchor": "end" });
       t.textContent = String(v);
       plot.appendChild(t);
@@ -213,20 +185,20 @@ function render({ model, el }: RenderProps): Cleanup {
     plot.appendChild(yl);
     const step = shown.length > 1 ? (W - M.left - M.right) / (shown.length - 1) : W - M.left - M.right;
     shown.forEach((li, i) => {
-      const hit = svg("rect", { x: x(i) - step / 2, y: M.top, width: step, height: H - M.top - M.bottom }, "mw-layer-hit");
+      const hit = svg("rect", { class: "mw-layer-hit", x: x(i) - step / 2, y: M.top, width: step, height: H - M.top - M.bottom });
       hit.dataset.index = String(li);
       hit.setAttribute("tabindex", "0");
       hit.setAttribute("role", "button");
       hit.setAttribute("aria-label", `layer ${all[li].name}`);
       if (li === sel) hit.classList.add("mw-selected");
       plot.appendChild(hit);
-      const lab = svg("text", { x: x(i), y: H - M.bottom + 14, "text-anchor": "end", transform: `rotate(-35 ${x(i)} ${H - M.bottom + 14})` }, "mw-x-label");
+      const lab = svg("text", { class: "mw-x-label", x: x(i), y: H - M.bottom + 14, "text-anchor": "end", transform: `rotate(-35 ${x(i)} ${H - M.bottom + 14})` });
       lab.dataset.index = String(li);
       lab.textContent = all[li].name;
       if (li === sel) lab.classList.add("mw-selected");
       plot.appendChild(lab);
     });
-    plot.appendChild(svg("line", { x1: M.left, x2: W - M.right, y1: y(0), y2: y(0) }, "mw-axis"));
+    plot.appendChild(svg("line", { class: "mw-axis", x1: M.left, x2: W - M.right, y1: y(0), y2: y(0) }));
     // the guess and the answer of the current question, marked on the x axis
     const g = currentGuess(model) as (Record<string, unknown> & { answer?: Record<string, unknown> }) | null;
     if (g) {
@@ -234,7 +206,7 @@ function render({ model, el }: RenderProps): Cleanup {
         const key = k as { layer?: unknown; site?: unknown } | undefined;
         const li = all.findIndex((l) => l.layer === key?.layer && (l.layer < 0 || l.site === key?.site));
         const i = shown.indexOf(li);
-        if (i >= 0) plot.appendChild(svg("line", { x1: x(i), x2: x(i), y1: M.top, y2: H - M.bottom }, cls));
+        if (i >= 0) plot.appendChild(svg("line", { class: cls, x1: x(i), x2: x(i), y1: M.top, y2: H - M.bottom }));
       };
       at(g, "mw-guess");
       at(g.answer, "mw-answer");
@@ -251,12 +223,12 @@ function render({ model, el }: RenderProps): Cleanup {
       let line: string[] = [];
       const flush = () => {
         if (upper.length && st.nl) {
-          const band_ = svg("path", { d: `M${upper.join("L")}L${lower.reverse().join("L")}Z`, fill: colour }, "mw-band");
+          const band_ = svg("path", { class: "mw-band", d: `M${upper.join("L")}L${lower.reverse().join("L")}Z`, fill: colour });
           band_.dataset.curve = name;
           plot.appendChild(band_);
         }
         if (line.length) {
-          const path = svg("path", { d: `M${line.join("L")}`, stroke: colour }, "mw-line");
+          const path = svg("path", { class: "mw-line", d: `M${line.join("L")}`, stroke: colour });
           path.dataset.curve = name;
           if (DASH[name] && strList(model.get("curve_kinds"))[c] === "split") path.setAttribute("stroke-dasharray", DASH[name]);
           plot.appendChild(path);
@@ -278,7 +250,7 @@ function render({ model, el }: RenderProps): Cleanup {
       shown.forEach((li, i) => {
         const m = at(li, 0);
         if (!Number.isFinite(m)) return;
-        const pt = svg("circle", { cx: x(i), cy: y(m), r: 3.5, fill: colour }, "mw-point");
+        const pt = svg("circle", { class: "mw-point", cx: x(i), cy: y(m), r: 3.5, fill: colour });
         pt.dataset.curve = name;
         pt.dataset.index = String(li);
         plot.appendChild(pt);
@@ -369,16 +341,12 @@ function render({ model, el }: RenderProps): Cleanup {
     });
     panelEl.appendChild(table);
     // rank class
-    const rc = h("select", "mw-rank-class");
-    rc.setAttribute("aria-label", "rank by class");
-    for (const c of classes) {
-      const o = h("option", null, String(c));
-      o.value = String(c);
-      rc.appendChild(o);
-    }
+    const rc = control("select", "mw-rank-class", "rank by class");
+    setOptions(rc, classes.map(String));
     rc.value = String(p.rank_class);
     rc.disabled = isStatic();
-    const colourLegend = legend("diverging");
+    const pal = paletteOf(model.get("palette"));
+    const colourLegend = legend("diverging", () => pal);
     panelEl.appendChild(h("div", "mw-note", [h("label", "mw-control", ["examples ranked by score for class", rc]), " ", p.tokens ? colourLegend.el : null]));
     if (!p.tokens) {
       panelEl.appendChild(
@@ -430,7 +398,7 @@ function render({ model, el }: RenderProps): Cleanup {
           const span = h("span", "mw-token");
           fillToken(span, asStr(tok));
           const v = flat < values.length ? values[flat] : NaN;
-          const rgb = divergingRGB(v - offset, vmax);
+          const rgb = pal.divergingRGB(v - offset, vmax);
           span.style.backgroundColor = css(rgb);
           span.style.color = textColour(rgb);
           span.dataset.i = String(flat);
@@ -586,17 +554,13 @@ function render({ model, el }: RenderProps): Cleanup {
     model.set("band", bandSelect.value);
     model.save_changes();
   };
-  const { dom, listen, dispose } = listeners(model);
-  dom(plot, "click", onPlotClick);
-  dom(plot, "keydown", onPlotKey);
-  dom(plot, "mouseover", onPlotOver);
-  dom(plot, "mouseout", onPlotOut);
+  const { dom, on, listen, recolour, dispose } = listeners(model);
+  on(plot, { click: onPlotClick, keydown: onPlotKey, mouseover: onPlotOver, mouseout: onPlotOut });
   dom(legendEl, "click", onLegendClick);
-  dom(panelEl, "mouseover", onPanelOver);
-  dom(panelEl, "mouseout", onPlotOut);
-  dom(panelEl, "change", onPanelChange);
+  on(panelEl, { mouseover: onPanelOver, mouseout: onPlotOut, change: onPanelChange });
   dom(siteSelect, "change", onSite);
   dom(bandSelect, "change", onBand);
+  recolour(root, renderPanel);
 
   listen(["layers", "stats", "curve_names", "curve_kinds", "hidden_curves", "band", "site", "selected_layer", "selected_site"], () => {
     renderHeader();

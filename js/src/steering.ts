@@ -9,7 +9,7 @@
  */
 
 import { fmt } from "./lib/colour";
-import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { button, clear, control, displayToken, escapeToken, h, setOptions, setText, style, svg } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
@@ -19,18 +19,10 @@ import { str, strs } from "./lib/values";
 import { decode, isWire } from "./lib/wire";
 
 const STATIC_TITLE = "Static HTML export: there is no Python kernel, so nothing can be generated here.";
-const SVG = "http://www.w3.org/2000/svg";
 
 const num = (x: unknown, fallback = 0): number => (typeof x === "number" && Number.isFinite(x) ? x : fallback);
 /** A coefficient as typed: at most 3 decimals, no trailing zeros. */
 const coefText = (x: number): string => String(Math.round(x * 1000) / 1000);
-
-function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>, text?: string): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
 
 /** One generated token as a span: visible escapes, a newline as "↵" plus a real line break. */
 function tokenSpan(tok: string, i: number): HTMLElement {
@@ -45,33 +37,18 @@ function tokenSpan(tok: string, i: number): HTMLElement {
 
 function render({ model, el }: RenderProps): Cleanup {
   // ---------------------------------------------------------------- skeleton
-  const promptBox = h("textarea", "mw-prompt");
-  promptBox.rows = 2;
-  promptBox.setAttribute("aria-label", "prompt");
-  const vectorSelect = h("select", "mw-vector");
-  vectorSelect.setAttribute("aria-label", "vector");
-  const siteSelect = h("select", "mw-site");
-  siteSelect.setAttribute("aria-label", "site");
-  const layerSelect = h("select", "mw-layer");
-  layerSelect.setAttribute("aria-label", "layer");
-  const coefInput = h("input", "mw-coef");
-  coefInput.type = "range";
-  coefInput.setAttribute("aria-label", "coefficient");
+  const promptBox = control("textarea", "mw-prompt", "prompt", { rows: 2 });
+  const vectorSelect = control("select", "mw-vector", "vector");
+  const siteSelect = control("select", "mw-site", "site");
+  const layerSelect = control("select", "mw-layer", "layer");
+  const coefInput = control("input", "mw-coef", "coefficient", { type: "range" });
   const coefValue = h("span", "mw-coef-value");
-  const maxTokens = h("input", "mw-max-tokens");
-  maxTokens.type = "number";
-  maxTokens.min = "1";
-  maxTokens.setAttribute("aria-label", "max new tokens");
-  const genBtn = h("button", "mw-generate", "generate");
-  genBtn.type = "button";
-  const cancelBtn = h("button", "mw-cancel", "cancel");
-  cancelBtn.type = "button";
-  const metricA = h("input", "mw-metric-a");
-  metricA.setAttribute("aria-label", "metric token");
-  const metricB = h("input", "mw-metric-b");
-  metricB.setAttribute("aria-label", "metric minus token");
-  const sweepBtn = h("button", "mw-sweep", "sweep");
-  sweepBtn.type = "button";
+  const maxTokens = control("input", "mw-max-tokens", "max new tokens", { type: "number", min: "1" });
+  const genBtn = button("mw-generate", "generate");
+  const cancelBtn = button("mw-cancel", "cancel");
+  const metricA = control("input", "mw-metric-a", "metric token");
+  const metricB = control("input", "mw-metric-b", "metric minus token");
+  const sweepBtn = button("mw-sweep", "sweep");
   const pill = statusPill();
   const errBox = errorBox();
 

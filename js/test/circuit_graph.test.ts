@@ -12,12 +12,15 @@ interface Rec {
   curves: number;
   strokes: number;
   rects: number;
+  /** every strokeStyle set, in order */
+  styles: string[];
 }
-const rec: Rec = { curves: 0, strokes: 0, rects: 0 };
+const rec: Rec = { curves: 0, strokes: 0, rects: 0, styles: [] };
 const proto = HTMLCanvasElement.prototype as unknown as { getContext: unknown };
 const original = proto.getContext;
 beforeEach(() => {
   rec.curves = rec.strokes = rec.rects = 0;
+  rec.styles = [];
   proto.getContext = function () {
     return {
       setTransform() {},
@@ -33,7 +36,9 @@ beforeEach(() => {
       fillRect() {
         rec.rects++;
       },
-      set strokeStyle(_v: string) {},
+      set strokeStyle(v: string) {
+        rec.styles.push(v);
+      },
       set lineWidth(_v: number) {},
       set fillStyle(_v: string) {},
     };
@@ -290,9 +295,28 @@ describe("CircuitGraph: static model", () => {
     expect(per).toBeLessThan(250);
   });
 
+  it("edges and legend follow the view's palette trait: blue–orange by default, greys for greyscale", () => {
+    const model = staticModel(graphState(3, 4));
+    const { root } = mount(model);
+    const bar = () => root.querySelector<HTMLElement>(".mw-legend-bar")!.style.background;
+    const rgbs = () => rec.styles.map((st) => st.match(/\d+/g)!.slice(0, 3).map(Number));
+    expect(bar()).toContain("rgb(33, 102, 172)");
+    expect(bar()).toContain("rgb(230, 97, 1)");
+    expect(root.querySelector<HTMLElement>(".mw-legend")!.title).toContain("blue = negative");
+    expect(rgbs().some(([r, g, b]) => r !== g || g !== b)).toBe(true);
+    rec.styles = [];
+    model.set("palette", "greyscale");
+    expect(rec.styles.length).toBeGreaterThan(0); // redrawn
+    expect(rgbs().every(([r, g, b]) => r === g && g === b)).toBe(true);
+    expect(bar()).not.toContain("230, 97, 1");
+    model.set("palette", "classic");
+    expect(bar()).toContain("rgb(94, 60, 153)");
+  });
+
   it("edge colours: sign picks the end, |score| the weight; the mid grey is not white", () => {
     expect(edgeStyle(1, 1).rgb).toEqual([230, 97, 1]);
     expect(edgeStyle(-1, 1).rgb).toEqual([94, 60, 153]);
+    expect(edgeStyle(-1, 1, [[33, 102, 172], [230, 97, 1]]).rgb).toEqual([33, 102, 172]);
     expect(edgeStyle(0, 1).rgb).toEqual([150, 150, 150]);
     expect(edgeStyle(0.5, 1).width).toBeLessThan(edgeStyle(1, 1).width);
   });
@@ -357,6 +381,7 @@ describe("CircuitGraph: live kernel", () => {
   it("click a head: request 'node' and draw the pattern from the reply's buffer", async () => {
     const { model, sent, reply } = liveModel(graphState(3, 4, [], { n_edges_shown: 262 }));
     const { root, node } = mount(model);
+    await flush(); // the page's theme is measured once the view is attached: one repaint
     click(node("a2.h1"));
     expect(model.get("selected_node")).toBe("a2.h1");
     expect(sent[0]).toMatchObject({ name: "node", msg: { node: "a2.h1" } });

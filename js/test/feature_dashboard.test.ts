@@ -116,9 +116,10 @@ describe("FeatureDashboard: selected feature", () => {
     const toks = Array.from(ex[0].querySelectorAll<HTMLElement>(".mw-token"));
     expect(toks.map((t) => t.textContent)).toEqual(["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "&amp;", "\u202Eevil", "\\x00", "a↵b"]);
     expect(root.querySelector("script, img, b, i")).toBeNull();
-    // activation 4 = the feature's max: the positive end of the diverging scale; 0 white
+    // activation 4 = the feature's max: the positive end of the diverging scale (the default
+    // palette's orange); 0 white
     expect(toks[1].classList.contains("mw-center")).toBe(true);
-    expect(toks[1].style.backgroundColor).toBe("rgb(178, 24, 43)");
+    expect(toks[1].style.backgroundColor).toBe("rgb(230, 97, 1)");
     expect(toks[0].style.backgroundColor).toBe("rgb(255, 255, 255)");
     const second = Array.from(ex[1].querySelectorAll<HTMLElement>(".mw-token"));
     expect(second.map((t) => Number(t.dataset.act))).toEqual([0.5, 3, 0]);

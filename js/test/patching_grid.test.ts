@@ -69,10 +69,10 @@ describe("PatchingGrid: static model", () => {
     expect(Array.from(root.querySelectorAll(".mw-row-label")).map((e) => e.textContent)).toEqual(["L0", "L1", "L2"]);
     expect(root.querySelector("script, img")).toBeNull();
     expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
-    // diverging colours: 0 white, positive red-ish, negative blue-ish
+    // diverging colours (the default palette): 0 white, positive orange, negative blue
     const bg = (r: number, c: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-col="${c}"]`)!.style.background;
     expect(bg(0, 0)).toContain("255, 255, 255");
-    expect(bg(2, 5)).toContain("178, 24, 43");
+    expect(bg(2, 5)).toContain("230, 97, 1");
     expect(bg(0, 2)).not.toContain("255, 255, 255");
     expect(root.querySelector(".mw-legend-hi")!.textContent).toBe("1.00");
     // kernel-only controls are disabled

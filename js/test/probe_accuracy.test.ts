@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import widget from "../src/probe_accuracy";
 const { render } = widget;
-import { divergingRGB, css } from "../src/lib/colour";
 import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
 import { click, f32, flush, hover, i32, liveModel, mountView } from "./helpers";
@@ -170,9 +169,9 @@ describe("ProbeAccuracy: layer panel", () => {
     ]);
     expect(toks[5].classList.contains("mw-empty")).toBe(true);
     expect(root.querySelector(".mw-examples script, .mw-examples img")).toBeNull();
-    const vmax = 2.5; // max |v - 0.5|
-    expect(toks[2].style.backgroundColor.replace(/\s/g, "")).toBe(css(divergingRGB(3 - 0.5, vmax)).replace(/\s/g, ""));
-    expect(toks[5].style.backgroundColor.replace(/\s/g, "")).toBe(css(divergingRGB(-2 - 0.5, vmax)).replace(/\s/g, ""));
+    // 3 and -2 are ±2.5 = ±max |v - 0.5| from the boundary: the default palette's ends, orange and blue
+    expect(toks[2].style.backgroundColor.replace(/\s/g, "")).toBe("rgb(230,97,1)");
+    expect(toks[5].style.backgroundColor.replace(/\s/g, "")).toBe("rgb(33,102,172)");
     hover(toks[0]);
     expect(root.querySelector(".mw-tooltip .mw-tt-label")!.textContent).toBe('"<script>window.__pwned=1</script>"');
     expect(root.querySelector(".mw-tooltip .mw-tt-value")!.textContent).toContain("projection 1");

@@ -5,7 +5,7 @@
  */
 
 import { CODE } from "./base.css";
-import { h, setText } from "./dom";
+import { h, setText, style } from "./dom";
 import type { AnyModel } from "./model";
 import { request } from "./rpc";
 
@@ -68,4 +68,14 @@ export function codePanel(model: AnyModel): CodePanel {
       model.off("change:static", onStatic);
     },
   };
+}
+
+/** Show the code in a view: the toggle at the end of `header`, the panel just under it, and its
+ * CSS scoped to `root` (whose first class names the view, e.g. `mw-patching-grid`). */
+export function addCodePanel(model: AnyModel, header: HTMLElement, root: HTMLElement): CodePanel {
+  const code = codePanel(model);
+  header.appendChild(code.button);
+  header.after(code.el);
+  root.appendChild(style(CODE_CSS(`.${root.classList[0]}`)));
+  return code;
 }

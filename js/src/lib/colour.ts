@@ -42,18 +42,103 @@ export function css(rgb: RGB): string {
   return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
 }
 
+// ------------------------------------------------------------------ palettes
+
+/** A scale's colour stops, evenly spaced from its low end to its high end; `null` stands for the
+ * neutral colour (white on a light page, the background on a dark one). */
+type Stops = readonly (RGB | null)[];
+
+/** The colour at `t` in 0..1 along `stops` (piecewise linear in sRGB). */
+function ramp(stops: Stops, t: number, zero: RGB): RGB {
+  const n = stops.length - 1;
+  const x = clamp(t, 0, 1) * n;
+  const i = Math.min(n - 1, Math.floor(x));
+  return mix(stops[i] ?? zero, stops[i + 1] ?? zero, x - i);
+}
+
+/** The names of the palettes a view's `palette` trait may hold (mi_widgets/widgets/palette.py). */
+export const PALETTES = ["blue_orange", "viridis", "greyscale", "classic"] as const;
+export type PaletteName = (typeof PALETTES)[number];
+/** Blue–orange: its two ends stay far apart for protan, deutan and tritan viewers
+ * (js/test/palette.test.ts), where RdBu's red darkens towards its blue for protans. */
+export const DEFAULT_PALETTE: PaletteName = "blue_orange";
+
+export interface Palette {
+  readonly name: PaletteName;
+  /** Diverging scale centred at 0: -maxAbs → the low end, 0 → the middle, +maxAbs → the high
+   * end; clamps outside; NaN → MISSING, ±Infinity → the ends. */
+  divergingRGB(value: number, maxAbs: number, zero?: RGB): RGB;
+  /** Sequential scale for non-negative data: 0 → the low end, max → the high end; clamps. */
+  sequentialRGB(value: number, max: number, zero?: RGB): RGB;
+  /** A CSS gradient of the scale, low to high (legends). */
+  gradient(kind: "diverging" | "sequential", zero?: RGB): string;
+  /** Ends of lines drawn on the page itself (graph edges, negative and positive), which fade to a
+   * mid grey that reads on light and dark pages. */
+  readonly edges: readonly [RGB, RGB];
+  /** What the eye sees, for legends' titles: the diverging scale's low end, middle and high end,
+   * the sequential scale's low and high ends, the edges' negative and positive ends. */
+  readonly words: readonly string[];
+}
+
+const VIRIDIS: RGB[] = [
+  [68, 1, 84], [71, 45, 123], [59, 82, 139], [44, 114, 142], [33, 145, 140],
+  [40, 174, 128], [94, 201, 98], [173, 220, 48], [253, 231, 37],
+];
+/** ColorBrewer PuOr's orange end (as the circuit graph's positive edges). */
+const ORANGE: RGB = [230, 97, 1];
+
+/** A diverging scale along `stops`: -m → the first stop, 0 → the middle, +m → the last. */
+function divRGB(stops: Stops, value: number, m: number, zero: RGB): RGB {
+  if (!Number.isFinite(value)) return Number.isNaN(value) ? MISSING : ramp(stops, value > 0 ? 1 : 0, zero);
+  if (!(m > 0) || !Number.isFinite(m)) return ramp(stops, 0.5, zero);
+  return ramp(stops, (clamp(value / m, -1, 1) + 1) / 2, zero);
+}
+
+/** A sequential scale along `stops`: 0 → the first stop, max → the last. */
+function seqRGB(stops: Stops, value: number, max: number, zero: RGB): RGB {
+  if (Number.isNaN(value)) return MISSING;
+  if (value === Infinity) return ramp(stops, 1, zero);
+  if (!(max > 0) || !Number.isFinite(max)) return ramp(stops, 0, zero);
+  return ramp(stops, value / max, zero);
+}
+
+function makePalette(name: PaletteName, div: Stops, seq: Stops, edges: readonly [RGB, RGB], words: string): Palette {
+  const divergingRGB = (v: number, m: number, zero: RGB = pageNeutral) => divRGB(div, v, m, zero);
+  const sequentialRGB = (v: number, max: number, zero: RGB = pageNeutral) => seqRGB(seq, v, max, zero);
+  return {
+    name,
+    edges,
+    words: words.split("|"),
+    divergingRGB,
+    sequentialRGB,
+    gradient: (kind, zero = pageNeutral) =>
+      `linear-gradient(to right, ${(kind === "diverging" ? div : seq).map((c) => css(c ?? zero)).join(", ")})`,
+  };
+}
+
+const PALETTE_OF: Record<PaletteName, Palette> = {
+  blue_orange: /* @__PURE__ */ makePalette("blue_orange", [NEG, null, ORANGE], [null, SEQ], [NEG, ORANGE], "blue|neutral|orange|neutral|strongest|blue|orange"),
+  // one perceptually uniform scale for both kinds: a value's order is its lightness's order
+  viridis: /* @__PURE__ */ makePalette("viridis", VIRIDIS, VIRIDIS, [[68, 1, 84], [94, 201, 98]], "purple|teal|yellow|purple|yellow|purple|green"),
+  // monochromacy and print: lightness alone, darker = larger in both kinds
+  greyscale: /* @__PURE__ */ makePalette("greyscale", [[240, 240, 240], [128, 128, 128], [16, 16, 16]], [WHITE, [0, 0, 0]], [[215, 215, 215], [0, 0, 0]], "light|grey|dark|white|black|light grey|black"),
+  // the colours before palettes: RdBu ends and purple; the graph's PuOr edges
+  classic: /* @__PURE__ */ makePalette("classic", [NEG, null, POS], [null, SEQ], [[94, 60, 153], ORANGE], "blue|neutral|red|neutral|strongest|purple|orange"),
+};
+
+/** The palette named `name` (a view's `palette` trait); anything else → the default palette. */
+export function paletteOf(name: unknown): Palette {
+  return Object.prototype.hasOwnProperty.call(PALETTE_OF, String(name))
+    ? PALETTE_OF[name as PaletteName]
+    : PALETTE_OF[DEFAULT_PALETTE];
+}
+
 /**
- * Diverging scale centred at 0: -maxAbs → blue, 0 → the neutral colour (white on a light page,
- * the background on a dark one), +maxAbs → red; clamps outside.
+ * Diverging scale centred at 0 (classic palette): -maxAbs → blue, 0 → the neutral colour (white
+ * on a light page, the background on a dark one), +maxAbs → red; clamps outside.
  */
 export function divergingRGB(value: number, maxAbs: number, zero: RGB = pageNeutral): RGB {
-  if (!Number.isFinite(value)) {
-    if (Number.isNaN(value)) return MISSING;
-    return value > 0 ? POS : NEG;
-  }
-  if (!(maxAbs > 0) || !Number.isFinite(maxAbs)) return zero;
-  const t = clamp(value / maxAbs, -1, 1);
-  return t >= 0 ? mix(zero, POS, t) : mix(zero, NEG, -t);
+  return divRGB([NEG, null, POS], value, maxAbs, zero);
 }
 
 export function diverging(value: number, maxAbs: number, zero: RGB = pageNeutral): string {
@@ -62,10 +147,7 @@ export function diverging(value: number, maxAbs: number, zero: RGB = pageNeutral
 
 /** Sequential scale for non-negative data: 0 → the neutral colour, max → `end`; clamps outside [0, max]. */
 export function sequentialRGB(value: number, max: number, end: RGB = SEQ, zero: RGB = pageNeutral): RGB {
-  if (Number.isNaN(value)) return MISSING;
-  if (value === Infinity) return end;
-  if (!(max > 0) || !Number.isFinite(max)) return zero;
-  return mix(zero, end, clamp(value / max, 0, 1));
+  return seqRGB([null, end], value, max, zero);
 }
 
 export function sequential(value: number, max: number, end: RGB = SEQ, zero: RGB = pageNeutral): string {
@@ -127,36 +209,33 @@ export function fmt(x: number, digits = 4): string {
 
 export interface Legend {
   el: HTMLElement;
+  /** Label the ends ±max (0..max) and redraw the bar in the current palette and neutral. */
   update(max: number): void;
-  /** Redraw the bar with another neutral end (after the page's theme changed). */
-  setNeutral(zero: RGB): void;
 }
 
-/** A small horizontal colour bar with labels at both ends (and 0 for the diverging scale). */
-export function legend(kind: "diverging" | "sequential" = "diverging", end: RGB = SEQ): Legend {
+/** A small horizontal colour bar with labels at both ends (and 0 for the diverging scale), in
+ * the palette that `pal` returns when `update` runs. */
+export function legend(kind: "diverging" | "sequential" = "diverging", pal: () => Palette = () => PALETTE_OF.classic): Legend {
   const bar = h("span", "mw-legend-bar");
-  const setNeutral = (zero: RGB) => {
-    bar.style.background =
-      kind === "diverging"
-        ? `linear-gradient(to right, ${css(NEG)}, ${css(zero)}, ${css(POS)})`
-        : `linear-gradient(to right, ${css(zero)}, ${css(end)})`;
-  };
-  setNeutral(pageNeutral);
   const lo = h("span", "mw-legend-lo");
   const hi = h("span", "mw-legend-hi");
   const el = h("span", "mw-legend", [lo, bar, hi]);
   el.setAttribute("aria-label", "colour scale");
   const update = (max: number) => {
+    const p = pal();
+    bar.style.background = p.gradient(kind);
+    el.dataset.palette = p.name;
     const m = Number.isFinite(max) && max > 0 ? max : 0;
     lo.textContent = kind === "diverging" ? (m ? fmt(-m, 3) : "0") : "0";
     hi.textContent = m ? fmt(m, 3) : "0";
+    const [neg, mid, pos, zero, top] = p.words;
     el.title =
       kind === "diverging"
-        ? `blue = negative, neutral = 0, red = positive; symmetric at ±${fmt(m, 4)}`
-        : `neutral = 0, strongest = ${fmt(m, 4)}`;
+        ? `${neg} = negative, ${mid} = 0, ${pos} = positive; symmetric at ±${fmt(m, 4)}`
+        : `${zero} = 0, ${top} = ${fmt(m, 4)}`;
   };
   update(0);
-  return { el, update, setNeutral };
+  return { el, update };
 }
 
 // ------------------------------------------------------------------ the host's theme

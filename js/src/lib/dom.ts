@@ -3,7 +3,7 @@
  * helper that parses markup.
  */
 
-type Child = Node | string | null | undefined | false;
+export type Child = Node | string | null | undefined | false;
 
 /** Create `<tag class="...">` with children (strings become text nodes). */
 export function h<K extends keyof HTMLElementTagNameMap>(
@@ -15,6 +15,14 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   if (cls) el.className = Array.isArray(cls) ? cls.join(" ") : cls;
   if (typeof children === "string") el.textContent = children;
   else if (children) append(el, children);
+  return el;
+}
+
+/** Create an SVG element `<tag>` with attributes `attrs` and, if given, its text. */
+export function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number> = {}, text?: string): SVGElementTagNameMap[K] {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
   return el;
 }
 
@@ -32,6 +40,26 @@ export function setText(el: Node, text: unknown): void {
 
 export function clear(el: Node): void {
   while (el.firstChild) el.removeChild(el.firstChild);
+}
+
+/** A form control `<tag class="cls" aria-label="label">` with `props` set (type, placeholder, …). */
+export function control<K extends "input" | "select" | "textarea">(
+  tag: K,
+  cls: string,
+  label: string,
+  props: Partial<HTMLElementTagNameMap[K]> = {},
+): HTMLElementTagNameMap[K] {
+  const el = h(tag, cls);
+  el.setAttribute("aria-label", label);
+  return Object.assign(el, props);
+}
+
+/** A `<button type="button">` (never a form submit) with its text and title. */
+export function button(cls: string, text: string, title = ""): HTMLButtonElement {
+  const b = h("button", cls, text);
+  b.type = "button";
+  if (title) b.title = title;
+  return b;
 }
 
 /** A `<style>` element whose CSS is set via textContent (no external stylesheet, no fonts). */
@@ -54,6 +82,17 @@ export function displayToken(tok: string): string {
     if (code > 0xff) return "\\u" + code.toString(16).padStart(4, "0");
     return "\\x" + code.toString(16).padStart(2, "0");
   });
+}
+
+/** Put token `tok` into `span`: visible escapes for controls, a "↵" marker (`span.mw-nl`) for
+ * each newline, `mw-empty` on the span for an empty token (text only, via text nodes). */
+export function fillToken(span: HTMLElement, tok: string): HTMLElement {
+  if (tok === "") span.classList.add("mw-empty");
+  tok.split("\n").forEach((part, i) => {
+    if (i > 0) span.appendChild(h("span", "mw-nl", "↵"));
+    if (part) span.appendChild(document.createTextNode(displayToken(part)));
+  });
+  return span;
 }
 
 /** Quoted, fully escaped form of a token (tooltips): shows whitespace and invisible characters. */

@@ -5,7 +5,7 @@
  */
 
 import { fmt } from "./colour";
-import { h, setText } from "./dom";
+import { h, setText, style } from "./dom";
 import type { AnyModel } from "./model";
 
 export interface Guess {
@@ -71,4 +71,13 @@ export function predictBanner(model: AnyModel, what: string): { el: HTMLElement;
   }
   render();
   return { el, render };
+}
+
+/** Predict, then reveal in a view: the banner just after `after`, its CSS scoped to `root`
+ * (whose first class names the view). */
+export function addPredictBanner(model: AnyModel, root: HTMLElement, after: HTMLElement, what: string): { el: HTMLElement; render(): void } {
+  const banner = predictBanner(model, what);
+  after.after(banner.el);
+  root.appendChild(style(PREDICT_CSS(`.${root.classList[0]}`)));
+  return banner;
 }

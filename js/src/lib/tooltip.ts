@@ -49,3 +49,11 @@ export function tooltip(children: Node[], opts: { role?: boolean } = {}): Toolti
     },
   };
 }
+
+/** A tooltip of two text lines: `[tooltip, first line, second line]` (classes `mw-tt-label` and
+ * `mw-tt-value` unless given). */
+export function textTooltip(classes: [string, string] = ["mw-tt-label", "mw-tt-value"], opts: { role?: boolean } = {}): [Tooltip, HTMLElement, HTMLElement] {
+  const first = h("div", classes[0]);
+  const second = h("div", classes[1]);
+  return [tooltip([first, second], opts), first, second];
+}
