@@ -237,6 +237,16 @@ def bundle(stem: str, kind: str = "esm") -> Path:
     return path
 
 
+class ReportsWork(traitlets.HasTraits):
+    """Mixin for a view that runs work in Python: ``status`` (``"ready"``, ``"running"`` or
+    ``"loading"``, ``"waiting"`` while another job holds the model, ``"error"`` ...), ``progress``
+    (0..1) and ``error`` (the last error's message)."""
+
+    status = traitlets.Unicode("ready").tag(sync=True)
+    progress = traitlets.Float(1.0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+
+
 from .palette import HasPalette  # noqa: E402 - beside its one use: every view's `palette` trait
 
 

@@ -25,7 +25,7 @@ from ..core.decomposition.features import (
 from ..core.decomposition.features import model_lock as pass_lock
 from ..core.model import Model
 from ..core.model.lock import model_lock
-from ._base import Field, MIWidget, Number, bundle, check_traits, request_handler
+from ._base import Field, MIWidget, Number, ReportsWork, bundle, check_traits, request_handler
 from .code import ShowsCode, feature_dashboard_code
 
 
@@ -61,7 +61,7 @@ def feature_payload(info: FeatureInfo) -> dict:
     }
 
 
-class FeatureDashboard(ShowsCode, MIWidget):
+class FeatureDashboard(ShowsCode, ReportsWork, MIWidget):
     """A dictionary's features over a dataset: a searchable, sortable list (frequency, max
     activation, explanation text); for the selected feature its activation histogram, top and
     band-sampled max-activating examples (tokens coloured by the feature), top positive and
@@ -102,9 +102,6 @@ class FeatureDashboard(ShowsCode, MIWidget):
     coef = Number(0.0).tag(sync=True)
     steer_result = traitlets.Dict().tag(sync=True)
     can_steer = traitlets.Bool(True).tag(sync=True)
-    status = traitlets.Unicode("ready").tag(sync=True)
-    progress = traitlets.Float(1.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
     scores = traitlets.Dict().tag(sync=True)
     can_explain = traitlets.Bool(False).tag(sync=True)

@@ -19,7 +19,7 @@ from ..core.interventions.checks import PATCH_SITES
 from ..core.interventions.patching import PatchingResult, activation_patching
 from ..core.metrics import Metric, as_metric
 from ..core.model.lock import on_wait
-from ._base import Field, MIWidget, _short, bundle, check_traits, request_handler
+from ._base import Field, MIWidget, ReportsWork, _short, bundle, check_traits, request_handler
 from .code import ShowsCode, patching_grid_code
 from .predict import Predicts, patching_guess
 
@@ -56,7 +56,7 @@ def _metric_from_name(name: str) -> Metric | None:
         return None
 
 
-class PatchingGrid(Predicts, ShowsCode, MIWidget):
+class PatchingGrid(Predicts, ShowsCode, ReportsWork, MIWidget):
     """Heatmap of a :class:`~mi_widgets.core.interventions.patching.PatchingResult` (layers × positions or
     heads), diverging colours centred at 0. Hover a cell for its value; click it for the patched
     run's top-k next tokens next to the clean and corrupt runs' (one patched forward, run in
@@ -92,9 +92,6 @@ class PatchingGrid(Predicts, ShowsCode, MIWidget):
     clean_topk = traitlets.List().tag(sync=True)
     corrupt_topk = traitlets.List().tag(sync=True)
     can_sweep = traitlets.Bool(False).tag(sync=True)
-    status = traitlets.Unicode("ready").tag(sync=True)
-    progress = traitlets.Float(1.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
     k = traitlets.Int(10).tag(sync=True)
     #: the clicked cell as model indices: ``{"layer", "position"}``, ``{"layer", "head"}``, both,
     #: or ``{"layer"}``; ``{}`` for none. Set it from Python to select a cell in the view.

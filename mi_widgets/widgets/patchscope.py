@@ -31,11 +31,11 @@ import traitlets
 
 from ..core.description.patchscopes import PatchscopeResult, inspection_prompt, patchscope
 from ..core.model import Model
-from ._base import Field, Items, MIWidget, bundle, check_traits, request_handler
+from ._base import Field, Items, MIWidget, ReportsWork, bundle, check_traits, request_handler
 from .code import ShowsCode, patchscope_code
 
 
-class Patchscope(ShowsCode, MIWidget):
+class Patchscope(ShowsCode, ReportsWork, MIWidget):
     """A layers × positions grid over the source prompt's tokens; click a cell to decode that
     residual state through the inspection prompt at every target layer (one batched nnsight
     generation, run in Python on request and cached).
@@ -61,9 +61,6 @@ class Patchscope(ShowsCode, MIWidget):
     decoded_probs = traitlets.List(traitlets.Float()).tag(sync=True)
     baseline = traitlets.Unicode("").tag(sync=True)
     done_cells = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    status = traitlets.Unicode("ready").tag(sync=True)
-    progress = traitlets.Float(1.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from .. import wire
 from ..core.concepts.probes import ProbeResult
 from ..core.decomposition.activations import token_activations
 from ..core.model import Model
-from ._base import Field, Items, MIWidget, bundle, check_traits, request_handler
+from ._base import Field, Items, MIWidget, ReportsWork, bundle, check_traits, request_handler
 from .code import ShowsCode, probe_accuracy_code
 from .predict import Predicts, probe_guess
 
@@ -33,7 +33,7 @@ def _name(site: str, layer: int) -> str:
     return "embed" if layer < 0 else f"{site} {layer}"
 
 
-class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
+class ProbeAccuracy(Predicts, ShowsCode, ReportsWork, MIWidget):
     """Accuracy per layer of a :class:`~mi_widgets.core.concepts.probes.ProbeResult`.
 
     Lines for train / validation / test / OOD / control / baseline (mean over seeds, with a
@@ -68,9 +68,6 @@ class ProbeAccuracy(Predicts, ShowsCode, MIWidget):
     panel = traitlets.Dict().tag(sync=True)
     has_model = traitlets.Bool(False).tag(sync=True)
     control_kind = traitlets.Unicode("").tag(sync=True)
-    status = traitlets.Unicode("ready").tag(sync=True)
-    progress = traitlets.Float(1.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
     max_examples = traitlets.Int(40).tag(sync=True)
     #: predict-then-reveal: a question; the view hides its result until a layer is clicked as a guess
     predict = traitlets.Unicode("").tag(sync=True)

@@ -26,11 +26,11 @@ from ..core.description.steering import (
 )
 from ..core.metrics import logit_diff, prob
 from ..core.model import Model
-from ._base import Field, MIWidget, Number, bundle, check_traits, request_handler
+from ._base import Field, MIWidget, Number, ReportsWork, bundle, check_traits, request_handler
 from .code import ShowsCode, steering_code
 
 
-class Steering(ShowsCode, MIWidget):
+class Steering(ShowsCode, ReportsWork, MIWidget):
     """A steering panel over ``model``: pick a prompt, a named vector, a layer (and site) and a
     coefficient; **generate** runs baseline and steered continuations as one batch in a
     background thread, pushing each decoded token into ``baseline_tokens`` /
@@ -88,9 +88,6 @@ class Steering(ShowsCode, MIWidget):
     metric_name = traitlets.Unicode("").tag(sync=True)
     sweep_coefs = traitlets.Dict().tag(sync=True)
     sweep_values = traitlets.Dict().tag(sync=True)
-    status = traitlets.Unicode("ready").tag(sync=True)
-    progress = traitlets.Float(1.0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
         self,
