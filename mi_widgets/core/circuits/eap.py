@@ -33,12 +33,21 @@ from .circuit import Circuit, _finish
 
 METHODS = ("eap", "eap-ig")
 
+#: EAP-IG's default number of interpolation steps, set by measurement on zoo:ioi (8 IOI prompts,
+#: ABC corruption, 3 prompt seeds; ROC AUC of |score| for the 8 planted edges against the other
+#: 254): 1 step (EAP) 0.92, 5 steps 0.98, 10 0.97, 20 0.97, 30 0.99, 40 0.999, 50 0.9995 (every
+#: planted edge in the top 9 from 40 steps on), 64 0.998, 100 0.998. The planted key/query
+#: edges act through softmaxes saturated by 14-30 logits, whose switch from corrupt to clean
+#: happens in a narrow band of alpha that a coarse grid steps over.
+#: (tests/circuits/test_eap.py::test_zoo_ioi_default_eap_ig_steps_recover_the_planted_circuit)
+DEFAULT_IG_STEPS = 50
+
 
 def _check_steps(method: str, steps: int | None) -> int:
     if method not in METHODS:
         raise ValueError(f"method must be 'eap' or 'eap-ig', got {method!r}")
     if steps is None:
-        return 1 if method == "eap" else 5
+        return 1 if method == "eap" else DEFAULT_IG_STEPS
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if method == "eap" and steps != 1:
@@ -111,7 +120,8 @@ def edge_attribution_patching(
 
     ``clean``/``corrupt``: prompt pairs of equal token length per pair; ``metric``: ``logit_diff``,
     ``prob``, ``kl_to_clean`` (zero gradient on the clean run: use ``eap-ig``) or a callable on
-    final-position logits. ``steps``: EAP-IG interpolation steps (default 5). The circuit
+    final-position logits. ``steps``: EAP-IG interpolation steps (default 50, measured on zoo:ioi:
+    see ``DEFAULT_IG_STEPS``; the cost is one forward and backward per step). The circuit
     (``in_circuit``) is the top ``top_n`` edges by ``|score|`` or, by default, the smallest top-n
     on the faithfulness curve reaching ``target`` (``curve=True`` computes the curve, its area,
     completeness and a random-circuit baseline with batched exact forwards; ``curve=False`` skips
@@ -148,4 +158,4 @@ def edge_attribution_patching(
     return _finish(c, top_n=top_n, target=target, curve=curve, progress=progress)
 
 
-__all__ = ["METHODS", "edge_attribution_patching"]
+__all__ = ["DEFAULT_IG_STEPS", "METHODS", "edge_attribution_patching"]
