@@ -338,7 +338,7 @@ class Net:
         def add(s_end: int, r_start: int, r_end: int):
             def cb(g: torch.Tensor) -> None:
                 g = g.reshape(r_end - r_start, -1)
-                scores[:s_end, r_start:r_end] += (flat[:s_end] @ g.T).to(scores.dtype)
+                scores[:s_end, r_start:r_end] += (flat[:s_end] @ g.T).to(scores.device, scores.dtype)
 
             return cb
 
@@ -368,6 +368,6 @@ class Net:
         last_flat = delta[:, :, -1].reshape(S, -1)
 
         def cb_logits(g: torch.Tensor) -> None:
-            scores[:, R - 1] += (last_flat @ g.reshape(-1)).to(scores.dtype)
+            scores[:, R - 1] += (last_flat @ g.reshape(-1)).to(scores.device, scores.dtype)
 
         return self._logits(_Tap.apply(resid[:, -1], cb_logits))

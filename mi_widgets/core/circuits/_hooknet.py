@@ -361,7 +361,7 @@ class HookNet:
         def add(n: int, rs: torch.Tensor) -> Callable[[torch.Tensor], None]:
             def cb(g: torch.Tensor) -> None:
                 g = g.reshape(len(rs), -1)
-                scores[:n].index_add_(1, rs, (flat[:n] @ g.T.to(flat.dtype)).to(scores.dtype))
+                scores[:n].index_add_(1, rs.to(scores.device), (flat[:n] @ g.T.to(flat.dtype)).to(scores.device, scores.dtype))
 
             return cb
 
@@ -388,7 +388,7 @@ class HookNet:
 
         def cb_logits(g: torch.Tensor) -> None:
             last = delta[:, :, -1].reshape(S, -1)  # a copy: taken after the forward's subtractions
-            scores[:, R - 1] += (last @ g.reshape(-1).to(last.dtype)).to(scores.dtype)
+            scores[:, R - 1] += (last @ g.reshape(-1).to(last.dtype)).to(scores.device, scores.dtype)
 
         def logits_in(h):
             return torch.cat([h[:, :-1], _Tap.apply(h[:, -1:], cb_logits)], 1)
