@@ -175,15 +175,29 @@ class Hypothesis:
     ablation: AblationPrediction | None = None
     replacement: ReplacementPrediction | None = None
     subspace: SubspacePrediction | None = None
+    circuit: Any = None  # a CircuitPrediction (validation/circuit.py) when the unit is a Circuit
     model: Model | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.description, str) or not self.description.strip():
             raise ValueError("description must be a non-empty string")
+        from .circuit import CircuitPrediction, _is_circuit
+
+        if _is_circuit(self.unit):
+            if self.circuit is None:
+                self.circuit = CircuitPrediction()
+            if not isinstance(self.circuit, CircuitPrediction):
+                raise TypeError(f"circuit= must be a CircuitPrediction, got {type(self.circuit).__name__}")
+            others = [n for n in ("activation", "attention", "ablation", "replacement", "subspace") if getattr(self, n) is not None]
+            if others:
+                raise ValueError(f"a circuit hypothesis is tested by circuit=; {', '.join(others)} are about single units")
+            return
+        if self.circuit is not None:
+            raise ValueError("circuit= tests a Circuit; give the Circuit as the unit: Hypothesis(circuit, description, circuit=...)")
         if not any((self.activation, self.attention, self.ablation, self.replacement, self.subspace)):
             raise ValueError(
                 "a hypothesis needs at least one testable part: activation=, attention=, "
-                "ablation=, replacement= or subspace="
+                "ablation=, replacement=, subspace= (or a Circuit as the unit)"
             )
         if self.replacement is not None and self.replacement.replace == "pattern":
             if self.attention is None:
@@ -503,6 +517,22 @@ def _test_subspace(model: Model, u: _Unit, p: SubspacePrediction) -> list[TestRe
     ]
 
 
+def _validate_circuit(hypothesis: Hypothesis, model: Model | None, progress: bool) -> Verdict:
+    from .circuit import circuit_tests
+
+    c = hypothesis.unit
+    if model is not None and c.model is not None and model is not c.model:
+        raise ValueError("the circuit was found on another model object; validate it on its own model (leave model out)")
+    label = f"circuit ({int(c.in_circuit.sum())} of {c.n_edges} edges, {c.method})"
+    bar = _progress(1, progress, f"validating {label}")
+    try:
+        tests = circuit_tests(c, hypothesis.circuit)
+        bar.update(1)
+    finally:
+        bar.close()
+    return Verdict(label, hypothesis.description, c.model_name, tests, [])
+
+
 def validate(
     hypothesis: Hypothesis, model: Model | None = None, *, progress: bool = True
 ) -> Verdict:
@@ -512,6 +542,8 @@ def validate(
     any forward pass; a progress bar counts the parts."""
     if not isinstance(hypothesis, Hypothesis):
         raise TypeError(f"validate takes a Hypothesis, got {type(hypothesis).__name__}")
+    if hypothesis.circuit is not None:
+        return _validate_circuit(hypothesis, model, progress)
     model = model if model is not None else hypothesis.model
     if model is None:
         raise ValueError(
