@@ -15,6 +15,7 @@ import traitlets
 from .. import wire
 from ..core.circuits.circuit import Circuit, node_layer
 from ._base import Field, MIWidget, bundle, check_traits, request_handler
+from .code import ShowsCode, circuit_graph_code
 
 #: edge kinds on the wire (uint8 codes index this list)
 KINDS = ("", "q", "k", "v")
@@ -72,7 +73,7 @@ def first_clean_prompt(task: Any) -> str | None:
     return None
 
 
-class CircuitGraph(MIWidget):
+class CircuitGraph(ShowsCode, MIWidget):
     """The edge graph of a :class:`~mi_widgets.core.circuits.circuit.Circuit` as a layered DAG
     (input at the bottom, logits on top, heads and MLPs in rows by layer). Edges are drawn on a
     canvas, coloured by the sign of their score and weighted by ``|score|``. The top-n slider
@@ -210,6 +211,8 @@ class CircuitGraph(MIWidget):
             keep = torch.as_tensor(self._result.in_circuit).reshape(-1).bool().cpu()
             return [i for i in order.tolist() if keep[i]]
         return order[: self.n_edges_shown].tolist()
+
+    _write_code = staticmethod(circuit_graph_code)  # code(): see ShowsCode
 
     _check = check_traits(
         n_edges_shown=Field(int, min=0, max=lambda w: w.n_edges),

@@ -477,3 +477,87 @@ def token_saliency_code(view: Any) -> str:
         "print(values)",
     ]
     return _header(model, lines)
+
+
+def circuit_graph_code(view: Any) -> str:
+    """EAP scores of the shown edges into MLPs and the logits (GPT-2 family, one prompt pair, a
+    logit difference): ``(sender output on corrupt - on clean) · d metric / d receiver input``,
+    summed over positions, the gradient taken at the receiver's input before its LayerNorm on
+    the clean run. Edges into a head's q/k/v need each head's LayerNorm backward split by hand
+    (core/circuits/_graph.py); the program leaves them out and says which it covers."""
+    import ast
+
+    c, model = view.result, view.result.model
+    _need(model, "edge scores")
+    task = c.task
+    spec = getattr(task, "spec", None)
+    clean, corrupt = list(getattr(spec, "clean", []) or []), list(getattr(spec, "corrupt", []) or [])
+    m = getattr(task, "metric", None)
+    name = getattr(m, "name", "")
+    if c.method != "eap" or model.family != "gpt2" or len(clean) != 1 or len(corrupt) != 1 \
+            or not name.startswith("logit_diff("):
+        raise ValueError("code() writes out EAP on one prompt pair of a GPT-2 family model with a logit "
+                         f"difference; this circuit is {c.method} on {model.family} with {len(clean)} pairs "
+                         f"and metric {name or c.metric_name!r}")
+    node = ast.parse(name, mode="eval").body
+    a, b = (ast.literal_eval(x) for x in node.args)  # type: ignore[attr-defined]
+    a, b = (x[0] if isinstance(x, list) else x for x in (a, b))
+    shown = [i for i in view.shown_edges() if c.kinds[i] == ""]
+    if not shown:
+        raise ValueError("none of the shown edges goes into an MLP or the logits; code() covers those")
+    edges = [(c.senders[i], c.receivers[i]) for i in shown]
+    h = model.arch.layers
+    lines = [
+        _ids("clean", clean[0]),
+        _ids("corrupt", corrupt[0]),
+        f'a, b = (model.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ({a!r}, {b!r}))',
+        f"n_layers, n_heads, d_head = {model.n_layers}, {model.n_heads}, {model.d_head}",
+        f"edges = {edges!r}  # the shown edges into MLPs and the logits (sender, receiver)",
+        "",
+        "",
+        "def sender_outputs(outs):",
+        '    """Each sender\'s write into the residual stream [T, d_model]: the embeddings, each head\'s',
+        '    z @ W_O slice (the output bias b_O is no sender: it is the same on every run), each MLP."""',
+        "    out = {'input': outs['embed'][0]}",
+        "    for L in range(n_layers):",
+        f"        W_O = model.hf.{h}[L].attn.c_proj.weight  # [heads * d_head, d_model]",
+        "        for H in range(n_heads):",
+        "            sl = slice(H * d_head, (H + 1) * d_head)",
+        "            out[f'a{L}.h{H}'] = outs['z', L][0, :, sl] @ W_O[sl]",
+        "        out[f'm{L}'] = outs['mlp', L][0]",
+        "    return out",
+        "",
+        "",
+        "def run(ids, taps=None):",
+        '    """One trace saving every sender\'s output; with taps, adds a zero tap to each receiver\'s',
+        '    input (MLP: its ln_2 input; logits: ln_f\'s) so that autograd gives d metric / d input."""',
+        "    outs = {}",
+        "    with nn.trace(ids):",
+        f"        outs['embed'] = (nn.{model.arch.embed}.output + nn.transformer.wpe.output).save()",
+        "        for L in range(n_layers):",
+        f"            blk = nn.{h}[L]",
+        "            outs['z', L] = blk.attn.c_proj.input.save()",
+        "            if taps is not None:",
+        "                blk.ln_2.input = blk.ln_2.input + taps[f'm{L}']",
+        "            outs['mlp', L] = blk.mlp.output.save()",
+        "        if taps is not None:",
+        "            nn.transformer.ln_f.input = nn.transformer.ln_f.input + taps['logits']",
+        "        logits = nn.output.logits[0, -1].float().save()",
+        "    return logits, outs",
+        "",
+        "",
+        "with torch.no_grad():",
+        "    _, corrupt_outs = run(corrupt)",
+        "T = clean.shape[1]",
+        "taps = {r: torch.zeros(1, T, model.hf.config.n_embd, requires_grad=True) for r in",
+        "        [f'm{L}' for L in range(n_layers)] + ['logits']}",
+        "logits, clean_outs = run(clean, taps)",
+        "metric = logits[a] - logits[b]  # the circuit's logit difference on the clean run",
+        "names = list(taps)",
+        "grads = dict(zip(names, torch.autograd.grad(metric, [taps[r] for r in names])))",
+        "with torch.no_grad():",
+        "    x_out, c_out = sender_outputs(corrupt_outs), sender_outputs(clean_outs)",
+        "    scores = torch.stack([((x_out[s] - c_out[s]) * grads[r][0]).sum() for s, r in edges])",
+        "print(scores)  # one EAP score per edge: the graph's edge weights",
+    ]
+    return _header(model, lines)

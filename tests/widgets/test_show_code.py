@@ -11,6 +11,7 @@ wrong site, layer, position, scale or formula (those move the numbers by 1e-2 an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,16 +22,20 @@ import torch
 
 import mi_widgets as mw
 from mi_widgets import wire
+from mi_widgets.core.circuits import edge_attribution_patching
 from mi_widgets.core.concepts.probes import ProbeDataset, probe
 from mi_widgets.core.decomposition.features import LinearDictionary, default_texts
 from mi_widgets.core.interventions.ablation import ablate
 from mi_widgets.widgets.ablation import Ablation
 from mi_widgets.widgets.attention_patterns import AttentionPatterns
+from mi_widgets.widgets.circuit_graph import CircuitGraph
+from mi_widgets.widgets.code import circuit_graph_code
 from mi_widgets.widgets.feature_dashboard import FeatureDashboard
 from mi_widgets.widgets.patchscope import Patchscope
 from mi_widgets.widgets.probe_accuracy import ProbeAccuracy
 from mi_widgets.widgets.steering import Steering
 from mi_widgets.widgets.token_activations import TokenActivations
+from mi_widgets.zoo import compiled
 from mi_widgets.zoo.corpus import CITIES
 
 CLEAN = "The Eiffel Tower is in"
@@ -41,7 +46,7 @@ IOI = "When Mary and John went to the store, John gave a drink to"
 NAMES = {"tokens": ["values"], "lens": ["top_probs", "top_ids"], "attn": ["pattern"],
          "grid": ["grid"], "ablation": ["effect"], "probe": ["scores", "accuracy"],
          "steer": ["values"], "scope": ["first_probs"], "features": ["max_act", "frequency"],
-         "ig": ["values"], "gxi": ["values"]}
+         "ig": ["values"], "gxi": ["values"], "circuit": ["scores"]}
 
 RUNNER = textwrap.dedent(
     """
@@ -79,6 +84,11 @@ def views(tiny):
                                                site="resid_pre", layer=1)
     dash = FeatureDashboard(tiny, city, texts, background=False)
     dash.select(0)
+    p = compiled.ioi_prompts(1, seed=1)[0]
+    others = [n for n in compiled.IOI_NAMES if " " + n not in (p["io"], p["s"])][:3]
+    corrupt = compiled.IOI_TEMPLATES[p["template"]].format(A=others[0], B=others[1], S=others[2])
+    circ = edge_attribution_patching(ioi, [p["text"]], [corrupt], mw.logit_diff(p["io"], p["s"]), curve=False,
+                                     top_n=20, progress=False)
     return {
         "tokens": TokenActivations(tiny, [CLEAN, "The Colosseum is in"], "mlp_post", 1, unit=7),
         "lens": mw.logit_lens(tiny, CLEAN, k=3).widget(),
@@ -92,6 +102,7 @@ def views(tiny):
         "features": dash,
         "ig": mw.attribute(tiny, CLEAN, (" Paris", " Tokyo"), n_steps=16).widget(),
         "gxi": mw.attribute(tiny, CLEAN, " Paris", method="grad_x_input").widget(),
+        "circuit": CircuitGraph(circ, n_edges_shown=circ.n_edges),
     }
 
 
@@ -182,6 +193,18 @@ def test_saliency_code_gives_the_attributions(views, ran):
         close(ran[1][key]["values"], w.attribution.values)
         close(ran[1][key]["values"], wire.decode(w.values))
     assert f"steps = {views['ig'].attribution.n_steps}" in ran[0]["ig"]
+
+
+def test_circuit_code_gives_the_eap_scores_of_the_shown_mlp_and_logit_edges(views, ran):
+    """EAP on zoo:ioi, one pair: the program's scores are the circuit's for every shown edge into
+    an MLP or the logits (edges into a head's q/k/v are left out of the program, and said so)."""
+    w = views["circuit"]
+    c = w.result
+    shown = [i for i in w.shown_edges() if c.kinds[i] == ""]
+    assert len(shown) >= 20 and any(c.kinds[i] for i in w.shown_edges())
+    close(ran[1]["circuit"]["scores"], torch.as_tensor(c.scores)[shown])
+    with pytest.raises(ValueError, match="one prompt pair"):  # what it cannot write, it says
+        circuit_graph_code(CircuitGraph(dataclasses.replace(c, method="eap-ig")))
 
 
 def test_the_browser_asks_for_the_code(views):
