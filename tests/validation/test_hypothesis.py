@@ -225,7 +225,10 @@ def test_sae_feature_hypothesis_on_a_hand_set_dictionary(ind, ind_data):
                      ind, progress=False)  # fmt: skip
     assert not wrong.passed
     kinds = {c.kind for c in wrong.counterexamples}
-    assert kinds == {"predicted, silent", "silent prediction, fires"}
+    # from the corpus, both ways; token edits add the reverse (an ' apple' edited in before a
+    # non-' apple' token makes the feature fire where the description says it is silent)
+    assert kinds == {"predicted, silent", "silent prediction, fires", "silent prediction, fires (edited)"}
+    assert not [c for c in right.counterexamples if c.kind.endswith("(edited)")]
 
 
 def test_neuron_hypothesis_fails_where_the_mlp_is_zero(ind, ind_data):
@@ -239,3 +242,32 @@ def test_neuron_hypothesis_fails_where_the_mlp_is_zero(ind, ind_data):
     for kind in ("zero", "mean", "resample"):
         assert abs(v.test(f"ablation ({kind})").figure) < 1e-4
     assert abs(v.test("activation: correlation").figure) < 1e-6
+
+
+def test_gradient_guided_edits_find_what_the_corpus_cannot(ind):
+    """The planted unit (zoo:induction's 'prev' block for ' apple' at resid_pre 1, written by head
+    0.1) fires exactly when the previous token is ' apple'. A wrong, broader description ("' apple'
+    occurred earlier") agrees with it on every last position of this corpus, so corpus search finds
+    nothing; a one-token edit replacing the previous ' apple' (another ' apple' earlier keeps the
+    description's call) silences the unit: a counterexample. The right description has none."""
+    lay, vocab, w = C.layout("induction"), C.induction_vocab(), " apple"
+    vec = torch.zeros(ind.d_model)
+    vec[lay.idx("prev", vocab.index(w))] = 1.0
+    others = [x for x in vocab if x != w][:6]
+    corpus = [f"{a}{w}{b}{w}{c}" for a, b, c in zip(others, others[1:], others[2:])]
+    corpus += [f"{a}{b}{c}{w}" for a, b, c in zip(others, others[2:], others[4:])]  # negatives
+    last = lambda rule: (lambda t, i: rule(t, i) if i == len(t) - 1 else None)  # noqa: E731
+    broad = ActivationPrediction(last(lambda t, i: w in t[:i]), corpus)
+    exact = ActivationPrediction(last(lambda t, i: t[i - 1] == w), corpus)
+    v_broad = validate(Hypothesis(("resid_pre", 1, vec), "' apple' occurred earlier", activation=broad), ind, progress=False)
+    v_exact = validate(Hypothesis(("resid_pre", 1, vec), "the previous token was ' apple'", activation=exact), ind, progress=False)
+    natural = [c for c in v_broad.counterexamples if not c.kind.endswith("(edited)")]
+    edited = [c for c in v_broad.counterexamples if c.kind == "predicted, silent (edited)"]
+    assert natural == []  # the corpus alone cannot refute the broad description
+    assert edited, v_broad
+    for c in edited:
+        assert c.activation < v_broad.test("activation: detection accuracy").detail["activation_threshold"]
+        assert "' apple' ->" in c.edit and f"{w}" in c.context  # the edit removed the previous ' apple'
+    assert [c for c in v_exact.counterexamples if c.kind.endswith("(edited)")] == []
+    assert validate(Hypothesis(("resid_pre", 1, vec), "x", activation=ActivationPrediction(
+        last(lambda t, i: w in t[:i]), corpus, n_edit_targets=0)), ind, progress=False).counterexamples == []

@@ -69,10 +69,16 @@ class ActivationPrediction:
     min_accuracy: float = 0.8
     threshold: float | None = None
     n_counterexamples: int = 5
+    #: gradient-guided token edits (neurons, directions, SAE features on a local model): from this
+    #: many agreeing positions each way, one-token edits the gradient ranks first are tried, and an
+    #: edit that keeps the description's call but flips the unit is a counterexample (0: none)
+    n_edit_targets: int = 3
 
     def __post_init__(self) -> None:
         if not callable(self.fires):
             raise TypeError("fires must be a function (str_tokens, i) -> bool")
+        if isinstance(self.n_edit_targets, bool) or not isinstance(self.n_edit_targets, int) or self.n_edit_targets < 0:
+            raise ValueError(f"n_edit_targets must be an int >= 0, got {self.n_edit_targets!r}")
         self.corpus = _check_prompts(self.corpus, "corpus")
 
 
@@ -323,6 +329,13 @@ def _test_activation(model: Model, u: _Unit, p: ActivationPrediction) -> list[Te
         for j in idx.tolist():
             ti, i, toks = where[j]
             ces.append(Counterexample(kind, ti, i, toks[i], _context(toks, i), acts[j], preds[j]))
+    if p.n_edit_targets and u.kind in ("neuron", "direction", "feature") and not model.remote:
+        for kind, mask, key in (("predicted, silent", said & fired, ac), ("silent prediction, fires", ~said & ~fired, -ac)):
+            idx = torch.nonzero(mask).reshape(-1)
+            idx = idx[torch.argsort(key[idx])][: p.n_edit_targets]  # nearest the threshold first
+            found = [ce for j in idx.tolist() for ce in _edit_counterexamples(model, u, p, where[j], thr, kind)]
+            found.sort(key=lambda c: c.activation if kind == "predicted, silent" else -c.activation)
+            ces += found[: p.n_counterexamples]
     detail = {"activation_threshold": thr, "n_positions": len(preds),
               "n_predicted": int(said.sum()), "n_fired": int(fired.sum())}  # fmt: skip
     return [
@@ -331,6 +344,90 @@ def _test_activation(model: Model, u: _Unit, p: ActivationPrediction) -> list[Te
         TestResult("activation: detection accuracy", bal_acc, p.min_accuracy, ">=",
                    bal_acc >= p.min_accuracy, "balanced acc", detail, ces),
     ]  # fmt: skip
+
+
+def _unit_grad(model: Model, u: _Unit, ids: torch.Tensor, i: int) -> torch.Tensor:
+    """``d activation[i] / d token embedding`` ``[T, d_embed]`` by plain torch hooks (one forward
+    and one backward): the embedding output is made a leaf, the unit's site is read in place."""
+    from ..model import _get
+
+    emb = _get(model.hf, model.arch.embed)
+    r = model.arch.reads[u.site]
+    block = _get(model.hf, model.arch.layers)[u.layer]
+    mod = _get(block, r.module) if r.module else block
+    store: dict[str, torch.Tensor] = {}
+
+    def leaf(_m: Any, _a: Any, out: torch.Tensor) -> torch.Tensor:
+        out = out.detach().requires_grad_(True)
+        store["e"] = out
+        return out
+
+    def grab(x: Any) -> None:
+        store["x"] = x[0] if isinstance(x, tuple) else x
+
+    hooks = [emb.register_forward_hook(leaf)]
+    if r.io == "input":
+        hooks.append(mod.register_forward_pre_hook(lambda _m, a, k: grab(a[0] if a else next(iter(k.values()))), with_kwargs=True))
+    else:
+        hooks.append(mod.register_forward_hook(lambda _m, _a, out: grab(out)))
+    try:
+        with torch.enable_grad():
+            ids = ids.to(model.device)
+            model.hf(ids, attention_mask=torch.ones_like(ids))
+            x = store["x"][0, i].float()
+            if u.kind == "neuron":
+                a = x[u.index]
+            elif u.kind == "direction":
+                a = x @ u.vector.to(x.device)
+            else:
+                q = next(u.sae.parameters())
+                a = u.sae.encode(x[None].to(q.device, q.dtype))[0, u.index].float()
+            (g,) = torch.autograd.grad(a, store["e"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return g[0].float()
+
+
+def _edit_counterexamples(
+    model: Model, u: _Unit, p: ActivationPrediction, at: tuple, thr: float, kind: str, k: int = 4,
+) -> list[Counterexample]:
+    """One-token edits at positions ``<= i`` (HotFlip: the gradient's first-order change of the
+    activation for every vocabulary token, ``k`` best per position, the best ``2k`` overall
+    re-run exactly) that leave the description's call at ``i`` unchanged but move the unit across
+    ``thr``: ``"predicted, silent"`` lowers a firing unit, ``"silent prediction, fires"`` raises it."""
+    from ..model import _get
+
+    ti, i, toks = at
+    ids = model.to_tokens(p.corpus[ti])
+    lower = kind == "predicted, silent"
+    g = _unit_grad(model, u, ids, i)
+    W = _get(model.hf, model.arch.embed).weight.detach().float()
+    gain = W @ g[: i + 1].T.to(W.device)  # [V, i + 1]: activation change to first order
+    gain = gain - gain[ids[0, : i + 1].to(W.device), torch.arange(i + 1, device=W.device)]
+    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+    if special:
+        gain[list(special)] = float("nan")
+    score = (-gain if lower else gain).nan_to_num(float("-inf"))
+    top = torch.topk(score, min(k, score.shape[0]), dim=0)  # k per position
+    cand = sorted(
+        ((float(top.values[r, j]), j, int(top.indices[r, j])) for r in range(top.values.shape[0]) for j in range(i + 1)),
+        reverse=True,
+    )[: 2 * k]
+    out = []
+    want = p.fires(toks, i)
+    for _, j, w in cand:
+        new = ids.clone()
+        new[0, j] = w
+        etoks = model.to_str_tokens(new)
+        if bool(p.fires(etoks, i)) != bool(want):
+            continue  # the edit changed what the description says: not a counterexample
+        a = float(_activations(model, u, new)[i])
+        if (a <= thr) if lower else (a > thr):
+            ce = Counterexample(f"{kind} (edited)", ti, i, etoks[i], _context(etoks, i), a, float(want))
+            ce.edit = f"position {j}: {toks[j]!r} -> {etoks[j]!r}"
+            out.append(ce)
+    return out
 
 
 def _attention_rows(model: Model, u: _Unit, text: str, attends: Rule):

@@ -15,7 +15,8 @@ class Counterexample:
 
     ``kind``: ``"predicted, silent"`` (the description says the unit fires, it does not),
     ``"silent prediction, fires"`` (the reverse) or ``"attends elsewhere"`` (the predicted keys
-    got little attention). ``context`` marks the token as ``[[token]]``."""
+    got little attention); ``"... (edited)"`` when a gradient-guided token edit of a corpus text
+    produced it (``edit`` says which). ``context`` marks the token as ``[[token]]``."""
 
     kind: str
     text_index: int
@@ -24,6 +25,8 @@ class Counterexample:
     context: str
     activation: float
     predicted: float
+    #: for a counterexample found by a token edit: which token was replaced ("" for a corpus one)
+    edit: str = ""
 
 
 @dataclass
