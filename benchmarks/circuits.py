@@ -178,7 +178,7 @@ def ground_truth() -> list[str]:
     named = ["a0.h1->a1.h2<k>", "a1.h2->a2.h3<q>", "a2.h3->logits"]
     runs = [
         ("EAP", lambda: edge_attribution_patching(model, clean, corrupt, metric, progress=False)),
-        ("EAP-IG, 5 steps", lambda: edge_attribution_patching(model, clean, corrupt, metric, method="eap-ig", progress=False)),
+        ("EAP-IG, 5 steps", lambda: edge_attribution_patching(model, clean, corrupt, metric, method="eap-ig", steps=5, progress=False)),
         ("EAP-IG, 50 steps", lambda: edge_attribution_patching(model, clean, corrupt, metric, method="eap-ig", steps=50, progress=False)),
         ("exact edge patching", lambda: edge_patching(model, clean, corrupt, metric, progress=False)),
         ("ACDC (threshold 0.5)", lambda: acdc(model, clean, corrupt, metric, threshold=0.5, progress=False)),
