@@ -10,7 +10,7 @@
 
 import { CSS } from "./lib/ablation.css";
 import { css, fmt, legend, maxAbs, paletteOf } from "./lib/colour";
-import { clear, control, displayToken, escapeToken, h, setOptions, setText } from "./lib/dom";
+import { clear, closest, control, displayToken, escapeToken, h, setOptions, setText } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -330,15 +330,14 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   // ---------------------------------------------------------------- events
-  const targetOf = (t: EventTarget | null): HTMLElement | null =>
-    t instanceof Element ? (t.closest("[data-component]") as HTMLElement | null) : null;
+  const targetOf = (t: EventTarget | null) => closest(t, "[data-component]");
   const onClick = (e: MouseEvent) => {
     const t = targetOf(e.target);
     if (t && chart.contains(t)) void select(Number(t.dataset.component));
   };
   const onOver = (e: MouseEvent) => {
     const t = targetOf(e.target);
-    const dot = e.target instanceof Element ? (e.target.closest(".mw-dot") as HTMLElement | null) : null;
+    const dot = closest(e.target, ".mw-dot");
     if (t && chart.contains(t)) showTooltip(t, dot);
   };
   const onOut = (e: MouseEvent) => {

@@ -11,7 +11,7 @@
 
 import { CSS } from "./lib/attention_patterns.css";
 import { css, fmt, paletteOf, textColour, WHITE, type Palette } from "./lib/colour";
-import { clear, control, displayToken, escapeToken, fillToken, h, setOptions, setText } from "./lib/dom";
+import { clear, closest, control, displayToken, escapeToken, fillToken, h, setOptions, setText } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -489,7 +489,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   // ---------------------------------------------------------------- DOM events
   const onHeadsClick = (e: MouseEvent) => {
-    const btn = e.target instanceof Element ? (e.target.closest(".mw-head") as HTMLElement | null) : null;
+    const btn = closest(e.target, ".mw-head");
     if (!btn || !headsEl.contains(btn)) return;
     selectHead(Number(btn.dataset.layer), Number(btn.dataset.head));
   };

@@ -12,7 +12,7 @@
 
 import { css, fmt, paletteOf, WHITE, type RGB } from "./lib/colour";
 import { CSS } from "./lib/circuit_graph.css";
-import { button, clear, control, escapeToken, h, setOptions, setText, style } from "./lib/dom";
+import { button, clear, closest, control, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { request } from "./lib/rpc";
@@ -773,8 +773,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   // ---------------------------------------------------------------- events
-  const nodeOf = (t: EventTarget | null): HTMLButtonElement | null =>
-    t instanceof Element ? (t.closest(".mw-node") as HTMLButtonElement | null) : null;
+  const nodeOf = (t: EventTarget | null) => closest<HTMLButtonElement>(t, ".mw-node");
 
   const onClick = (e: MouseEvent) => {
     const b = nodeOf(e.target);

@@ -13,7 +13,7 @@
  */
 
 import { css, fmt, paletteOf, textColour } from "./lib/colour";
-import { button, clear, control, displayToken, escapeToken, fillToken, h, setOptions, setText, style } from "./lib/dom";
+import { button, clear, closest, control, displayToken, escapeToken, fillToken, h, setOptions, setText, style } from "./lib/dom";
 import { CSS } from "./lib/feature_dashboard.css";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -411,14 +411,14 @@ function render({ model, el }: RenderProps): Cleanup {
 
   // ------------------------------------------------------------------ events
   const onList = (ev: Event) => {
-    const row = (ev.target as Element | null)?.closest?.(".mw-feature-row[data-feature]") as HTMLElement | null;
+    const row = closest(ev.target, ".mw-feature-row[data-feature]");
     if (!row) return;
     // static copies say "not in this export" for features other than the one they carry
     model.set("selected", Number(row.dataset.feature));
     model.save_changes();
   };
   const onOver = (ev: Event) => {
-    const span = (ev.target as Element | null)?.closest?.(".mw-example .mw-token") as HTMLElement | null;
+    const span = closest(ev.target, ".mw-example .mw-token");
     if (!span) return tip.hide();
     const row = span.parentElement as HTMLElement;
     const idx = Array.from(row.querySelectorAll(".mw-token")).indexOf(span);

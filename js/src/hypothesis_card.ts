@@ -7,7 +7,7 @@
  * Python. Display only: no requests. All text goes in through textContent.
  */
 
-import { clear, displayToken, h, setText, style } from "./lib/dom";
+import { clear, closest, displayToken, h, setText, style } from "./lib/dom";
 import { CSS } from "./lib/hypothesis_card.css";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -127,7 +127,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   function select(target: EventTarget | null): void {
-    const row = (target as HTMLElement | null)?.closest?.("tr.mw-test") as HTMLElement | null;
+    const row = closest(target, "tr.mw-test");
     if (!row || !root.contains(row)) return;
     const i = Number(row.dataset.index);
     const cur = Math.trunc(Number(model.get("selected_test")));

@@ -10,7 +10,7 @@
  */
 
 import { css, fmt, legend, paletteOf, textColour } from "./lib/colour";
-import { button, clear, control, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
+import { button, clear, closest, control, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import { CSS } from "./lib/logit_lens.css";
@@ -318,8 +318,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   // ---------------------------------------------------------------- events
-  const cellOf = (t: EventTarget | null): HTMLElement | null =>
-    t instanceof Element ? (t.closest(".mw-cell, .mw-col-label") as HTMLElement | null) : null;
+  const cellOf = (t: EventTarget | null) => closest(t, ".mw-cell, .mw-col-label");
   const onClick = (e: MouseEvent) => {
     const c = cellOf(e.target);
     if (c && gridEl.contains(c)) select(Number(c.dataset.pos));

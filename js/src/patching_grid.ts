@@ -9,7 +9,7 @@
  */
 
 import { css, fmt, legend, maxAbs, paletteOf } from "./lib/colour";
-import { button, clear, control, escapeToken, h, setOptions, setText } from "./lib/dom";
+import { button, clear, closest, control, escapeToken, h, setOptions, setText } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { ariaSelect, gridKey } from "./lib/keyboard";
 import { listeners } from "./lib/listeners";
@@ -372,8 +372,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   // ---------------------------------------------------------------- events
-  const cellOf = (t: EventTarget | null): HTMLElement | null =>
-    t instanceof Element ? (t.closest(".mw-cell") as HTMLElement | null) : null;
+  const cellOf = (t: EventTarget | null) => closest(t, ".mw-cell");
   const onClick = (e: MouseEvent) => {
     const c = cellOf(e.target);
     if (c && gridEl.contains(c)) void selectCell(Number(c.dataset.row), Number(c.dataset.col));
@@ -401,8 +400,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   const { dom, on, listen, recolour, dispose } = listeners(model);
   on(gridEl, { click: onClick, mouseover: onOver, mouseout: onOut, keydown: onKey });
-  dom(siteSelect, "change", onChange);
-  dom(modeSelect, "change", onChange);
+  for (const select of [siteSelect, modeSelect]) dom(select, "change", onChange);
   dom(cancelBtn, "click", onCancel);
   recolour(root, colour);
 

@@ -8,7 +8,7 @@
  * Static copies read `decoded_cache`. All text goes in through textContent.
  */
 
-import { displayToken, h, setText, clear, style } from "./lib/dom";
+import { clear, closest, displayToken, h, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patchscope.css";
@@ -217,8 +217,7 @@ function render({ model, el }: RenderProps): Cleanup {
   }
 
   // ---------------------------------------------------------------- events
-  const cellOf = (t: EventTarget | null): HTMLElement | null =>
-    t instanceof Element ? (t.closest(".mw-cell") as HTMLElement | null) : null;
+  const cellOf = (t: EventTarget | null) => closest(t, ".mw-cell");
   const onClick = (e: MouseEvent) => {
     const c = cellOf(e.target);
     if (c && gridEl.contains(c)) void select(Number(c.dataset.layer), Number(c.dataset.position));

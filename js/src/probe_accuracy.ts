@@ -7,7 +7,7 @@
  */
 
 import { css, fmt, legend, maxAbs, paletteOf, textColour } from "./lib/colour";
-import { clear, control, displayToken, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
+import { clear, closest, control, displayToken, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -520,7 +520,7 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.hide();
   };
   const onLegendClick = (e: MouseEvent) => {
-    const b = e.target instanceof Element ? (e.target.closest(".mw-curve-toggle") as HTMLElement | null) : null;
+    const b = closest(e.target, ".mw-curve-toggle");
     if (!b) return;
     const name = asStr(b.dataset.curve);
     const hidden = strList(model.get("hidden_curves"));
@@ -528,7 +528,7 @@ function render({ model, el }: RenderProps): Cleanup {
     model.save_changes();
   };
   const onPanelOver = (e: MouseEvent) => {
-    const t = e.target instanceof Element ? (e.target.closest(".mw-token") as HTMLElement | null) : null;
+    const t = closest(e.target, ".mw-token");
     if (!t) return;
     const p = asPanel(model.get("panel"));
     const v = asNum(t.dataset.value, NaN);

@@ -3,7 +3,7 @@ import widget from "../src/ablation";
 const { render } = widget;
 import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { click, f32, flush, hover, i32, liveModel, mountView } from "./helpers";
+import { click, expectInert, f32, flush, hover, i32, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil", "a\nb"];
 const topk = (toks: string[]) => toks.map((token, i) => ({ token, id: i, prob: 0.5 / (i + 1), logit: 1 }));
@@ -96,8 +96,7 @@ describe("Ablation: heads heatmap", () => {
     const opts = Array.from(root.querySelectorAll("select.mw-prompt option")).map((o) => o.textContent);
     expect(opts).toEqual([`0: ${HOSTILE[0]}`, "1: second <b>prompt</b>"]);
     expect(root.querySelector(".mw-panel-prompt")!.textContent).toContain("<script>window.__pwned=1</script>");
-    expect(root.querySelector("script, img, b")).toBeNull();
-    expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+    expectInert(root, "script, img, b");
   });
 });
 

@@ -1,4 +1,4 @@
-import { afterEach } from "vitest";
+import { afterEach, expect } from "vitest";
 import type { AnyModel, Callback, Cleanup, RenderProps } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
 import type { WireArray, WireDType } from "../src/lib/wire";
@@ -63,6 +63,12 @@ export function mountView(render: (props: RenderProps) => Cleanup, model: AnyMod
 export const click = (el: Element) => el.dispatchEvent(new MouseEvent("click", { bubbles: true }));
 export const hover = (el: Element) => el.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
 export const flush = () => new Promise((r) => setTimeout(r, 0));
+/** No markup from the data became elements (`injected`) and none of its scripts ran. */
+export function expectInert(root: ParentNode, injected = "script, img"): void {
+  expect(root.querySelector(injected)).toBeNull();
+  expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+}
+
 export const texts = (root: ParentNode, sel: string) => Array.from(root.querySelectorAll(sel)).map((e) => e.textContent);
 
 /**

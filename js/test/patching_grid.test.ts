@@ -3,7 +3,7 @@ import widget from "../src/patching_grid";
 const { render } = widget;
 import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { click, f32, flush, hover, liveModel, mountView, wireB64 } from "./helpers";
+import { click, expectInert, f32, flush, hover, liveModel, mountView, wireB64 } from "./helpers";
 
 const HOSTILE_CLEAN = ["<|endoftext|>", "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
 const HOSTILE_CORRUPT = ["<|endoftext|>", "&amp;", "<img src=x onerror=alert(1)>", "a\nb", "\u0000", " in"];
@@ -67,8 +67,7 @@ describe("PatchingGrid: static model", () => {
       " in",
     ]);
     expect(Array.from(root.querySelectorAll(".mw-row-label")).map((e) => e.textContent)).toEqual(["L0", "L1", "L2"]);
-    expect(root.querySelector("script, img")).toBeNull();
-    expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+    expectInert(root);
     // diverging colours (the default palette): 0 white, positive orange, negative blue
     const bg = (r: number, c: number) => root.querySelector<HTMLElement>(`.mw-cell[data-row="${r}"][data-col="${c}"]`)!.style.background;
     expect(bg(0, 0)).toContain("255, 255, 255");

@@ -3,7 +3,7 @@ import widget from "../src/patchscope";
 const { render } = widget;
 import type { AnyModel } from "../src/lib/model";
 import { staticModel } from "../src/lib/static_model";
-import { click, flush, liveModel, mountView } from "./helpers";
+import { click, expectInert, flush, liveModel, mountView } from "./helpers";
 
 const HOSTILE = ["<|endoftext|>", "<script>window.__pwned=1</script>", "<img src=x onerror=alert(1)>", "a\nb", "\u202Eevil", " in"];
 
@@ -54,8 +54,7 @@ describe("Patchscope: static model", () => {
       " in",
     ]);
     expect(Array.from(root.querySelectorAll(".mw-row-label")).map((e) => e.textContent)).toEqual(["L0", "L1", "L2 (out)"]);
-    expect(root.querySelector("script, img, b")).toBeNull();
-    expect((window as unknown as Record<string, unknown>).__pwned).toBeUndefined();
+    expectInert(root, "script, img, b");
     // the patched slot of the inspection prompt is marked
     expect(root.querySelector(".mw-tt.mw-patched")!.textContent).toBe(" in");
     expect(root.querySelector(".mw-cell.mw-done")).toBe(root.querySelector('.mw-cell[data-layer="1"][data-position="5"]'));

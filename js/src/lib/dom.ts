@@ -26,6 +26,11 @@ export function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<
   return el;
 }
 
+/** The element matching `selector` at or above an event's target `t`; null when none. */
+export function closest<E extends Element = HTMLElement>(t: EventTarget | null, selector: string): E | null {
+  return t instanceof Element ? (t.closest(selector) as E | null) : null;
+}
+
 export function append(el: Node, children: Child[]): void {
   for (const c of children) {
     if (c == null || c === false) continue;
