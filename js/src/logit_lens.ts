@@ -10,7 +10,7 @@
  */
 
 import { css, fmt, legend, paletteOf, textColour } from "./lib/colour";
-import { button, clear, closest, control, escapeToken, h, setOptions, setText, svg } from "./lib/dom";
+import { button, clear, closest, control, escapeToken, gridCell, h, setOptions, setText, svg } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { listeners } from "./lib/listeners";
 import { CSS } from "./lib/logit_lens.css";
@@ -122,11 +122,7 @@ function render({ model, el }: RenderProps): Cleanup {
         lab.dataset.row = String(r);
         frag.appendChild(lab);
         for (let p = 0; p < T; p++) {
-          const cell = h("div", "mw-cell");
-          cell.dataset.row = String(r);
-          cell.dataset.pos = String(p);
-          cell.tabIndex = r === 0 && p === 0 ? 0 : -1;
-          cell.setAttribute("role", "gridcell");
+          const cell = gridCell({ row: r, pos: p }, r === 0 && p === 0);
           cells.push(cell);
           frag.appendChild(cell);
         }

@@ -9,7 +9,7 @@
  */
 
 import { css, fmt, legend, maxAbs, paletteOf } from "./lib/colour";
-import { button, clear, closest, control, escapeToken, h, setOptions, setText } from "./lib/dom";
+import { button, clear, closest, control, escapeToken, gridCell, h, setOptions, setText } from "./lib/dom";
 import { frame } from "./lib/frame";
 import { ariaSelect, gridKey } from "./lib/keyboard";
 import { listeners } from "./lib/listeners";
@@ -157,11 +157,7 @@ function render({ model, el }: RenderProps): Cleanup {
         lab.dataset.row = String(i);
         frag.appendChild(lab);
         for (let j = 0; j < cols; j++) {
-          const cell = h("div", "mw-cell");
-          cell.dataset.row = String(i);
-          cell.dataset.col = String(j);
-          cell.tabIndex = -1;
-          cell.setAttribute("role", "gridcell");
+          const cell = gridCell({ row: i, col: j });
           cells.push(cell);
           frag.appendChild(cell);
         }

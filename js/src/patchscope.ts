@@ -8,7 +8,7 @@
  * Static copies read `decoded_cache`. All text goes in through textContent.
  */
 
-import { clear, closest, displayToken, h, setText, style } from "./lib/dom";
+import { clear, closest, displayToken, gridCell, h, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
 import { CSS } from "./lib/patchscope.css";
@@ -95,11 +95,7 @@ function render({ model, el }: RenderProps): Cleanup {
       const lab = h("div", "mw-row-label", l === nl ? `L${l} (out)` : `L${l}`);
       frag.appendChild(lab);
       for (let p = 0; p < cols; p++) {
-        const c = h("div", "mw-cell");
-        c.dataset.layer = String(l);
-        c.dataset.position = String(p);
-        c.tabIndex = -1;
-        c.setAttribute("role", "gridcell");
+        const c = gridCell({ layer: l, position: p });
         c.setAttribute("aria-label", `layer ${l}, position ${p}`);
         cells.push(c);
         frag.appendChild(c);

@@ -31,6 +31,16 @@ export function closest<E extends Element = HTMLElement>(t: EventTarget | null, 
   return t instanceof Element ? (t.closest(selector) as E | null) : null;
 }
 
+/** A heatmap cell `<div class="mw-cell" role="gridcell">` with `data` as its data-* attributes,
+ * reached by Tab only when `tabbable` (the arrow keys move between cells). */
+export function gridCell(data: Record<string, number>, tabbable = false): HTMLDivElement {
+  const cell = h("div", "mw-cell");
+  for (const [k, v] of Object.entries(data)) cell.dataset[k] = String(v);
+  cell.tabIndex = tabbable ? 0 : -1;
+  cell.setAttribute("role", "gridcell");
+  return cell;
+}
+
 export function append(el: Node, children: Child[]): void {
   for (const c of children) {
     if (c == null || c === false) continue;
