@@ -10,6 +10,7 @@
  * it; shift/ctrl-click several and "group" them into a supernode, or take a suggested grouping.
  */
 
+import { addCodePanel } from "./lib/code_panel";
 import { css, fmt, paletteOf, WHITE, type RGB } from "./lib/colour";
 import { CSS } from "./lib/circuit_graph.css";
 import { button, clear, closest, control, escapeToken, h, setOptions, setText, style } from "./lib/dom";
@@ -137,6 +138,7 @@ function render({ model, el }: RenderProps): Cleanup {
   const panel = h("div", "mw-node-panel");
   const root = h("div", "mw-circuit-graph", [style(CSS), header, staticNote, errBox.el, h("div", "mw-body", [graphEl, panel])]);
   el.appendChild(root);
+  const code = addCodePanel(model, header, root);
 
   // ---------------------------------------------------------------- state
   let g: Graph | null = null;
@@ -978,6 +980,7 @@ function render({ model, el }: RenderProps): Cleanup {
     faithSeq++;
     nodeSeq++;
     ro?.disconnect();
+    code.dispose();
     dispose();
     root.remove();
   };

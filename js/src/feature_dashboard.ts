@@ -13,6 +13,7 @@
  */
 
 import { css, fmt, paletteOf, textColour } from "./lib/colour";
+import { addCodePanel } from "./lib/code_panel";
 import { button, clear, closest, control, displayToken, escapeToken, fillToken, h, setOptions, setText, style } from "./lib/dom";
 import { CSS } from "./lib/feature_dashboard.css";
 import { listeners } from "./lib/listeners";
@@ -132,6 +133,7 @@ function render({ model, el }: RenderProps): Cleanup {
     tip.el,
   ]);
   el.appendChild(root);
+  const code = addCodePanel(model, root.querySelector(".mw-header") as HTMLElement, root);
 
   const isStatic = () => model.get("static") === true;
   let localError = "";
@@ -463,6 +465,7 @@ function render({ model, el }: RenderProps): Cleanup {
   renderAI();
 
   return () => {
+    code.dispose();
     dispose();
     el.removeChild(root);
   };

@@ -8,6 +8,7 @@
  * Static copies read `decoded_cache`. All text goes in through textContent.
  */
 
+import { addCodePanel } from "./lib/code_panel";
 import { clear, closest, displayToken, gridCell, h, setText, style } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -61,6 +62,7 @@ function render({ model, el }: RenderProps): Cleanup {
     h("div", "mw-body", [h("div", "mw-grid-wrap", [gridEl]), panel]),
   ]);
   el.appendChild(root);
+  const code = addCodePanel(model, header, root);
 
   // ---------------------------------------------------------------- state
   let cells: HTMLElement[] = [];
@@ -260,6 +262,7 @@ function render({ model, el }: RenderProps): Cleanup {
 
   return () => {
     seq++;
+    code.dispose();
     dispose();
     root.remove();
   };

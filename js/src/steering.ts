@@ -9,6 +9,7 @@
  */
 
 import { fmt } from "./lib/colour";
+import { addCodePanel } from "./lib/code_panel";
 import { button, clear, control, displayToken, escapeToken, h, setOptions, setText, style, svg } from "./lib/dom";
 import { listeners } from "./lib/listeners";
 import type { Cleanup, RenderProps } from "./lib/model";
@@ -85,6 +86,7 @@ function render({ model, el }: RenderProps): Cleanup {
     plotWrap,
   ]);
   el.appendChild(root);
+  const code = addCodePanel(model, root.querySelector(".mw-controls") as HTMLElement, root);
 
   let localError = "";
   const isStatic = () => model.get("static") === true;
@@ -262,6 +264,7 @@ function render({ model, el }: RenderProps): Cleanup {
   renderPlot();
 
   return () => {
+    code.dispose();
     dispose();
     root.remove();
   };
