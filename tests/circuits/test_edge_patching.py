@@ -57,7 +57,7 @@ def test_bad_edges_raise_before_any_forward(small_gpt2):
 
 
 def test_a_sandwich_norm_family_is_refused_by_name(bpe_tokenizer):
-    # other families run (tests/circuits/test_families.py); Gemma 2's post-attention norm makes a
+    # other families run (tests/circuits/test_circuit_families.py); Gemma 2's post-attention norm makes a
     # head's write to the stream non-additive, so its edges are undefined
     from _families import _family_model
 
