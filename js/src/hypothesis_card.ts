@@ -27,6 +27,8 @@ export interface CounterexampleRow {
   kind: string;
   context: string;
   activation: number;
+  /** a gradient-guided counterexample's token edit ("position 3: ' apple' -> ' stone'"), else "" */
+  edit: string;
 }
 
 /** A number from a trait; null (Python's NaN/inf sent as JSON null) stays NaN, not 0. */
@@ -53,7 +55,7 @@ export function asCounterexamples(x: unknown): CounterexampleRow[] {
   if (!Array.isArray(x)) return [];
   return x.map((r) => {
     const o = obj(r);
-    return { test: str(o.test), kind: str(o.kind), context: str(o.context), activation: num(o.activation) };
+    return { test: str(o.test), kind: str(o.kind), context: str(o.context), activation: num(o.activation), edit: str(o.edit) };
   });
 }
 
@@ -120,9 +122,9 @@ function render({ model, el }: RenderProps): Cleanup {
     clear(list);
     if (shown.length === 0) list.appendChild(h("div", "mw-ce-none", "none"));
     for (const c of shown) {
-      list.appendChild(
-        h("div", "mw-ce", [h("span", "mw-ce-kind", c.kind), h("span", "mw-ce-context", displayToken(c.context)), h("span", "mw-ce-value", fmt(c.activation))]),
-      );
+      const row = h("div", "mw-ce", [h("span", "mw-ce-kind", c.kind), h("span", "mw-ce-context", displayToken(c.context)), h("span", "mw-ce-value", fmt(c.activation))]);
+      if (c.edit) row.appendChild(h("span", "mw-ce-edit", displayToken(c.edit)));
+      list.appendChild(row);
     }
   }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import widget, { asTests, fmt } from "../src/hypothesis_card";
 const { render } = widget;
 import { staticModel } from "../src/lib/static_model";
-import { click, liveModel, mountView, texts } from "./helpers";
+import { click, expectInert, liveModel, mountView, texts } from "./helpers";
 
 const HOSTILE = "<img src=x onerror=alert(1)>";
 
@@ -73,5 +73,21 @@ describe("HypothesisCard", () => {
     expect(asTests([null])[0].name).toBe("");
     expect(fmt(Number.NaN)).toBe("—");
     expect(fmt(123.4)).toBe("123");
+  });
+});
+
+describe("HypothesisCard: gradient-guided counterexamples", () => {
+  it("an edited counterexample shows its token edit, as text; corpus ones show none", () => {
+    const edited = {
+      test: "activation: detection accuracy", kind: "predicted, silent (edited)",
+      context: " stone apple table[[ river]]", activation: 0.0, edit: `position 3: ' apple' -> '${HOSTILE}'`,
+    };
+    const base = state();
+    const { root } = mount(staticModel({ ...base, counterexamples: [...(base.counterexamples as unknown[]), edited] }));
+    const edits = texts(root, ".mw-ce-edit");
+    expect(edits).toHaveLength(1);
+    expect(edits[0]).toContain(HOSTILE);
+    expect(root.querySelectorAll(".mw-ce")).toHaveLength(4);
+    expectInert(root);
   });
 });

@@ -5,7 +5,7 @@ test (figure, threshold, pass/fail), and the counterexamples of the selected tes
 Display only: the verdict is computed by ``mi_widgets.core.validation.validate``; the view sends
 no requests. Traits: ``model_name``, ``unit``, ``description``, ``passed``, ``tests`` (one dict per
 test: name, figure, threshold, direction, passed, unit), ``counterexamples`` (test, kind, context,
-activation; worst first, at most ``max_counterexamples``), ``disagreements``, ``selected_test``
+activation, edit (the token edit of a gradient-guided one, else ""); worst first, at most ``max_counterexamples``), ``disagreements``, ``selected_test``
 (row index, -1 = none; synced back from the browser).
 """
 
@@ -57,7 +57,7 @@ class HypothesisCard(MIWidget):
         self._result = verdict
         super().__init__(**kwargs)
         ces = [
-            {"test": t.name, "kind": c.kind, "context": c.context, "activation": _num(c.activation)}
+            {"test": t.name, "kind": c.kind, "context": c.context, "activation": _num(c.activation), "edit": c.edit}
             for t in verdict.tests
             for c in t.counterexamples
         ][:max_counterexamples]
