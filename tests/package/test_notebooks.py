@@ -29,6 +29,20 @@ CLAIMS: dict[str, list[tuple[str, str, str, object]]] = {
             lambda v: v["clean"] >= 0.95 and v["splice"] >= 0.9 and v["zero"] <= 0.05,
         ),
     ],
+    "06_validation.ipynb": [
+        (
+            "the illusion check flags zoo:illusion's u and not the true direction",
+            'checks = {name: mw.illusion_check(illusion, classes, 0, directions[name]',
+            "print(json.dumps(OUT))",
+            lambda v: v == {"u": True, "true": False},
+        ),
+        (
+            "scrubbing with the names keeps the IOI behaviour; with the template it is lost",
+            'scrub = {"names": mw.causal_scrub(circuit, prompts, metric, names)',
+            "print(json.dumps(OUT))",
+            lambda v: v["names"] >= 0.9 and v["template"] <= 0.3,
+        ),
+    ],
     "02_description.ipynb": [
         (
             "the final position decodes to ' Paris' from source layer 1 on (same-layer patchscope)",
