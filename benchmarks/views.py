@@ -14,6 +14,26 @@ Timed with benchmarks/_harness.py (one warm-up each, interleaved repeats, median
 - ``floor``: what any exact lens must do: the forward keeping every residual, then for each
   other row final norm + unembedding + log-softmax + top-k over all positions. Target: the lens
   within 1.15× of it.
+- ``vocab=``: ``logit_lens(..., vocab=V)`` with |V| = 1,000 random ids (``--vocab-size``), its own
+  row: only those rows of W_U per lens row.
+- peers (at P = 64, ``--peer-sizes``; each only when its venv exists, the section says which
+  ran): TransformerLens 4 (``$TL_VENV``, default ``/tmp/tl-venv``): ``TransformerBridge`` in
+  compatibility mode, ``cache.accumulated_resid(apply_ln=True) @ W_U + b_U``, log-softmax, top-5;
+  nnterp (``$NNTERP_VENV``, default ``/tmp/nnterp-venv``): ``StandardizedTransformer`` and
+  ``nnterp.interventions.logit_lens`` (last position only). Each builds the same saved random
+  model once in a worker process and times itself; agreement: max |Δ| of top-1 probabilities.
+  The venvs::
+
+      python -m venv /tmp/tl-venv
+      echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/tl-venv/lib/python3.11/site-packages/_main.pth
+      /tmp/tl-venv/bin/pip install transformer_lens
+      python -m venv /tmp/nnterp-venv
+      /tmp/nnterp-venv/bin/pip install torch==2.13.0 && /tmp/nnterp-venv/bin/pip install nnterp
+      /tmp/nnterp-venv/bin/pip install nnsight==0.7.0
+
+  (nnterp 1.3.0, the newest on PyPI, declares ``nnsight>=0.6`` but imports
+  ``nnsight.intervention.tracing``, which nnsight 0.8 no longer has: with nnsight 0.8.1 it fails
+  at import; with 0.7.0 and transformers 5 it runs.)
 
 Attention bytes (``## views: attention bytes``): the same model, a prompt of 256 random tokens,
 layer 0's 12 heads. Bytes that reach the browser before an ``AttentionPatterns`` view paints
@@ -87,7 +107,128 @@ def floor(hf, ids: torch.Tensor, k: int = 5) -> None:
             torch.topk(torch.log_softmax(hf.lm_head(hf.transformer.ln_f(h))[0], -1), k, -1)
 
 
+TL_VENV = Path(os.environ.get("TL_VENV", "/tmp/tl-venv"))
+NNTERP_VENV = Path(os.environ.get("NNTERP_VENV", "/tmp/nnterp-venv"))
+
+# Peer workers: one process per venv builds its model once from the saved random weights, warms
+# up, then answers each request ("P64") with its own timing and the top-1 probabilities it got.
+_PEER_HEAD = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+data = torch.load(args["data"])
+d = args["model_dir"]
+"""
+
+# TransformerLens 4: the bridge over the same HF model, in compatibility mode (HookedTransformer's
+# weight processing, which its logit-lens docs ask for), then the documented idiom
+# `cache.accumulated_resid(apply_ln=True) @ W_U` (+ b_U), softmax and top-k over every position.
+TL_LENS_WORKER = _PEER_HEAD + r"""
+from importlib.metadata import version
+from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformer_lens.model_bridge import TransformerBridge
+hf = GPT2LMHeadModel.from_pretrained(d, attn_implementation="eager").eval()
+model = TransformerBridge.boot_transformers(d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d))
+model.enable_compatibility_mode(disable_warnings=True)
+model.eval()
+b_U = getattr(model, "b_U", None)
+print(json.dumps({"version": "transformer_lens " + version("transformer_lens")}), flush=True)
+for line in sys.stdin:
+    ids = data[line.strip()]["ids"]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids)
+        resid = cache.accumulated_resid(apply_ln=True)  # [layers + 1, batch, pos, d_model]
+        logits = resid @ model.W_U
+        if b_U is not None:
+            logits = logits + b_U
+        top = torch.topk(torch.log_softmax(logits, -1), 5, dim=-1)
+    dt = time.perf_counter() - t0
+    print(json.dumps({"seconds": dt, "top1": top.values[:, 0, :, 0].exp().tolist()}), flush=True)
+"""
+
+# nnterp: StandardizedTransformer over the saved model and `nnterp.interventions.logit_lens`, as
+# its docs show: next-token probabilities of every layer at the last position, full vocabulary.
+NNTERP_LENS_WORKER = _PEER_HEAD + r"""
+from importlib.metadata import version
+from nnterp import StandardizedTransformer
+from nnterp.interventions import logit_lens
+model = StandardizedTransformer(d, attn_implementation="eager", dtype=torch.float32)
+model.tokenizer.pad_token = model.tokenizer.unk_token  # nnsight pads its batch; one prompt, no pad
+print(json.dumps({"version": "nnterp " + version("nnterp") + ", nnsight " + version("nnsight")
+                  + ", transformers " + version("transformers")}), flush=True)
+for line in sys.stdin:
+    text = data[line.strip()]["text"]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        probs = logit_lens(model, [text])  # [batch, layers, vocab]
+        top1 = probs[0].float().max(-1).values
+    dt = time.perf_counter() - t0
+    print(json.dumps({"seconds": dt, "top1": top1.tolist()}), flush=True)
+"""
+
+
+class PeerWorker:
+    """A peer library in its own venv: model built once, one lens per request, self-timed."""
+
+    def __init__(self, venv: Path, code: str, model_dir: str, data: str, threads: int):
+        import json
+        import subprocess
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        args = json.dumps({"model_dir": model_dir, "data": data, "threads": threads})
+        self.proc = subprocess.Popen(
+            [str(venv / "bin" / "python"), "-c", code, args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(self.proc.stderr.read()[-3000:])  # type: ignore[union-attr]
+        self.version = json.loads(line)["version"]
+
+    def __call__(self, key: str):
+        import json
+
+        from _harness import Measured
+
+        self.proc.stdin.write(key + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(self.proc.stderr.read()[-3000:])  # type: ignore[union-attr]
+        r = json.loads(line)
+        return Measured(r["seconds"], torch.tensor(r["top1"]))
+
+    def close(self) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(timeout=60)
+
+
+def _start_peers(args: argparse.Namespace, hf, tok, items: dict, d: str) -> dict:
+    """``{name: PeerWorker or why it did not run}`` for TransformerLens and nnterp."""
+    if args.no_peers:
+        return {"TransformerLens": "not run (--no-peers)", "nnterp": "not run (--no-peers)"}
+    hf.save_pretrained(d)
+    tok.save_pretrained(d)
+    data = str(Path(d) / "data.pt")
+    torch.save(items, data)
+    peers: dict = {}
+    for name, venv, code in (("TransformerLens", TL_VENV, TL_LENS_WORKER), ("nnterp", NNTERP_VENV, NNTERP_LENS_WORKER)):
+        if not (venv / "bin" / "python").exists():
+            peers[name] = f"not run: no venv at `{venv}`"
+            continue
+        try:
+            peers[name] = PeerWorker(venv, code, d, data, 1)
+        except RuntimeError as e:
+            peers[name] = f"failed to start: `{str(e).strip().splitlines()[-1]}`"
+    return peers
+
+
 def bench_lens(args: argparse.Namespace) -> None:
+    import tempfile
+
     from _harness import Run, compare, md_table, ratio, setup
 
     setup(1)
@@ -96,32 +237,75 @@ def bench_lens(args: argparse.Namespace) -> None:
 
     hf, tok = build_model()
     model = mw.wrap(hf, tok, "gpt2-small-shape (random)")
+    n_vocab = args.vocab_size
+    items = {}
+    for p in args.sizes:
+        g = torch.Generator().manual_seed(p)
+        ids = torch.randint(1, hf.config.vocab_size, (1, p), generator=g)
+        text = " ".join(f"t{i}" for i in ids[0].tolist())
+        assert torch.equal(model.to_tokens(text), ids)
+        target = int(ids[0, -1])
+        # |V'| random ids holding the target
+        perm = torch.randperm(hf.config.vocab_size, generator=g).tolist()
+        vocab = [target] + [i for i in perm if i != target][: n_vocab - 1]
+        items[f"P{p}"] = {"ids": ids, "text": text, "target": target, "vocab": vocab}
     rows = []
-    with Run("views: logit lens") as run:
+    with tempfile.TemporaryDirectory() as d, Run("views: logit lens") as run:
+        peers = _start_peers(args, hf, tok, {k: {"ids": v["ids"], "text": v["text"]} for k, v in items.items()}, d)
         for p in args.sizes:
-            g = torch.Generator().manual_seed(p)
-            ids = torch.randint(1, hf.config.vocab_size, (1, p), generator=g)
-            text = " ".join(f"t{i}" for i in ids[0].tolist())
-            assert torch.equal(model.to_tokens(text), ids)
-            target = int(ids[0, -1])
-            t = compare(
-                {
-                    "forward": partial(forward, hf, ids),
-                    "lens": partial(logit_lens, model, text, k=5, target=target),
-                    "by_hand": partial(by_hand, hf, ids),
-                    "floor": partial(floor, hf, ids),
-                },
-                repeats=args.repeats,
-                warmup=1,
-            )
-            rows.append((p, t))
-            print(f"P={p}: " + ", ".join(f"{k} {v.cell('ms')} ms" for k, v in t.items()), flush=True)
+            it = items[f"P{p}"]
+            ids, text, target = it["ids"], it["text"], it["target"]
+            fns = {
+                "forward": partial(forward, hf, ids),
+                "lens": partial(logit_lens, model, text, k=5, target=target),
+                "lens_vocab": partial(logit_lens, model, text, k=5, target=target, vocab=it["vocab"]),
+                "by_hand": partial(by_hand, hf, ids),
+                "floor": partial(floor, hf, ids),
+            }
+            if p in args.peer_sizes:
+                for name, w in peers.items():
+                    if isinstance(w, PeerWorker):
+                        fns[name] = partial(w, f"P{p}")
+            try:
+                t = compare(fns, repeats=args.repeats, warmup=1)
+            except RuntimeError as e:  # a peer died: say so, time the rest
+                bad = [n for n, w in peers.items() if isinstance(w, PeerWorker) and w.proc.poll() is not None]
+                for n in bad:
+                    peers[n] = f"the run failed at P = {p}: `{str(e).strip().splitlines()[-1]}`"
+                t = compare({k: v for k, v in fns.items() if k not in bad}, repeats=args.repeats, warmup=1)
+            ours = t["lens"].output
+            diffs = {}
+            for name in peers:
+                if name in t:
+                    theirs = t[name].output
+                    mine = ours.top_probs[:, :, 0] if theirs.ndim == 2 else ours.top_probs[1:, -1, 0]
+                    diffs[name] = float((mine - theirs).abs().max())
+            rows.append((p, t, diffs))
+            print(f"P={p}: " + ", ".join(f"{k} {v.cell('ms')} ms" for k, v in t.items()) + f"; diffs {diffs}", flush=True)
+        for w in peers.values():
+            if isinstance(w, PeerWorker):
+                w.close()
     table = []
-    for p, t in rows:
+    for p, t, _ in rows:
         table.append([p, len(t["lens"].seconds), t["forward"].cell("ms"), t["floor"].cell("ms"), t["lens"].cell("ms"),
                       t["by_hand"].cell("ms"), f"{ratio(t['lens'], t['forward']):.2f}", f"**{ratio(t['lens'], t['floor']):.2f}**",
                       f"{ratio(t['by_hand'], t['floor']):.2f}"])  # fmt: skip
-    met = all(ratio(t["lens"], t["floor"]) <= 1.15 for _, t in rows)
+    met = all(ratio(t["lens"], t["floor"]) <= 1.15 for _, t, _ in rows)
+    vocab_rows = [[p, t["lens_vocab"].cell("ms"), t["lens"].cell("ms"), t["forward"].cell("ms"),
+                   f"{ratio(t['lens_vocab'], t['lens']):.2f}", f"{ratio(t['lens_vocab'], t['forward']):.2f}"]
+                  for p, t, _ in rows]  # fmt: skip
+    peer_rows = []
+    for p, t, diffs in rows:
+        for name, what in (("TransformerLens", "every position, 13 rows"), ("nnterp", "last position only, 12 rows")):
+            if name in t:
+                peer_rows.append([p, f"{name} ({what})", t[name].cell("ms"), t["lens"].cell("ms"),
+                                  f"{ratio(t['lens'], t[name]):.2f}", f"{diffs[name]:.1e}"])  # fmt: skip
+    peer_notes = []
+    for name, w in peers.items():
+        if isinstance(w, PeerWorker):
+            peer_notes.append(f"- {name}: ran ({w.version}, in `{TL_VENV if name == 'TransformerLens' else NNTERP_VENV}`).")
+        else:
+            peer_notes.append(f"- {name}: {w}.")
     lines = [
         "Full logit lens (`logit_lens(model, text, k=5, target=...)`: embedding + 12 layers × every "
         "position; top-5, target prob/rank, KL to the final layer) on `GPT2LMHeadModel(GPT2Config())` "
@@ -136,11 +320,32 @@ def bench_lens(args: argparse.Namespace) -> None:
                   "lens / forward", "lens / floor", "by hand / floor"], table),  # fmt: skip
         "",
         f"Target: lens ≤ 1.15× its floor: {'met' if met else 'not met'} ("
-        + "; ".join(f"P = {p}: {ratio(t['lens'], t['floor']):.2f}×" for p, t in rows)
+        + "; ".join(f"P = {p}: {ratio(t['lens'], t['floor']):.2f}×" for p, t, _ in rows)
         + "). The floor itself is "
-        + " / ".join(f"{ratio(t['floor'], t['forward']):.1f}" for _, t in rows)
+        + " / ".join(f"{ratio(t['floor'], t['forward']):.1f}" for _, t, _ in rows)
         + "× one forward: 12 extra unembeddings (768 × 50257) cost more than the forward; a "
         "≤ 1.5×-a-forward lens is impossible at this vocabulary without restricting it.",
+        "",
+        f"Restricted vocabulary, timed in the same rounds: `logit_lens(..., vocab=V)` with |V| = {n_vocab:,} "
+        "random token ids (the target among them): each lens row unembeds with those rows of W_U only "
+        "and every probability is renormalised over V; the model's own forward still computes its "
+        "full logits once.",
+        "",
+        md_table(["P", f"vocab={n_vocab:,} (ms)", "full lens (ms)", "forward (ms)", "vocab / full lens",
+                  "vocab / forward"], vocab_rows),  # fmt: skip
+        "",
+        "Peers, timed in the same rounds, same model and weights, one thread, as their docs use them "
+        "(their time measured inside their own process, model built once): TransformerLens 4's "
+        "`TransformerBridge` in compatibility mode, `run_with_cache`, then "
+        "`cache.accumulated_resid(apply_ln=True) @ W_U + b_U`, log-softmax, top-5; nnterp's "
+        "`StandardizedTransformer` and `nnterp.interventions.logit_lens(model, [text])` (next-token "
+        "probabilities of each layer at the last position only, full vocabulary). |Δ top-1 p|: max "
+        "absolute difference of the top-1 probabilities against ours on the rows and positions both compute.",
+        "",
+        md_table(["P", "peer", "peer (ms)", "mw.logit_lens (ms)", "ours / peer", "max |Δ top-1 p|"], peer_rows,
+                 "rlrrrr") if peer_rows else "(no peer ran)",  # fmt: skip
+        "",
+        *peer_notes,
     ]
     body = "\n".join(lines)
     print(body)
@@ -343,6 +548,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--vocab-size", type=int, default=1000, help="|V'| of the vocab= row (lens section)")
+    ap.add_argument("--peer-sizes", type=int, nargs="*", default=[64], help="sizes P the peers run at (lens section)")
+    ap.add_argument("--no-peers", action="store_true", help="skip TransformerLens and nnterp (lens section)")
     ap.add_argument("--only", choices=["lens", "attention", "paint"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
