@@ -136,12 +136,25 @@ def logit_lens_code(view: Any) -> str:
         "# each row through the final norm and the unembedding (the logit lens)",
         "norm, unembed = model.hf." + model.arch.final_norm + ", model.hf." + model.arch.unembed,
         "top_probs, top_ids = [], []",
+    ]
+    vocab = getattr(r, "vocab_ids", None)
+    if vocab is not None:
+        lines += [
+            f"vocab = torch.tensor({[int(i) for i in vocab]})  # the restriction: only these rows of W_U",
+            "W = unembed.weight[vocab]",
+            "b = unembed.bias[vocab] if getattr(unembed, 'bias', None) is not None else 0.0",
+        ]
+    lines += [
         "with torch.no_grad():",
         "    for x in resids:",
-        "        probs = torch.softmax(unembed(norm(x[0])).float(), -1)  # [T, vocab]",
+        (
+            "        probs = torch.softmax(unembed(norm(x[0])).float(), -1)  # [T, vocab]"
+            if vocab is None
+            else "        probs = torch.softmax((norm(x[0]) @ W.T + b).float(), -1)  # [T, len(vocab)], renormalised over it"
+        ),
         "        p, i = probs.max(-1)",
         "        top_probs.append(p)",
-        "        top_ids.append(i)",
+        "        top_ids.append(i)" if vocab is None else "        top_ids.append(vocab[i])",
         f"top_probs = torch.stack(top_probs)  # [rows, T]: rows {list(r.layer_names)}",
         "top_ids = torch.stack(top_ids)  # each cell's top-1 token",
         "print([[model.tokenizer.decode([int(i)]) for i in row] for row in top_ids])",

@@ -136,6 +136,8 @@ class LogitLens(ShowsCode, MIWidget):
                 k=self._result.k if hasattr(self, "_result") else 5,
                 target=target_id,
                 lens=self._tuned if lens == "tuned" else None,
+                # a view of a restricted lens keeps its restriction when it recomputes
+                vocab=getattr(self._result, "vocab_ids", None) if hasattr(self, "_result") else None,
             )
         return self._cache[key]
 

@@ -43,7 +43,7 @@ CORRUPT = "The Senso Temple is in"
 IOI = "When Mary and John went to the store, John gave a drink to"
 
 # what each program's last lines name: the numbers its view draws
-NAMES = {"tokens": ["values"], "lens": ["top_probs", "top_ids"], "attn": ["pattern"],
+NAMES = {"tokens": ["values"], "lens": ["top_probs", "top_ids"], "lens_vocab": ["top_probs", "top_ids"], "attn": ["pattern"],
          "grid": ["grid"], "ablation": ["effect"], "probe": ["scores", "accuracy"],
          "steer": ["values"], "scope": ["first_probs"], "features": ["max_act", "frequency"],
          "ig": ["values"], "gxi": ["values"], "circuit": ["scores"]}
@@ -92,6 +92,7 @@ def views(tiny):
     return {
         "tokens": TokenActivations(tiny, [CLEAN, "The Colosseum is in"], "mlp_post", 1, unit=7),
         "lens": mw.logit_lens(tiny, CLEAN, k=3).widget(),
+        "lens_vocab": mw.logit_lens(tiny, CLEAN, k=3, vocab=[" Paris", " Rome", " London", " the", " is"]).widget(),
         "attn": attn,
         "grid": mw.activation_patching(tiny, CLEAN, CORRUPT, mw.logit_diff(" Paris", " Tokyo"),
                                        positions="each", progress=False).widget(),
@@ -146,6 +147,16 @@ def test_logit_lens_code_gives_every_cell(views, ran):
     r = views["lens"].result
     close(ran[1]["lens"]["top_probs"], r.top_probs[..., 0])
     assert ran[1]["lens"]["top_ids"] == r.top_ids[..., 0].tolist()
+
+
+def test_restricted_logit_lens_code_gives_every_cell_and_the_view_keeps_the_restriction(views, ran):
+    w = views["lens_vocab"]
+    r = w.result
+    close(ran[1]["lens_vocab"]["top_probs"], r.top_probs[..., 0])
+    assert ran[1]["lens_vocab"]["top_ids"] == r.top_ids[..., 0].tolist()
+    assert "vocab = torch.tensor(" in ran[0]["lens_vocab"]
+    w.set_target(" Rome")  # recomputed: still over the five tokens
+    assert w.result.vocab_ids == r.vocab_ids and set(w.result.top_ids.flatten().tolist()) <= set(r.vocab_ids)
 
 
 def test_attention_code_gives_the_selected_heads_pattern(views, ran):
