@@ -222,14 +222,18 @@ class Notebook:
         n = self.page.evaluate("path => window.__mw.tagCells(path)", self.path)
         return [self.page.evaluate("([path, i]) => window.__mw.outputs(path, i)", [self.path, i]) for i in range(n)]
 
-    def widget_outputs(self, timeout_s: float = 60) -> list[dict]:
-        """The widget outputs (``{cell, output, modelId, root}``) once each has rendered an
-        ``mw-`` root element, or as they are after ``timeout_s``."""
-        fn = "path => window.__mw.widgetOutputs(path).every(w => w.root !== null)"
-        try:
-            self.page.wait_for_function(fn, arg=self.path, timeout=timeout_s * 1000, polling=250)
-        except Exception:  # noqa: BLE001 - the caller asserts on what is there
-            pass
+    def widget_outputs(self, rendered: list[str] | None = None, timeout_s: float = 60) -> list[dict]:
+        """The widget outputs (``{cell, output, modelId, root}``); with ``rendered`` (model ids),
+        once each of those has rendered an ``mw-`` root element, or as they are after ``timeout_s``."""
+        if rendered:
+            fn = (
+                "([path, ids]) => window.__mw.widgetOutputs(path)"
+                ".every(w => !ids.includes(w.modelId) || w.root !== null)"
+            )
+            try:
+                self.page.wait_for_function(fn, arg=[self.path, rendered], timeout=timeout_s * 1000, polling=250)
+            except Exception:  # noqa: BLE001 - the caller asserts on what is there
+                pass
         return self.page.evaluate("path => window.__mw.widgetOutputs(path)", self.path)
 
     def close(self, timeout_s: float = 60) -> None:

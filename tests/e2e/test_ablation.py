@@ -14,52 +14,43 @@ import re
 import time
 
 import pytest
-from _browser import report
+from _browser import has_class, hover_tooltip, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
-SELECTED = re.compile(r"(^|\s)mw-selected(\s|$)")
+SELECTED = has_class("mw-selected")
 
-
-@pytest.fixture(scope="module")
-def nb(lab):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.widgets.ablation import Ablation\n"
-        'ioi = mw.load("zoo:ioi")\n'
-        'gt = mw.zoo.ground_truth("ioi")["components"]\n'
-        'prompt = "When Mary and John went to the store, John gave a drink to"\n'
-        "heads = [f'{l}.{h}' for l in range(ioi.n_layers) for h in range(ioi.n_heads)]\n"
-        'r = mw.ablate(ioi, [prompt], mw.logit_diff(" Mary", " John"), heads, kind="zero",\n'
-        "              separately=True, progress=False)\n"
-        "w = Ablation.from_result(r, k=5)\n"
-        "w"
-    )
-    return lab.run_notebook("ablation.ipynb", [cell0])
+nb = view_notebook("ablation.ipynb", """
+import mi_widgets as mw
+from mi_widgets.widgets.ablation import Ablation
+ioi = mw.load("zoo:ioi")
+gt = mw.zoo.ground_truth("ioi")["components"]
+prompt = "When Mary and John went to the store, John gave a drink to"
+heads = [f'{l}.{h}' for l in range(ioi.n_layers) for h in range(ioi.n_heads)]
+r = mw.ablate(ioi, [prompt], mw.logit_diff(" Mary", " John"), heads, kind="zero",
+              separately=True, progress=False)
+w = Ablation.from_result(r, k=5)
+w
+""")
 
 
 def view(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-ablation").first
-    root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
+    return nb.view(".mw-ablation", ready=".mw-cell")
 
 
 def effect_of(root, layer: int, head: int) -> float:
     cell = root.locator(f'.mw-cell[data-layer="{layer}"][data-head="{head}"]')
-    cell.hover()
-    tip = root.locator(".mw-tooltip")
-    expect(tip).to_be_visible()
-    expect(tip.locator(".mw-tt-label")).to_have_text(f"{layer}.{head}")
+    tip = hover_tooltip(root, cell, f"{layer}.{head}")
     m = re.search(r"effect (\S+)", tip.locator(".mw-tt-value").text_content() or "")
     assert m, tip.text_content()
     return float(m.group(1))
 
 
 def test_heatmap_shows_the_planted_circuit_and_clicking_the_name_mover_shows_its_topk(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = view(nb)
     gt = nb.py_json("gt")
     expect(root.locator(".mw-cell")).to_have_count(12)
@@ -111,10 +102,12 @@ def test_selection_set_from_python_updates_the_view(nb):
     rows = root.locator('.mw-topk-list[data-run="ablated"] .mw-topk-row .mw-tok')
     expect(rows).to_have_count(5, timeout=30_000)
     assert rows.all_text_contents() == [t["token"] for t in nb.py_json('w.panel["ablated_topk"]')]
-    # an invalid selection from Python is reverted and reported in the view
-    nb.py('w.selected_component = "7.7"')
-    expect(root.locator(".mw-error")).to_contain_text("'7.7' is not in this ablation", timeout=30_000)
+    # an invalid selection from Python is refused (TraitError naming the trait); the view keeps 1.2
+    nb.py('try:\n    w.selected_component = "7.7"\n    err = ""\nexcept Exception as e:\n    err = f"{type(e).__name__}: {e}"')
+    err = nb.py_json("err")
+    assert err.startswith("TraitError") and "selected_component" in err and "7.7" in err, err
     assert nb.py_json("w.selected_component") == "1.2"
+    expect(root.locator(".mw-panel-title")).to_have_text("zero ablation of 1.2")
     assert not nb.lab.page_errors, nb.lab.page_errors
 
 
@@ -139,10 +132,7 @@ def test_static_export_bars_with_hostile_prompts(nb, tmp_path, capsys):
     order = nb.py_json("[wb.components[i] for i in wb.effects().abs().argsort(descending=True).tolist()]")
     py = nb.py_json(f"wb.component_panel({order[0]!r}, 0)")
     report(capsys, f"static export {path.stat().st_size} bytes; bars {order}")
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-ablation")
+    with static_view(nb.page.context, path, ".mw-ablation") as root:
         expect(root.locator(".mw-bar-row .mw-bar-label")).to_have_text(order)
         expect(root.locator(".mw-status")).to_have_text("static")
         expect(root.locator("select.mw-prompt option")).to_have_text([f"{i}: {p}" for i, p in enumerate(HOSTILE_PROMPTS)])
@@ -154,7 +144,4 @@ def test_static_export_bars_with_hostile_prompts(nb, tmp_path, capsys):
         expect(root.locator(".mw-panel-prompt")).to_contain_text(HOSTILE_PROMPTS[0].replace('"', '\\"'))
         root.locator("select.mw-prompt").select_option("1")
         expect(root.locator('.mw-topk-list[data-run="ablated"] .mw-note')).to_contain_text("not precomputed")
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-        assert page.locator("img").count() == 0
-    finally:
-        page.close()
+        assert root.page.locator("img").count() == 0

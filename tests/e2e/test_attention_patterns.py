@@ -9,47 +9,36 @@ words each half). DOM hooks: docs/widget_protocol.md ("AttentionPatterns").
 from __future__ import annotations
 
 import importlib.util
-import re
 import time
 from pathlib import Path
 
 import pytest
-from _browser import HOSTILE_TOKENS, display_token, report
+from _browser import HOSTILE_TOKENS, display_token, has_class, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def nb(lab):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.core.description.attention import repeated_tokens\n"
-        "from mi_widgets.widgets.attention_patterns import AttentionPatterns\n"
-        'm = mw.load("zoo:induction")\n'
-        "ids = repeated_tokens(m, n=1, seq_len=15, seed=3)[0]\n"
-        "w = AttentionPatterns(m, m.tokenizer.decode(ids[1:]))\n"
-        "w"
-    )
-    return lab.run_notebook("attention_patterns.ipynb", [cell0])
+nb = view_notebook("attention_patterns.ipynb", """
+import mi_widgets as mw
+from mi_widgets.core.description.attention import repeated_tokens
+from mi_widgets.widgets.attention_patterns import AttentionPatterns
+m = mw.load("zoo:induction")
+ids = repeated_tokens(m, n=1, seq_len=15, seed=3)[0]
+w = AttentionPatterns(m, m.tokenizer.decode(ids[1:]))
+w
+""")
 
 
 def view(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-attention-patterns").first
-    root.locator(".mw-head").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
-
-def has_class(name: str) -> re.Pattern:
-    return re.compile(rf"(^|\s){name}(\s|$)")
-
+    return nb.view(".mw-attention-patterns", ready=".mw-head")
 
 
 def test_sort_by_induction_click_head_hover_token(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = view(nb)
     heads = root.locator(".mw-head")
     expect(heads).to_have_count(8)
@@ -105,7 +94,7 @@ def test_sort_by_induction_click_head_hover_token(nb, capsys):
     root.locator('.mw-strip .mw-token[data-pos="20"]').hover()
     expect(root.locator('.mw-strip .mw-token[data-pos="19"]')).to_have_attribute("data-from", "1.000")
     expect(root.locator(".mw-status")).to_have_attribute("data-status", "ready")
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_static_export_hostile_tokens(browser, tmp_path):
@@ -126,10 +115,7 @@ def test_static_export_hostile_tokens(browser, tmp_path):
     res = AttentionResult("hostile", "".join(toks), toks, list(range(t)), pats, score_patterns(pats, list(range(t))))
     path = tmp_path / "attention.html"
     res.widget(selected_head="0.0", sort_by="previous_token").to_html(path)
-    page = browser.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-attention-patterns")
+    with static_view(browser, path, ".mw-attention-patterns") as root:
         expect(root.locator(".mw-head")).to_have_count(3)
         expect(root.locator(".mw-head").first.locator(".mw-head-label")).to_have_text("0.0")
         shown = [display_token(x) for x in toks]
@@ -141,9 +127,6 @@ def test_static_export_hostile_tokens(browser, tmp_path):
         root.locator('.mw-head[data-head="1"]').click()
         expect(root.locator(".mw-note")).to_contain_text("not in this static export")
         expect(root.locator(".mw-status")).to_have_text("static")
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()
 
 
 def test_token_activations_1024_first_paint(browser, tiny, capsys):

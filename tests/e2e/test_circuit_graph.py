@@ -9,12 +9,13 @@ slider's redraw. DOM hooks: docs/widget_protocol.md ("CircuitGraph").
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
-from _browser import report
+from _browser import has_class, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -63,19 +64,14 @@ big
 """
 
 
-@pytest.fixture(scope="module")
-def nb(lab):
-    return lab.run_notebook("circuit_graph.ipynb", [CELL0.replace("{model}", 'mw.load("zoo:ioi")'), CELL1])
+nb = view_notebook("circuit_graph.ipynb", CELL0.replace("{model}", 'mw.load("zoo:ioi")'), CELL1)
 
 
 def graph_root(nb, cell: int = 0):
-    root = nb.cell(cell).locator(".jp-OutputArea .mw-circuit-graph").first
-    root.locator(".mw-node").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
+    return nb.view(".mw-circuit-graph", ready=".mw-node", cell=cell)
 
 
 def test_slider_prunes_in_the_browser_and_faithfulness_comes_back(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = graph_root(nb)
     E, shown = nb.py_json("[w.n_edges, w.n_edges_shown]")
     assert shown == nb.py_json("int(c.in_circuit.sum())")
@@ -120,7 +116,7 @@ def test_click_a_head_opens_its_panel_with_attention(nb, capsys):
     want = nb.py_json(f"[e for e, _ in w.node_edges({head!r})['in']]")
     got = root.locator('.mw-edge-list[data-dir="in"] .mw-edge-row').evaluate_all("els => els.map(e => Number(e.dataset.edge))")
     assert got == want
-    expect(root.locator(f'.mw-node[data-node="{head}"]')).to_have_class(re.compile(r"(^|\s)mw-selected(\s|$)"))
+    expect(root.locator(f'.mw-node[data-node="{head}"]')).to_have_class(has_class("mw-selected"))
 
     # Python moves the selection; the view follows
     nb.py("w.selected_node = 'm1'")
@@ -132,7 +128,7 @@ def test_click_a_head_opens_its_panel_with_attention(nb, capsys):
     sup = root.locator(".mw-node.mw-group")
     expect(sup).to_have_text("<img src=x onerror=window.__pwned=1> (3)")
     assert root.locator(".mw-graph img").count() == 0
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
     nb.py("w.groups = []")
     expect(sup).to_have_count(0)
 
@@ -159,7 +155,7 @@ def test_drag_pins_a_node_and_shift_click_groups(nb):
     # the node's centre follows the pointer; pinned is a fraction of the graph (inside its 1px border)
     assert fx * (graph["width"] - 2) == pytest.approx(x + dx - graph["x"] - 1, abs=3)
     assert fy * (graph["height"] - 2) == pytest.approx(y + dy - graph["y"] - 1, abs=3)
-    expect(node).to_have_class(re.compile(r"(^|\s)mw-pinned(\s|$)"))
+    expect(node).to_have_class(has_class("mw-pinned"))
     assert nb.py_json("w.selected_node") == ""  # a drag is not a click
 
     visible = root.locator(".mw-node:not([hidden]):not(.mw-group)").evaluate_all("els => els.map(e => e.dataset.node)")
@@ -195,10 +191,7 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
     path = tmp_path / "circuit.html"
     nb.py(f"w.n_edges_shown = 25; w.selected_node = ''; w.to_html({str(path)!r})")
     cached = nb.py_json("sorted(w._static_extra(512)['node_cache'])")
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-circuit-graph")
+    with static_view(nb.page.context, path, ".mw-circuit-graph") as root:
         expect(root).to_have_attribute("data-drawn-edges", "25")
         expect(root.locator(".mw-static-note")).to_be_visible()
         expect(root.locator(".mw-faith")).to_have_attribute("data-state", "static")
@@ -211,6 +204,3 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
         miss = next(n for n in nb.py_json("w.nodes") if n.startswith("a") and n not in cached)
         root.locator(f'.mw-node[data-node="{miss}"]').click()
         expect(root.locator(".mw-attn .mw-note")).to_contain_text("not precomputed")
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()

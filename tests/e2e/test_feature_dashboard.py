@@ -16,38 +16,33 @@ import pytest
 from _browser import report
 from playwright.sync_api import expect
 
+from ._notebook import view_notebook
+
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import torch\n"
-        "import mi_widgets as mw\n"
-        "from mi_widgets.core.decomposition.features import LinearDictionary, default_texts\n"
-        "from mi_widgets.widgets.feature_dashboard import FeatureDashboard\n"
-        "from mi_widgets.zoo.corpus import CITIES\n"
-        f"m = {model_expr}\n"
-        "texts = default_texts(64)\n"
-        "city = LinearDictionary.from_token_classes(m, texts[:32], {'city': {' ' + c for c in CITIES}},\n"
-        "                                           site='resid_pre', layer=0)\n"
-        "g = torch.Generator().manual_seed(0)\n"
-        "rand = torch.nn.functional.normalize(torch.randn(4, m.d_model, generator=g), dim=1)\n"
-        "sae = LinearDictionary(torch.cat([city.W_enc, rand.T], 1), torch.cat([city.b_enc, torch.zeros(4)]),\n"
-        "                       torch.cat([city.W_dec, rand]), site='resid_pre', layer=0)\n"
-        "w = FeatureDashboard(m, sae, texts, explanations={0: 'city names'}, batch_size=8, k=5)\n"
-        "w"
-    )
-    return lab.run_notebook("feature_dashboard.ipynb", [cell0])
-
+nb = view_notebook("feature_dashboard.ipynb", """
+import torch
+import mi_widgets as mw
+from mi_widgets.core.decomposition.features import LinearDictionary, default_texts
+from mi_widgets.widgets.feature_dashboard import FeatureDashboard
+from mi_widgets.zoo.corpus import CITIES
+m = {model}
+texts = default_texts(64)
+city = LinearDictionary.from_token_classes(m, texts[:32], {'city': {' ' + c for c in CITIES}},
+                                           site='resid_pre', layer=0)
+g = torch.Generator().manual_seed(0)
+rand = torch.nn.functional.normalize(torch.randn(4, m.d_model, generator=g), dim=1)
+sae = LinearDictionary(torch.cat([city.W_enc, rand.T], 1), torch.cat([city.b_enc, torch.zeros(4)]),
+                       torch.cat([city.W_dec, rand]), site='resid_pre', layer=0)
+w = FeatureDashboard(m, sae, texts, explanations={0: 'city names'}, batch_size=8, k=5)
+w
+""")
 
 
 def test_select_feature_see_examples_press_steer(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
-    root = nb.cell(0).locator(".jp-OutputArea .mw-feature-dashboard").first
-    root.wait_for(state="attached", timeout=CELL_S * 1000)
+    root = nb.view(".mw-feature-dashboard")
     status = root.locator(".mw-status")
     expect(status).to_have_attribute("data-status", "ready", timeout=CELL_S * 1000)
     expect(status).to_contain_text("64/64 texts")
@@ -91,4 +86,4 @@ def test_select_feature_see_examples_press_steer(nb, capsys):
     root.locator("button.mw-ablate-btn").click()
     expect(root.locator(".mw-steer-note")).to_have_text(re.compile(r"^ablate feature 0 on"), timeout=CELL_S * 1000)
     assert nb.py_json("w.steer_result['mode']") == "ablate"
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()

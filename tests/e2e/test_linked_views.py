@@ -4,40 +4,36 @@ kernel; the views mark the linked column ``mw-linked``)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from _browser import has_class
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
-CELL_S = 120
 CLEAN = "The Eiffel Tower is in"
 CORRUPT = "The Senso Temple is in"
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cells = [
-        "import mi_widgets as mw\n"
-        "from mi_widgets.widgets.link import link\n"
-        f"m = {model_expr}\n"
-        f'toks = mw.TokenActivations(m, "{CLEAN}", site="mlp_post", layer=0)\n'
-        "toks",
-        f'lens = mw.logit_lens(m, "{CLEAN}", k=3).widget()\nlens',
-        f'grid = mw.activation_patching(m, "{CLEAN}", "{CORRUPT}", mw.logit_diff(" Paris", " Tokyo"), '
-        'positions="each", layers=[0, 1], progress=False).widget()\ngrid',
-        'ln = link(toks, lens, grid, on="position")\nln',
-    ]
-    return lab.run_notebook("linked_views.ipynb", cells)
+nb = view_notebook(
+    "linked_views.ipynb",
+    f"""
+import mi_widgets as mw
+from mi_widgets.widgets.link import link
+m = {{model}}
+toks = mw.TokenActivations(m, "{CLEAN}", site="mlp_post", layer=0)
+toks""",
+    f'lens = mw.logit_lens(m, "{CLEAN}", k=3).widget()\nlens',
+    f'grid = mw.activation_patching(m, "{CLEAN}", "{CORRUPT}", mw.logit_diff(" Paris", " Tokyo"), '
+    'positions="each", layers=[0, 1], progress=False).widget()\ngrid',
+    'ln = link(toks, lens, grid, on="position")\nln',
+)
 
 
 def test_click_a_token_highlights_its_column_in_the_lens_and_the_grid(nb):
     toks = nb.widget(0)
-    lens = nb.cell(1).locator(".jp-OutputArea .mw-logit-lens").first
-    grid = nb.cell(2).locator(".jp-OutputArea .mw-patching-grid").first
-    lens.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    grid.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
+    lens = nb.view(".mw-logit-lens", ready=".mw-cell", cell=1)
+    grid = nb.view(".mw-patching-grid", ready=".mw-cell", cell=2)
     assert lens.locator(".mw-linked").count() == 0
 
     toks.locator('.mw-token[data-index="3"]').click()
@@ -56,12 +52,12 @@ def test_click_a_token_highlights_its_column_in_the_lens_and_the_grid(nb):
     lens.locator('.mw-cell[data-row="1"][data-pos="5"]').click()
     assert nb.wait_py("toks.selected_token", 5) == 5
     expect(grid.locator('.mw-cell.mw-linked[data-col="5"]')).to_have_count(2)
-    expect(toks.locator('.mw-token[data-index="5"]')).to_have_class(re.compile("mw-selected"))
+    expect(toks.locator('.mw-token[data-index="5"]')).to_have_class(has_class("mw-selected"))
 
 
 def test_code_toggle_and_predict_then_reveal(nb):
-    lens = nb.cell(1).locator(".jp-OutputArea .mw-logit-lens").first
-    grid = nb.cell(2).locator(".jp-OutputArea .mw-patching-grid").first
+    lens = nb.view(".mw-logit-lens", ready=".mw-cell", cell=1)
+    grid = nb.view(".mw-patching-grid", ready=".mw-cell", cell=2)
     # show the code: the toggle fetches w.code() and shows it as text
     lens.locator(".mw-code-toggle").click()
     code = lens.locator("pre.mw-code")

@@ -11,38 +11,28 @@ from __future__ import annotations
 import time
 
 import pytest
-from _browser import report
+from _browser import HOSTILE_TOKENS, display_token, hover_tooltip, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.core.description.lens import logit_lens, train_tuned_lens, tuned_lens\n"
-        f"m = {model_expr}\n"
-        "tl = train_tuned_lens(m, steps=40, n_texts=48, batch_tokens=128, progress=False)\n"
-        'r = logit_lens(m, "The Eiffel Tower is in", k=5)\n'
-        "w = r.widget(tuned=tl)\n"
-        "w"
-    )
-    return lab.run_notebook("logit_lens.ipynb", [cell0])
-
-
-def lens_root(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-logit-lens").first
-    root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
+nb = view_notebook("logit_lens.ipynb", """
+import mi_widgets as mw
+from mi_widgets.core.description.lens import logit_lens, train_tuned_lens, tuned_lens
+m = {model}
+tl = train_tuned_lens(m, steps=40, n_texts=48, batch_tokens=128, progress=False)
+r = logit_lens(m, "The Eiffel Tower is in", k=5)
+w = r.widget(tuned=tl)
+w
+""")
 
 
 def test_hover_click_switch_and_target(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
-    root = lens_root(nb)
+    root = nb.view(".mw-logit-lens", ready=".mw-cell")
     n_rows = nb.py_json("len(w.layer_names)")
     expect(root.locator(".mw-cell")).to_have_count(n_rows * 6)
     assert root.locator(".mw-col-label").all_text_contents()[2:] == [" Eiffel", " Tower", " is", " in"]
@@ -52,10 +42,7 @@ def test_hover_click_switch_and_target(nb, capsys):
 
     # hover: the cell's top-k equals Python's
     cell = root.locator('.mw-cell[data-row="1"][data-pos="5"]')
-    cell.hover()
-    tip = root.locator(".mw-tooltip")
-    expect(tip).to_be_visible()
-    expect(tip.locator(".mw-tt-label")).to_have_text('resid_post 0, position 5 " in"')
+    tip = hover_tooltip(root, cell, 'resid_post 0, position 5 " in"')
     py_top = nb.py_json("[[r.vocab[int(i)], float(p)] for i, p in zip(r.top_ids[1, 5], r.top_probs[1, 5])]")
     assert tip.locator(".mw-tt-row .mw-tok").all_text_contents() == [t for t, _ in py_top]
     shown = [float(x) for x in tip.locator(".mw-tt-row .mw-prob").all_text_contents()]
@@ -91,14 +78,13 @@ def test_hover_click_switch_and_target(nb, capsys):
     rome = nb.py_json("tuned_lens(m, r.text, tl, target=' Rome').target_prob[:, 5].tolist()")
     values = [float(x) for x in root.locator(".mw-line-row .mw-prob").all_text_contents()]
     assert values == pytest.approx(rome, rel=2e-3, abs=1e-3)
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_static_export_with_hostile_tokens(lab, tmp_path):
     """``to_html()`` of a hand-made result whose tokens and predictions are whole hostile
     strings, opened from file:// (no kernel): every token shows literally, nothing runs."""
     import torch
-    from _browser import HOSTILE_TOKENS, display_token
 
     from mi_widgets.core.description.lens import LensResult
 
@@ -119,10 +105,7 @@ def test_static_export_with_hostile_tokens(lab, tmp_path):
     )
     path = tmp_path / "lens.html"
     res.widget().to_html(path)
-    page = lab.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-logit-lens")
+    with static_view(lab.page.context, path, ".mw-logit-lens") as root:
         shown = [display_token(t) if t else "∅" for t in HOSTILE_TOKENS]
         expect(root.locator(".mw-col-label")).to_have_text(shown)
         expect(root.locator('.mw-cell[data-row="1"]')).to_have_text(shown)
@@ -133,6 +116,3 @@ def test_static_export_with_hostile_tokens(lab, tmp_path):
         root.locator('.mw-cell[data-row="1"][data-pos="2"]').click()
         expect(root.locator(".mw-target-token")).to_have_text(shown[2])
         expect(root.locator(".mw-line-row .mw-prob")).to_have_count(2)
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()

@@ -6,30 +6,26 @@ checks the views render there and that the comm round trip (traits and requests)
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from _browser import display_token
+from _browser import display_token, has_class
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 TEXT = "The Eiffel Tower is in Paris"
 
-
-@pytest.fixture(scope="module")
-def nb(notebook7, model_expr):
-    cells = [
-        "import mi_widgets as mw\n"
-        f"m = {model_expr}\n"
-        f'w = mw.TokenActivations(m, "{TEXT}", site="mlp_post", layer=0)\n'
-        "w",
-        'r = mw.activation_patching(m, "The Eiffel Tower is in", "The Senso Temple is in",\n'
-        '                           mw.logit_diff(" Paris", " Tokyo"), positions="each", progress=False)\n'
-        "g = r.widget()\n"
-        "g",
-    ]
-    return notebook7.run_notebook("notebook7.ipynb", cells)
+nb = view_notebook(
+    "notebook7.ipynb",
+    "import mi_widgets as mw\nm = {model}\n" f'w = mw.TokenActivations(m, "{TEXT}", site="mlp_post", layer=0)\nw',
+    """
+r = mw.activation_patching(m, "The Eiffel Tower is in", "The Senso Temple is in",
+                           mw.logit_diff(" Paris", " Tokyo"), positions="each", progress=False)
+g = r.widget()
+g""",
+    app="notebook7",
+)
 
 
 def test_page_is_notebook7_not_lab(nb):
@@ -46,13 +42,12 @@ def test_token_click_reaches_python(nb):
     i = len(toks) - 1
     span = root.locator(f'.mw-token[data-index="{i}"]')
     span.click()
-    expect(span).to_have_class(re.compile(r"(^|\s)mw-selected(\s|$)"))
+    expect(span).to_have_class(has_class("mw-selected"))
     assert nb.wait_py("w.selected_token", i) == i
 
 
 def test_grid_cell_click_runs_a_request_in_the_kernel(nb):
-    root = nb.cell(1).locator(".jp-OutputArea .mw-patching-grid").first
-    root.locator(".mw-cell").first.wait_for(state="attached", timeout=240_000)
+    root = nb.view(".mw-patching-grid", ready=".mw-cell", cell=1)
     n_layers = nb.py_json("len(g.layers)")
     expect(root.locator(".mw-cell")).to_have_count(n_layers * 6)
     cell = root.locator('.mw-cell[data-row="1"][data-col="5"]')

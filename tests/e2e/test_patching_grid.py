@@ -11,36 +11,30 @@ import re
 import time
 
 import pytest
-from _browser import report
+from _browser import has_class, hover_tooltip, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        f"m = {model_expr}\n"
-        'r = mw.activation_patching(m, "The Eiffel Tower is in", "The Senso Temple is in",\n'
-        '                           mw.logit_diff(" Paris", " Tokyo"), positions="each", progress=False)\n'
-        "w = r.widget()\n"
-        "w"
-    )
-    return lab.run_notebook("patching_grid.ipynb", [cell0])
+nb = view_notebook("patching_grid.ipynb", """
+import mi_widgets as mw
+m = {model}
+r = mw.activation_patching(m, "The Eiffel Tower is in", "The Senso Temple is in",
+                           mw.logit_diff(" Paris", " Tokyo"), positions="each", progress=False)
+w = r.widget()
+w
+""")
 
 
 def grid_root(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-patching-grid").first
-    root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
+    return nb.view(".mw-patching-grid", ready=".mw-cell")
 
 
 def test_click_cell_shows_patched_clean_corrupt_topk(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = grid_root(nb)
     n_layers = nb.py_json("len(w.layers)")
     k = nb.py_json("w.k")
@@ -50,10 +44,7 @@ def test_click_cell_shows_patched_clean_corrupt_topk(nb, capsys):
 
     # hover: label and exact value
     cell = root.locator('.mw-cell[data-row="1"][data-col="5"]')
-    cell.hover()
-    tip = root.locator(".mw-tooltip")
-    expect(tip).to_be_visible()
-    expect(tip.locator(".mw-tt-label")).to_have_text('layer 1, position 5 " in"')
+    tip = hover_tooltip(root, cell, 'layer 1, position 5 " in"')
     value = nb.py_json("float(r.values[1, 5])")
     assert float(tip.locator(".mw-tt-value").text_content()) == float(f"{value:.4g}")
 
@@ -65,7 +56,7 @@ def test_click_cell_shows_patched_clean_corrupt_topk(nb, capsys):
     report(capsys, f"cell click → patched top-k shown in {time.perf_counter() - t0:.2f}s")
     expect(root.locator('.mw-topk-list[data-run="clean"] .mw-topk-row')).to_have_count(k)
     expect(root.locator('.mw-topk-list[data-run="corrupt"] .mw-topk-row')).to_have_count(k)
-    expect(cell).to_have_class(re.compile(r"(^|\s)mw-selected(\s|$)"))
+    expect(cell).to_have_class(has_class("mw-selected"))
     toks = lambda run: root.locator(f'.mw-topk-list[data-run="{run}"] .mw-topk-row .mw-tok').all_text_contents()  # noqa: E731
     assert toks("clean")[0] == " Paris"
     assert toks("corrupt")[0] == " Tokyo"
@@ -112,7 +103,7 @@ def test_sweep_from_the_view_progress_and_cancel(nb, capsys):
         " mw.logit_diff(' Paris', ' Tokyo'), site='attn_out', positions='each').values, atol=1e-5))"
     )
     assert ok
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_static_export_in_the_browser(nb, tmp_path, capsys):
@@ -124,10 +115,7 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
     report(capsys, f"sweep + to_html in the kernel: {time.perf_counter() - t0:.2f}s, {path.stat().st_size} bytes")
     cached = nb.py_json("sorted(w._static_extra(512)['cell_cache'])")
     k = nb.py_json("w.k")
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-patching-grid")
+    with static_view(nb.page.context, path, ".mw-patching-grid") as root:
         expect(root.locator(".mw-cell")).to_have_count(nb.py_json("w.n_cells"))
         expect(root.locator("select.mw-site")).to_be_disabled()
         expect(root.locator("select.mw-mode")).to_be_disabled()
@@ -142,6 +130,3 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
         i, j = miss.split(",")
         root.locator(f'.mw-cell[data-row="{i}"][data-col="{j}"]').click()
         expect(root.locator('.mw-topk-list[data-run="patched"] .mw-note')).to_contain_text("not precomputed")
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()

@@ -9,41 +9,30 @@ container ``.mw-patchscope``, cells ``.mw-cell[data-layer][data-position]``, sou
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
-from _browser import display_token, report
+from _browser import display_token, has_class, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.widgets.patchscope import Patchscope\n"
-        "from mi_widgets.core.description.patchscopes import patchscope\n"
-        f"m = {model_expr}\n"
-        'w = Patchscope(m, "The Eiffel Tower is in <b>x</b>", n_tokens=2)\n'
-        "w"
-    )
-    return lab.run_notebook("patchscope.ipynb", [cell0])
-
-
-def root_of(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-patchscope").first
-    root.locator(".mw-cell").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
+nb = view_notebook("patchscope.ipynb", """
+import mi_widgets as mw
+from mi_widgets.widgets.patchscope import Patchscope
+from mi_widgets.core.description.patchscopes import patchscope
+m = {model}
+w = Patchscope(m, "The Eiffel Tower is in <b>x</b>", n_tokens=2)
+w
+""")
 
 
 def test_click_a_cell_decodes_as_in_python(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
-    root = root_of(nb)
+    root = nb.view(".mw-patchscope", ready=".mw-cell")
     toks = nb.py_json("w.source_tokens")
     n_layers = nb.py_json("m.n_layers")
     expect(root.locator(".mw-cell")).to_have_count((n_layers + 1) * len(toks))
@@ -58,8 +47,8 @@ def test_click_a_cell_decodes_as_in_python(nb, capsys):
     rows = root.locator(".mw-decoded-row .mw-text")
     expect(rows).to_have_count(n_layers + 1, timeout=CELL_S * 1000)
     report(capsys, f"cell click → decoded texts shown in {time.perf_counter() - t0:.2f}s")
-    expect(cell).to_have_class(re.compile(r"(^|\s)mw-selected(\s|$)"))
-    expect(cell).to_have_class(re.compile(r"(^|\s)mw-done(\s|$)"))
+    expect(cell).to_have_class(has_class("mw-selected"))
+    expect(cell).to_have_class(has_class("mw-done"))
     shown = rows.all_text_contents()
     want = nb.py_json(
         f"patchscope(m, w.source_prompt, [2], {pos}, target_layers='all', n_tokens=2).texts[0]"
@@ -77,17 +66,14 @@ def test_click_a_cell_decodes_as_in_python(nb, capsys):
     expect(rows).to_have_count(n_layers + 1)
     assert rows.all_text_contents() == [display_token(t) for t in want0]
     assert not any(t.startswith(" Paris") for t in want0), want0
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_static_export_in_the_browser(nb, tmp_path):
     path = tmp_path / "patchscope.html"
     nb.py(f"w.to_html({str(path)!r})")
     cached = nb.py_json("w._static_extra(512)['decoded_cache']")
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-patchscope")
+    with static_view(nb.page.context, path, ".mw-patchscope") as root:
         expect(root.locator(".mw-status")).to_have_text("static")
         key = "2,5"
         root.locator('.mw-cell[data-layer="2"][data-position="5"]').click()
@@ -95,6 +81,3 @@ def test_static_export_in_the_browser(nb, tmp_path):
         root.locator('.mw-cell[data-layer="3"][data-position="1"]').click()
         expect(root.locator(".mw-decoded .mw-note")).to_contain_text("not precomputed")
         assert root.locator("b").count() == 0
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from _browser import report
+from _browser import hover_tooltip, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -25,25 +27,19 @@ HAND_CONFUSION = (
     " for p in (0, 1)] for t in (0, 1)]"
 )
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw\n"
-        "from mi_widgets.core.concepts.probes import ProbeDataset, probe\n"
-        f"m = {model_expr}\n"
-        'r = probe(m, ProbeDataset.from_zoo("sentiment", n=120, n_ood=40), seeds=(0, 1), progress=False)\n'
-        'r.add_overlay("after erasure", {1: 0.5})\n'
-        "w = r.widget(model=m)\n"
-        "w"
-    )
-    return lab.run_notebook("probe_accuracy.ipynb", [cell0])
+nb = view_notebook("probe_accuracy.ipynb", """
+import mi_widgets as mw
+from mi_widgets.core.concepts.probes import ProbeDataset, probe
+m = {model}
+r = probe(m, ProbeDataset.from_zoo("sentiment", n=120, n_ood=40), seeds=(0, 1), progress=False)
+r.add_overlay("after erasure", {1: 0.5})
+w = r.widget(model=m)
+w
+""")
 
 
 def view_root(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-probe-accuracy").first
-    root.locator(".mw-x-label").first.wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
+    return nb.view(".mw-probe-accuracy", ready=".mw-x-label")
 
 
 def confusion(root) -> list[list[int]]:
@@ -58,17 +54,14 @@ def confusion(root) -> list[list[int]]:
 
 
 def test_click_a_layer_shows_its_confusion_matrix_and_coloured_examples(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = view_root(nb)
     expect(root.locator(".mw-x-label")).to_have_count(5)
     expect(root.locator('.mw-point[data-curve="test"]')).to_have_count(5)
 
     # hover: exact values (the overlay point is drawn last, so the pointer reaches it; the test
     # point may sit under others of equal accuracy, so it gets the event directly)
-    root.locator('.mw-point[data-curve="after erasure"][data-index="2"]').hover()
-    tip = root.locator(".mw-tooltip")
-    expect(tip).to_be_visible()
-    expect(tip.locator(".mw-tt-label")).to_have_text("after erasure · resid_post 1")
+    point = root.locator('.mw-point[data-curve="after erasure"][data-index="2"]')
+    tip = hover_tooltip(root, point, "after erasure · resid_post 1")
     expect(tip.locator(".mw-tt-value")).to_have_text("accuracy 0.5000")
     root.locator('.mw-point[data-curve="test"][data-index="0"]').dispatch_event("mouseover")
     expect(tip.locator(".mw-tt-label")).to_have_text("test · embed")
@@ -98,7 +91,7 @@ def test_click_a_layer_shows_its_confusion_matrix_and_coloured_examples(nb, caps
     assert int(first.get_attribute("data-index")) == nb.py_json(
         "r.test_index[int(r.test_scores[('resid_post', 1)].argmax())]"
     )
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_legend_toggle_and_selection_from_python(nb):
@@ -132,10 +125,7 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
     )
     report(capsys, f"to_html in the kernel: {time.perf_counter() - t0:.2f}s, {path.stat().st_size} bytes")
     best = nb.py_json("list(w2.best_layer())")
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-probe-accuracy")
+    with static_view(nb.page.context, path, ".mw-probe-accuracy") as root:
         expect(root.locator(".mw-status")).to_have_text("static")
         name = "embed" if best[1] < 0 else f"{best[0]} {best[1]}"
         expect(root.locator(".mw-panel-title")).to_contain_text(name)
@@ -148,6 +138,3 @@ def test_static_export_in_the_browser(nb, tmp_path, capsys):
         expect(root.locator(".mw-panel-title")).to_contain_text("embed")
         assert confusion(root) == nb.py_json(HAND_CONFUSION.format(key="('resid_pre', -1)"))
         expect(root.locator(".mw-no-tokens")).to_contain_text("not precomputed")
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()

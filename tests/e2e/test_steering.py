@@ -7,44 +7,37 @@ DOM hooks: mi_widgets/widgets/steering.py (class docstring).
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
-from _browser import report
+from _browser import has_class, report, static_view
 from playwright.sync_api import expect
+
+from ._notebook import view_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELL_S = 120
 
-
-@pytest.fixture(scope="module")
-def nb(lab, model_expr):
-    cell0 = (
-        "import mi_widgets as mw, torch\n"
-        "from mi_widgets.core.description import steering as S\n"
-        "from mi_widgets.widgets.steering import Steering\n"
-        "from mi_widgets.zoo import corpus\n"
-        f"m = {model_expr}\n"
-        "ex = corpus.sentiment_examples('id', n=20)\n"
-        "vec = S.steering_vector(m, [e['text'] for e in ex if e['label']], [e['text'] for e in ex if not e['label']], layer=0)\n"
-        "rnd = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0))\n"
-        "w = Steering(m, 'The food was', {'sentiment': vec, 'random': rnd}, layer=0, coef=0.0, max_new_tokens=12)\n"
-        "w"
-    )
-    return lab.run_notebook("steering.ipynb", [cell0])
+nb = view_notebook("steering.ipynb", """
+import mi_widgets as mw, torch
+from mi_widgets.core.description import steering as S
+from mi_widgets.widgets.steering import Steering
+from mi_widgets.zoo import corpus
+m = {model}
+ex = corpus.sentiment_examples('id', n=20)
+vec = S.steering_vector(m, [e['text'] for e in ex if e['label']], [e['text'] for e in ex if not e['label']], layer=0)
+rnd = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0))
+w = Steering(m, 'The food was', {'sentiment': vec, 'random': rnd}, layer=0, coef=0.0, max_new_tokens=12)
+w
+""")
 
 
 def panel(nb):
-    root = nb.cell(0).locator(".jp-OutputArea .mw-steering").first
-    root.locator("button.mw-generate").wait_for(state="attached", timeout=CELL_S * 1000)
-    return root
-
+    return nb.view(".mw-steering", ready="button.mw-generate")
 
 
 def test_generate_streams_both_columns_equal_to_python(nb, capsys):
-    report(capsys, f"notebook open + run {nb.timings['open_and_run_s']:.1f}s")
     root = panel(nb)
     root.locator("input.mw-coef").fill("-4")
     expect(root.locator(".mw-coef-value")).to_have_text("-4")
@@ -65,7 +58,7 @@ def test_generate_streams_both_columns_equal_to_python(nb, capsys):
     assert base == ref[0] and steered == ref[1], (base, steered, ref)
     assert base != steered
     expect(root.locator('.mw-column[data-run="steered"] .mw-prompt-text')).to_have_text("The food was")
-    assert nb.page.evaluate("() => typeof window.__pwned") == "undefined"
+    nb.assert_no_markup_ran()
 
 
 def test_cancel_during_a_long_generation(nb):
@@ -85,7 +78,7 @@ def test_cancel_during_a_long_generation(nb):
     expect(status).to_have_attribute("data-status", "running", timeout=30_000)
     steered = root.locator('.mw-column[data-run="steered"] .mw-token')
     expect(steered.nth(2)).to_be_attached(timeout=30_000)  # tokens arrive while it runs
-    expect(root.locator('.mw-column[data-run="steered"]')).not_to_have_class(re.compile(r"\bmw-done\b"))
+    expect(root.locator('.mw-column[data-run="steered"]')).not_to_have_class(has_class("mw-done"))
     expect(root.locator("button.mw-generate")).to_be_disabled()
     root.locator("button.mw-cancel").click()
     expect(status).to_have_attribute("data-status", "cancelled", timeout=30_000)
@@ -126,16 +119,10 @@ def test_static_export_shows_hostile_tokens_literally(nb, tmp_path):
         "w.sweep(prompt='Overall the review is')\n"
         f"w.to_html({str(path)!r})"
     )
-    page = nb.page.context.new_page()
-    try:
-        page.goto(path.resolve().as_uri())
-        root = page.locator(".mw-steering")
+    with static_view(nb.page.context, path, ".mw-steering") as root:
         toks = root.locator('.mw-column[data-run="steered"] .mw-token')
         expect(toks).to_have_count(4)
         assert toks.all_text_contents() == ["<script>window.__pwned=1</script>", '<img src=x onerror="window.__pwned=2">', "&amp;", "\u202eevil"]
         expect(root.locator("button.mw-generate")).to_be_disabled()
         expect(root.locator(".mw-status")).to_have_text("static")
         expect(root.locator("svg.mw-sweep-plot circle.mw-point")).to_have_count(21)
-        assert page.evaluate("() => typeof window.__pwned") == "undefined"
-    finally:
-        page.close()
