@@ -12,7 +12,7 @@ from .. import wire
 from ..core._checks import check_model, check_positive_int
 from ..core.decomposition.activations import TokenActivationsResult, token_activations
 from ..core.model import TOKEN_SITES, Model
-from ._base import Field, MIWidget, bundle, request_handler, script_json
+from ._base import Field, MIWidget, bundle, check_traits, request_handler, script_json
 from .code import ShowsCode, token_activations_code
 
 
@@ -180,6 +180,12 @@ class TokenActivations(ShowsCode, MIWidget):
         self.selected_unit = unit
         self.unit_label = f"{self._result.unit_kind} {unit}"
         self.values = wire.encode(values, "float32")
+
+    _check = check_traits(
+        k=Field(int, min=1, max=10_000),
+        selected_unit=Field(int, min=-1, max=lambda w: w.n_units - 1 if w.n_units > 0 else 10**9),
+        layer=Field(int, min=0, max=lambda w: max(0, w.n_layers - 1)),
+    )
 
     @traitlets.validate("selected_token")
     def _check_token(self, proposal: Any) -> int:

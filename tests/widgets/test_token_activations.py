@@ -132,8 +132,11 @@ def test_setting_selected_unit_recolours(gpt2):
     w.selected_unit = 42
     np.testing.assert_allclose(wire.decode(w.values), w.result.acts[:, 42].numpy(), rtol=1e-6)
     assert w.unit_label == "neuron 42"
-    w.selected_unit = 10_000  # out of range: refused, previous unit kept, error shown
-    assert w.selected_unit == 42 and "unit must be an int in 0..127" in w.error
+    import traitlets
+
+    with pytest.raises(traitlets.TraitError, match=r"selected_unit must be -1 \(none\) or an int in 0\.\.127"):
+        w.selected_unit = 10_000  # out of range: refused on assignment, previous unit kept
+    assert w.selected_unit == 42 and w.unit_label == "neuron 42"
 
 
 def test_selected_token_is_validated_and_located(gpt2):
@@ -387,3 +390,19 @@ def test_to_html_of_10k_tokens_keeps_every_token(view_10k, capsys):
     # the unit cache is capped by bytes (one per token and unit), not only by count
     assert len(state["unit_cache"]) <= w.CACHE_BYTES["export"] // n + 1
     assert len(page.encode()) < 4_000_000
+
+
+@pytest.mark.parametrize(("trait", "bad"), [
+    ("k", 0), ("k", -1), ("k", True), ("k", 2.5), ("selected_unit", 99999), ("selected_unit", -2),
+    ("selected_unit", "3"), ("layer", -1), ("layer", 99), ("layer", None),
+])
+def test_bad_trait_assignments_are_refused_and_change_nothing(gpt2, trait, bad):
+    import traitlets
+
+    w = mw.TokenActivations(gpt2, TEXTS, site="mlp_post", layer=0)
+    before = {n: getattr(w, n) for n in ("k", "selected_unit", "layer", "site", "unit_label")}
+    with pytest.raises(traitlets.TraitError, match=trait):
+        setattr(w, trait, bad)
+    assert {n: getattr(w, n) for n in before} == before
+    w.k = 3
+    assert w.k == 3
