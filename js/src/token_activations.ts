@@ -10,7 +10,7 @@
  * scrolled into view first.
  */
 
-import { css, divergingRGB, fmt, legend, maxAbs, NEG, POS, textColour } from "./lib/colour";
+import { css, fmt, legend, maxAbs, paletteOf, textColour } from "./lib/colour";
 import { CODE_CSS, codePanel } from "./lib/code_panel";
 import { clear, displayToken, escapeToken, h, setOptions, setText, style } from "./lib/dom";
 import { listKey } from "./lib/keyboard";
@@ -151,7 +151,8 @@ function render({ model, el }: RenderProps): Cleanup {
   siteSelect.setAttribute("aria-label", "site");
   const layerSelect = h("select", "mw-layer");
   layerSelect.setAttribute("aria-label", "layer");
-  const colourLegend = legend("diverging");
+  const pal = () => paletteOf(model.get("palette"));
+  const colourLegend = legend("diverging", pal);
   const pill = statusPill();
   const bar = progressBar();
   const header = h("div", "mw-header", [
@@ -453,7 +454,7 @@ function render({ model, el }: RenderProps): Cleanup {
     if (!span) return;
     const v = values;
     const x = v && i < v.length ? v[i] : NaN;
-    const rgb = divergingRGB(x, vmax);
+    const rgb = pal().divergingRGB(x, vmax);
     const key = rgb.join(",");
     let c = colourCache.get(key);
     if (!c) colourCache.set(key, (c = [css(rgb), textColour(rgb)]));
@@ -574,7 +575,7 @@ function render({ model, el }: RenderProps): Cleanup {
       const v = topkVal && i * k + j < topkVal.length ? topkVal[i * k + j] : NaN;
       const fill = h("span", "mw-topk-fill");
       fill.style.width = `${rowMax > 0 && Number.isFinite(v) ? Math.round((Math.abs(v) / rowMax) * 100) : 0}%`;
-      fill.style.backgroundColor = css(v >= 0 ? POS : NEG);
+      fill.style.backgroundColor = css(pal().divergingRGB(v >= 0 ? 1 : -1, 1));
       const row = h("button", "mw-topk-row", [
         h("span", "mw-topk-name", unitName(u)),
         h("span", "mw-topk-bar", [fill]),
@@ -761,7 +762,11 @@ function render({ model, el }: RenderProps): Cleanup {
   };
   const onSelectChange = () => void fetchView();
 
-  const { dom, listen, dispose } = listeners(model);
+  const { dom, listen, recolour: onPalette, dispose } = listeners(model);
+  onPalette(root, () => {
+    recolour();
+    renderTopk();
+  });
   dom(textsEl, "click", onTextsClick);
   dom(textsEl, "mouseover", onTextsOver);
   dom(textsEl, "mouseout", onTextsOut);

@@ -135,11 +135,24 @@ describe("TokenActivations: rendering", () => {
   it("colours tokens with the diverging scale (max |value| → the ends)", () => {
     const { tokens } = mount(staticModel(baseState()));
     const spans = tokens();
-    // values: +1, -2, +3, ..., +11 (index 10) → the largest is fully red
-    expect(spans[10].style.backgroundColor).toBe("rgb(178, 24, 43)");
-    expect(spans[10].style.color).toBe("#fff");
+    // values: +1, -2, +3, ..., +11 (index 10) → the largest is the default palette's full orange
+    expect(spans[10].style.backgroundColor).toBe("rgb(230, 97, 1)");
+    expect(spans[10].style.color).toBe("#000"); // orange is light enough for dark text
     expect(spans[0].style.backgroundColor).not.toBe(spans[1].style.backgroundColor);
     expect(spans[0].style.color).toBe("#000"); // pale background → dark text
+  });
+
+  it("follows its palette trait: classic is RdBu, greyscale is grey, back to the default", () => {
+    const model = staticModel(baseState());
+    const { tokens } = mount(model);
+    model.set("palette", "classic");
+    expect(tokens()[10].style.backgroundColor).toBe("rgb(178, 24, 43)");
+    expect(tokens()[10].style.color).toBe("#fff");
+    model.set("palette", "greyscale");
+    const [r, g, b] = tokens()[10].style.backgroundColor.match(/\d+/g)!.map(Number);
+    expect(r === g && g === b).toBe(true);
+    model.set("palette", "no such palette"); // unknown → the default
+    expect(tokens()[10].style.backgroundColor).toBe("rgb(230, 97, 1)");
   });
 
   it("disables the selectors in static mode and says why", () => {
@@ -214,7 +227,7 @@ describe("TokenActivations: rendering", () => {
     expect(tokens().length).toBeLessThan(n / 5);
     // a recolour reaches the rendered far block too
     model.set("values", f32(Array.from({ length: n }, (_, i) => (i === n - 2 ? 5 : 0))));
-    expect(root.querySelector<HTMLElement>(`.mw-token[data-index="${n - 2}"]`)!.style.backgroundColor).toBe("rgb(178, 24, 43)");
+    expect(root.querySelector<HTMLElement>(`.mw-token[data-index="${n - 2}"]`)!.style.backgroundColor).toBe("rgb(230, 97, 1)");
   });
 
   it("shows the static copy's note when it has one", () => {
@@ -330,7 +343,7 @@ describe("TokenActivations: interactions", () => {
     // unit 3 in the cache: 1 at token 3, 0 elsewhere
     const after = tokens();
     expect(after).toEqual(before); // same elements
-    after.forEach((s, i) => expect(s.style.backgroundColor).toBe(i === 3 ? "rgb(178, 24, 43)" : "rgb(255, 255, 255)"));
+    after.forEach((s, i) => expect(s.style.backgroundColor).toBe(i === 3 ? "rgb(230, 97, 1)" : "rgb(255, 255, 255)"));
     expect(root.querySelector(".mw-unit-label")!.textContent).toBe("neuron 3");
     expect(root.querySelector('.mw-topk-row[data-unit="3"]')!.classList.contains("mw-active")).toBe(true);
 

@@ -18,7 +18,7 @@ from _browser import HOSTILE_TOKENS, display_token
 from _notebooks import chromium_page
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-POS = "rgb(178, 24, 43)"  # ends of the diverging scale (js/src/lib/colour.ts)
+POS = "rgb(230, 97, 1)"  # ends of the default (blue_orange) diverging scale (js/src/lib/colour.ts)
 NEG = "rgb(33, 102, 172)"
 
 HOSTILE_TEXT = (
