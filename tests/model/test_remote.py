@@ -218,6 +218,12 @@ CASES = {
         numbers,
     ),
     "logit_lens": (lambda m: mw.logit_lens(m, CLEAN, target=" Paris"), numbers),
+    "logit_lens_vocab": (lambda m: mw.logit_lens(m, CLEAN, target=" Paris", vocab=[" Paris", " Rome", " the", " is"]), numbers),
+    "token_activations_window": (
+        lambda m: mw.token_activations(m, " ".join(["The Eiffel Tower is in Paris."] * 30), site="mlp_post", layer=1,
+                                       window=m.n_ctx, stride=m.n_ctx // 2),
+        numbers,
+    ),
     "attention": (lambda m: mw.attention(m, CLEAN), numbers),
     "head_scores": (lambda m: mw.head_scores(m, n=3, seq_len=8), numbers),
     "patchscope": (lambda m: mw.patchscope(m, CLEAN, source_layers=[1, 2], n_tokens=2), numbers),
@@ -358,6 +364,7 @@ REFUSED = {
     "evaluate": lambda m: mw.evaluate(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, ["The Eiffel Tower is in Paris"]),
     "spliced_accuracy": lambda m: mw.spliced_accuracy(mw.SAE(m.d_model, 8, site="resid_post", layer=1), m, [CLEAN], [" Paris"]),
     "direct_effect": lambda m: mw.direct_effect(m, [CLEAN, CORRUPT], MD, "1.0", "zero", progress=False),
+    "illusion_check": lambda m: mw.illusion_check(m, SENT, 1, torch.ones(m.d_model), answers=(" bad", " good")),
     "validate(attention)": lambda m: mw.validate(
         mw.Hypothesis("1.0", "attends to the previous token",
                       attention=mw.AttentionPrediction(lambda toks, i: i - 1 if i else None, [CLEAN])),

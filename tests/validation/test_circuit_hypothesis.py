@@ -114,3 +114,14 @@ def test_bad_circuit_hypotheses_are_refused(found, scrub_set):
         causal_scrub("0.1", prompts, metric, names)
     with pytest.raises(ValueError, match="no other prompt of the same token length"):
         causal_scrub(circuit, prompts, metric, list(range(len(prompts))))
+
+
+def test_causal_scrubbing_refuses_a_remote_model_before_any_job(found, scrub_set):
+    from mi_widgets.core.model.remote import record_jobs
+
+    _, circuit = found
+    prompts, metric, names, _ = scrub_set
+    remote = mw.load("zoo:ioi", remote="local")
+    with record_jobs() as jobs, pytest.raises(ValueError, match="runs on local models only"):
+        causal_scrub(replace(circuit, model=remote), prompts, metric, names)
+    assert jobs.count == 0

@@ -114,6 +114,9 @@ def causal_scrub(
     model = circuit.model if circuit.model is not None else getattr(circuit.task, "model", None)
     if model is None:
         raise ValueError("this Circuit has no model attached (loaded from JSON?); causal scrubbing runs the model")
+    from ..model.remote import require_local
+
+    require_local(model, "causal_scrub", "circuits run on local models; load the model without remote=")
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a list of strings")
     prompts = list(prompts)

@@ -146,6 +146,9 @@ def illusion_check(
     three patched passes over the same test-split pairs (``n_pairs``, ``seed``).
     """
     check_model(model)
+    from ..model.remote import require_local
+
+    require_local(model, "illusion_check", "it reads the downstream weights of the local model; load the model without remote=")
     if not isinstance(dataset, ProbeDataset):
         raise TypeError(f"dataset must be a ProbeDataset, got {type(dataset).__name__}")
     if isinstance(layer, bool) or not isinstance(layer, int):
