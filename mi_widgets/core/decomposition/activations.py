@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_model, check_vector
+from .._checks import check_each_text, check_model, check_vector
 from .._views import DisplaysAsView
 from ..model import TOKEN_SITES, Model
 
@@ -22,12 +22,7 @@ def check_texts(texts: str | list[str]) -> list[str]:
         texts = [texts]
     if not isinstance(texts, (list, tuple)) or len(texts) == 0:
         raise ValueError("texts must be a string or a non-empty list of strings")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ValueError(f"texts[{i}] must be a str, got {type(t).__name__}")
-        if t == "":
-            raise ValueError(f"texts[{i}] is empty; give at least one character of text")
-    return list(texts)
+    return check_each_text(texts, "texts")
 
 
 def check_token_site(model: Model, site: str, layer: int) -> None:
