@@ -171,8 +171,10 @@ def notebook_bytes(w) -> int:
 
 
 def scale() -> None:
-    from _harness import Measured, Run, compare
+    from _harness import Measured, Run, compare, setup
     from playwright.sync_api import sync_playwright
+
+    setup(1)  # one torch thread, as every other benchmark: both versions compute under the same setup
 
     from mi_widgets.widgets._base import bundle, script_json, script_text
 

@@ -369,6 +369,7 @@ def test_notebook_output_of_10k_tokens_stays_under_200_kb(view_10k, monkeypatch,
     np.testing.assert_array_equal(wire.decode(state["values"]), wire.decode(w.values)[:keep])
     np.testing.assert_array_equal(wire.decode(state["topk_indices"]), wire.decode(w.topk_indices)[:keep])
     assert f"first {keep:,} of {n:,} tokens" in state["static_note"]
+    assert state["unit_cache"], "the copy carries no cached unit: the loop below would check nothing"
     for u, cached in state["unit_cache"].items():
         exact = w.result.acts[:keep, int(u)].numpy()
         assert np.abs(wire.decode(cached) - exact).max() <= float(cached["scale"]) / 2 + 1e-5
